@@ -1,0 +1,151 @@
+"""The flow contract, and a stack of identical steps run with ``lax.scan``."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+Params = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class StepStack:
+    """``K`` flow steps of identical structure, run with ``lax.scan`` over stacked params.
+
+    ``steps[k]`` is the tuple of layers of step ``k`` in normalising order; steps differ only
+    in their constants (permutations, signs, masks), which are stacked and scanned alongside the
+    stacked params. Params: a tuple with one entry per layer position, each leaf of shape
+    ``(K, ...)``.
+
+    ``clip``: in the generative direction, activations are clipped to ``[-clip, clip]`` after
+    every step (Asim et al. supplement §1.2.1). Clipping only acts where the flow would otherwise
+    overflow; the log-det ignores it.
+    """
+
+    steps: tuple[tuple[Any, ...], ...]
+    clip: float | None = None
+
+    def _consts(self) -> tuple[Any, ...]:
+        template = self.steps[0]
+        out = []
+        for j, layer in enumerate(template):
+            if hasattr(layer, "constants"):
+                out.append(jax.tree.map(lambda *a: np.stack(a),
+                                        *[step[j].constants() for step in self.steps]))
+            else:
+                out.append(None)
+        return tuple(out)
+
+    def _apply_layer(self, layer, params, consts, h, direction):
+        fn = getattr(layer, f"{direction}_and_log_det")
+        return fn(params, h) if consts is None else fn(params, h, consts)
+
+    def inverse_and_log_det(self, params: Params, x: Array) -> tuple[Array, Array]:
+        template = self.steps[0]
+
+        def body(carry, xs):
+            h, logdet = carry
+            p, c = xs
+            for j, layer in enumerate(template):
+                h, ld = self._apply_layer(layer, p[j], c[j], h, "inverse")
+                logdet = logdet + ld
+            return (h, logdet), None
+
+        (z, logdet), _ = jax.lax.scan(body, (x, jnp.zeros((), x.dtype)), (params, self._consts()))
+        return z, logdet
+
+    def forward_and_log_det(self, params: Params, z: Array) -> tuple[Array, Array]:
+        template = self.steps[0]
+
+        def body(carry, xs):
+            h, logdet = carry
+            p, c = xs
+            for j in reversed(range(len(template))):
+                h, ld = self._apply_layer(template[j], p[j], c[j], h, "forward")
+                logdet = logdet + ld
+            if self.clip is not None:
+                h = jnp.clip(h, -self.clip, self.clip)
+            return (h, logdet), None
+
+        (x, logdet), _ = jax.lax.scan(
+            body, (z, jnp.zeros((), z.dtype)), (params, self._consts()), reverse=True)
+        return x, logdet
+
+    def init(self, key: Array, x_batch: Array) -> tuple[Params, Array]:
+        per_step = []
+        for step, k in zip(self.steps, jax.random.split(key, len(self.steps)), strict=True):
+            layer_params = []
+            for layer, kj in zip(step, jax.random.split(k, len(step)), strict=True):
+                p, x_batch = layer.init(kj, x_batch)
+                layer_params.append(p)
+            per_step.append(tuple(layer_params))
+        return jax.tree.map(lambda *a: jnp.stack(a), *per_step), x_batch
+
+
+class Flow:
+    """Base class of the flows: the density and sampling built on ``forward``/``inverse``.
+
+    Subclasses are frozen dataclasses with ``image_shape`` and implement ``init``, ``forward``
+    (``z -> (x, log|det ∂x/∂z|)``) and ``inverse`` (``x -> (z, log|det ∂z/∂x|)``), one event per
+    call: ``x`` is ``(H, W, C)`` and ``z`` is flat with ``H·W·C`` entries.
+    """
+
+    image_shape: tuple[int, int, int]
+
+    @property
+    def dim(self) -> int:
+        """``n = H·W·C``, the length of the flat latent."""
+        return math.prod(self.image_shape)
+
+    def log_prob(self, params: Params, x: Array) -> Array:
+        r"""Log density of one image ``x`` (pixel space, ``[0, 1]``-valued data).
+
+        .. math:: \log p_G(x) = \log \mathcal N(G^{-1}(x); 0, I)
+                  + \log|\det \partial G^{-1}/\partial x|
+        """
+        z, logdet = self.inverse(params, x)
+        return standard_normal_log_prob(z) + logdet
+
+    def sample(self, params: Params, key: Array, temperature: float = 1.0) -> Array:
+        """One image ``G(T·ε)``, ``ε ~ N(0, I)``, at temperature ``T``."""
+        dtype = jax.tree.leaves(params)[0].dtype
+        z = temperature * jax.random.normal(key, (self.dim,), dtype)
+        return self.forward(params, z)[0]
+
+    def _check_image(self, x: Array) -> None:
+        if tuple(x.shape) != tuple(self.image_shape):
+            raise ValueError(
+                f"x must have shape {tuple(self.image_shape)} (one image; use jax.vmap for "
+                f"batches), got {tuple(x.shape)}")
+
+    def _check_latent(self, z: Array) -> None:
+        if tuple(z.shape) != (self.dim,):
+            raise ValueError(
+                f"z must be flat with shape ({self.dim},) (one latent; use jax.vmap for "
+                f"batches), got {tuple(z.shape)}")
+
+    def _check_batch(self, x_batch: Array) -> Array:
+        x_batch = jnp.asarray(x_batch)
+        if x_batch.ndim != 4 or tuple(x_batch.shape[1:]) != tuple(self.image_shape):
+            raise ValueError(
+                f"x_batch must have shape (N, {', '.join(map(str, self.image_shape))}), "
+                f"got {tuple(x_batch.shape)}")
+        if not jnp.issubdtype(x_batch.dtype, jnp.floating):
+            raise TypeError(f"x_batch must be floating point, got {x_batch.dtype}")
+        return x_batch
+
+
+def standard_normal_log_prob(z: Array) -> Array:
+    r""":math:`\log \mathcal N(z; 0, I) = -\tfrac12\|z\|^2 - \tfrac n2 \log 2\pi` for flat ``z``."""
+    return -0.5 * jnp.sum(z**2) - 0.5 * z.size * jnp.log(2 * jnp.pi).astype(z.dtype)
+
+
+def num_params(params: Params) -> int:
+    """Number of scalar parameters in a pytree."""
+    return int(sum(np.size(leaf) for leaf in jax.tree.leaves(params)))

@@ -1,0 +1,432 @@
+"""Invertible layers with explicit log-determinants.
+
+Every layer follows one contract (distrax-style, one event per call):
+
+* ``forward_and_log_det(params, z) -> (x, log|det ∂x/∂z|)`` — the *generative* direction;
+* ``inverse_and_log_det(params, x) -> (z, log|det ∂z/∂x|)`` — the *normalising* direction;
+* ``init(key, x_batch) -> (params, z_batch)`` — data-dependent initialisation on a batch of
+  image-side inputs, returning the parameters and the batch mapped to the latent side so layers
+  can be initialised in sequence.
+
+Events are ``(H, W, C)`` arrays; batches are handled by ``jax.vmap``. Log-determinants are
+computed in closed form by each layer and never by autodiff. Every floating-point leaf of
+``params`` is unconstrained: any real value keeps the layer invertible (except the plain-matrix
+1×1 convolution, whose matrix may become singular — that is why LU is the default). Fixed
+permutations, signs and masks are constants derived from the layer's static configuration and
+never live in ``params``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.linalg
+
+Array = jax.Array
+Params = Any
+
+ACTNORM_EPS = 5e-4  # Asim et al. supplement §1.2.1: added to the actnorm scale.
+
+
+# --------------------------------------------------------------------------------------------
+# ActNorm
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ActNorm:
+    r"""Per-channel affine normalisation (Kingma & Dhariwal, 2018) with a stabilised scale.
+
+    Normalising direction, for ``x`` of shape ``(H, W, C)``:
+
+    .. math:: z = (x + b) \odot s,\qquad s = \exp(\ell) + \epsilon,\qquad
+              \log|\det \partial z/\partial x| = H W \sum_c \log s_c
+
+    Generative direction: :math:`x = z / s - b`, with log-det :math:`-HW\sum_c \log s_c`.
+    ``ε = 5e-4`` bounds ``1/s`` by 2000, which prevents the division blow-ups the Asim et al.
+    supplement (§1.2.1) reports during inversion. Data-dependent init sets ``b = -mean`` and
+    ``s ≈ 1/std`` per channel over the first batch.
+
+    Params: ``{"bias": (C,), "log_scale": (C,)}``.
+    """
+
+    eps: float = ACTNORM_EPS
+
+    def scale(self, params: Params) -> Array:
+        return jnp.exp(params["log_scale"]) + self.eps
+
+    def inverse_and_log_det(self, params: Params, x: Array) -> tuple[Array, Array]:
+        s = self.scale(params)
+        z = (x + params["bias"]) * s
+        return z, x.shape[0] * x.shape[1] * jnp.sum(jnp.log(s))
+
+    def forward_and_log_det(self, params: Params, z: Array) -> tuple[Array, Array]:
+        s = self.scale(params)
+        x = z / s - params["bias"]
+        return x, -z.shape[0] * z.shape[1] * jnp.sum(jnp.log(s))
+
+    def init(self, key: Array, x_batch: Array) -> tuple[Params, Array]:
+        del key
+        mean = jnp.mean(x_batch, axis=(0, 1, 2))
+        std = jnp.std(x_batch, axis=(0, 1, 2))
+        target = 1.0 / (std + 1e-6)
+        log_scale = jnp.log(jnp.maximum(target - self.eps, 1e-6))
+        params = {"bias": -mean, "log_scale": log_scale.astype(x_batch.dtype)}
+        z = jax.vmap(lambda x: self.inverse_and_log_det(params, x)[0])(x_batch)
+        return params, z
+
+
+# --------------------------------------------------------------------------------------------
+# Invertible 1×1 convolution
+# --------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def _lu_constants(channels: int, seed: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+    """A random rotation's LU factors: (P, L, U, sign) with W0 = P L U (numpy, cached)."""
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.standard_normal((channels, channels)))
+    p, lower, upper = scipy.linalg.lu(q)
+    return p, lower, upper, np.sign(np.diag(upper))
+
+
+@dataclasses.dataclass(frozen=True)
+class InvConv1x1:
+    r"""Invertible 1×1 convolution, a channel-mixing matrix applied at every pixel.
+
+    Normalising direction: :math:`z_{hw} = W x_{hw}`, log-det :math:`HW \log|\det W|`.
+    Generative direction: :math:`x_{hw} = W^{-1} z_{hw}`, log-det :math:`-HW \log|\det W|`.
+
+    With ``lu=True`` (default) ``W = P L (U + \mathrm{diag}(\mathrm{sign} \cdot e^{\log s}))``
+    with a fixed permutation ``P`` and fixed signs (constants drawn from ``seed``), ``L`` unit
+    lower-triangular and ``U`` strictly upper-triangular, so ``log|det W| = Σ log s`` and any
+    real parameters give an invertible ``W``. Params: ``{"lower", "upper": (C, C),
+    "log_s": (C,)}``. With ``lu=False``, ``W`` is a free ``(C, C)`` matrix (``{"weight"}``),
+    initialised to a random rotation, with ``log|det W|`` from ``slogdet``.
+    """
+
+    channels: int
+    seed: tuple[int, ...] = (0,)
+    lu: bool = True
+
+    def constants(self) -> tuple[np.ndarray, np.ndarray]:
+        """The fixed ``(P, sign)``; scanned stacks of layers pass them in as ``consts``."""
+        p, _, _, sign = _lu_constants(self.channels, self.seed)
+        return p, sign
+
+    def weight(self, params: Params, consts=None) -> tuple[Array, Array]:
+        """Returns ``(W, log|det W|)``."""
+        if not self.lu:
+            w = params["weight"]
+            return w, jnp.linalg.slogdet(w)[1]
+        dtype = params["log_s"].dtype
+        p, sign = self.constants() if consts is None else consts
+        p, sign = jnp.asarray(p, dtype), jnp.asarray(sign, dtype)
+        eye = jnp.eye(self.channels, dtype=dtype)
+        lower = jnp.tril(params["lower"], -1) + eye
+        upper = jnp.triu(params["upper"], 1) + jnp.diag(sign * jnp.exp(params["log_s"]))
+        return p @ lower @ upper, jnp.sum(params["log_s"])
+
+    def inverse_weight(self, params: Params, consts=None) -> Array:
+        """``W⁻¹``, through two triangular solves in the LU case."""
+        if not self.lu:
+            return jnp.linalg.inv(params["weight"])
+        dtype = params["log_s"].dtype
+        p, sign = self.constants() if consts is None else consts
+        p, sign = jnp.asarray(p, dtype), jnp.asarray(sign, dtype)
+        eye = jnp.eye(self.channels, dtype=dtype)
+        lower = jnp.tril(params["lower"], -1) + eye
+        upper = jnp.triu(params["upper"], 1) + jnp.diag(sign * jnp.exp(params["log_s"]))
+        lower_inv = jax.scipy.linalg.solve_triangular(lower, eye, lower=True, unit_diagonal=True)
+        upper_inv = jax.scipy.linalg.solve_triangular(upper, eye, lower=False)
+        return upper_inv @ lower_inv @ p.T
+
+    def inverse_and_log_det(self, params: Params, x: Array, consts=None) -> tuple[Array, Array]:
+        w, logdet = self.weight(params, consts)
+        return x @ w.T, x.shape[0] * x.shape[1] * logdet
+
+    def forward_and_log_det(self, params: Params, z: Array, consts=None) -> tuple[Array, Array]:
+        _, logdet = self.weight(params, consts)
+        return z @ self.inverse_weight(params, consts).T, -z.shape[0] * z.shape[1] * logdet
+
+    def init(self, key: Array, x_batch: Array) -> tuple[Params, Array]:
+        del key
+        dtype = x_batch.dtype
+        p, lower, upper, sign = _lu_constants(self.channels, self.seed)
+        if self.lu:
+            params = {
+                "lower": jnp.asarray(np.tril(lower, -1), dtype),
+                "upper": jnp.asarray(np.triu(upper, 1), dtype),
+                "log_s": jnp.asarray(np.log(np.abs(np.diag(upper))), dtype),
+            }
+        else:
+            params = {"weight": jnp.asarray(p @ lower @ upper, dtype)}
+        z = jax.vmap(lambda x: self.inverse_and_log_det(params, x)[0])(x_batch)
+        return params, z
+
+
+# --------------------------------------------------------------------------------------------
+# Coupling networks (Flax) and coupling layers
+# --------------------------------------------------------------------------------------------
+
+
+class ZeroConv(nn.Module):
+    """3×3 convolution initialised to zero, with Glow's learned output scale ``exp(3·logs)``."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        h = nn.Conv(self.features, (3, 3), kernel_init=nn.initializers.zeros,
+                    bias_init=nn.initializers.zeros, dtype=x.dtype, param_dtype=x.dtype)(x)
+        logs = self.param("logs", nn.initializers.zeros, (self.features,), x.dtype)
+        return h * jnp.exp(3.0 * logs)
+
+
+class GlowNet(nn.Module):
+    """Glow's coupling network: conv3×3 → ReLU → conv1×1 → ReLU → zero-initialised conv3×3."""
+
+    width: int
+    features: int
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        kw = dict(dtype=x.dtype, param_dtype=x.dtype)
+        h = nn.relu(nn.Conv(self.width, (3, 3), **kw)(x))
+        h = nn.relu(nn.Conv(self.width, (1, 1), **kw)(h))
+        return ZeroConv(self.features)(h)
+
+
+class ResNet(nn.Module):
+    """RealNVP's residual coupling network: conv3×3, ``blocks`` residual blocks, zero conv."""
+
+    width: int
+    blocks: int
+    features: int
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        kw = dict(dtype=x.dtype, param_dtype=x.dtype)
+        h = nn.Conv(self.width, (3, 3), **kw)(x)
+        for _ in range(self.blocks):
+            r = nn.Conv(self.width, (3, 3), **kw)(nn.relu(h))
+            r = nn.Conv(self.width, (3, 3), **kw)(nn.relu(r))
+            h = h + r
+        return ZeroConv(self.features)(nn.relu(h))
+
+
+@dataclasses.dataclass(frozen=True)
+class ChannelCoupling:
+    r"""Glow coupling on channel halves ``x = (x_a, x_b)``, ``x_a`` the first ``⌊C/2⌋`` channels.
+
+    Affine (``additive=False``), with ``(t, r) = \mathrm{NN}(x_a)`` and
+    :math:`s = \sigma(r + 2)`:
+
+    * normalising: :math:`z_a = x_a,\ z_b = (x_b + t) \odot s`,
+      log-det :math:`\sum \log s`;
+    * generative: :math:`x_b = z_b / s - t`, log-det :math:`-\sum \log s`.
+
+    Additive (volume-preserving): :math:`z_b = x_b + t`, log-det 0.
+    The network's last layer starts at zero (Glow), so an affine coupling starts as
+    ``z_b = σ(2)·x_b``. Params: ``{"net": flax params}``.
+    """
+
+    channels: int
+    width: int
+    additive: bool = False
+
+    @property
+    def split(self) -> int:
+        return self.channels // 2
+
+    def _net(self) -> GlowNet:
+        nb = self.channels - self.split
+        return GlowNet(self.width, nb if self.additive else 2 * nb)
+
+    def _shift_scale(self, params: Params, xa: Array) -> tuple[Array, Array | None]:
+        h = self._net().apply(params["net"], xa)
+        if self.additive:
+            return h, None
+        return h[..., 0::2], jax.nn.sigmoid(h[..., 1::2] + 2.0)
+
+    def inverse_and_log_det(self, params: Params, x: Array) -> tuple[Array, Array]:
+        xa, xb = x[..., : self.split], x[..., self.split :]
+        t, s = self._shift_scale(params, xa)
+        if s is None:
+            return jnp.concatenate([xa, xb + t], -1), jnp.zeros((), x.dtype)
+        return jnp.concatenate([xa, (xb + t) * s], -1), jnp.sum(jnp.log(s))
+
+    def forward_and_log_det(self, params: Params, z: Array) -> tuple[Array, Array]:
+        za, zb = z[..., : self.split], z[..., self.split :]
+        t, s = self._shift_scale(params, za)
+        if s is None:
+            return jnp.concatenate([za, zb - t], -1), jnp.zeros((), z.dtype)
+        return jnp.concatenate([za, zb / s - t], -1), -jnp.sum(jnp.log(s))
+
+    def init(self, key: Array, x_batch: Array) -> tuple[Params, Array]:
+        params = {"net": self._net().init(key, x_batch[0, ..., : self.split])}
+        z = jax.vmap(lambda x: self.inverse_and_log_det(params, x)[0])(x_batch)
+        return params, z
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskedCoupling:
+    r"""RealNVP affine coupling with a binary mask ``b`` (checkerboard or channel-wise).
+
+    With ``(r, t) = \mathrm{NN}(b \odot x)`` and :math:`s = e^{\rho}\tanh(r)` (``ρ`` learned):
+
+    * normalising: :math:`z = b \odot x + (1-b) \odot (x \odot e^{s} + t)`,
+      log-det :math:`\sum (1-b) \odot s`;
+    * generative: :math:`x = b \odot z + (1-b) \odot (z - t) \odot e^{-s}`,
+      log-det :math:`-\sum (1-b) \odot s`.
+
+    ``mask`` is a constant built from ``(kind, parity)``; it never lives in params.
+    Params: ``{"net": flax params, "log_rescale": (C,)}``.
+    """
+
+    shape: tuple[int, int, int]
+    kind: str  # "checkerboard" | "channel"
+    parity: int
+    width: int
+    blocks: int
+
+    def constants(self) -> np.ndarray:
+        """The fixed mask; scanned stacks of layers pass it in as ``consts``."""
+        return coupling_mask(self.shape, self.kind, self.parity)
+
+    def _net(self) -> ResNet:
+        return ResNet(self.width, self.blocks, 2 * self.shape[-1])
+
+    def _shift_log_scale(self, params: Params, xm: Array, b: Array) -> tuple[Array, Array]:
+        h = self._net().apply(params["net"], xm)
+        r, t = h[..., 0::2], h[..., 1::2]
+        s = jnp.exp(params["log_rescale"]) * jnp.tanh(r)
+        return t * (1 - b), s * (1 - b)
+
+    def inverse_and_log_det(self, params: Params, x: Array, consts=None) -> tuple[Array, Array]:
+        b = jnp.asarray(self.constants() if consts is None else consts, x.dtype)
+        t, s = self._shift_log_scale(params, x * b, b)
+        return b * x + (1 - b) * (x * jnp.exp(s) + t), jnp.sum(s)
+
+    def forward_and_log_det(self, params: Params, z: Array, consts=None) -> tuple[Array, Array]:
+        b = jnp.asarray(self.constants() if consts is None else consts, z.dtype)
+        t, s = self._shift_log_scale(params, z * b, b)
+        return b * z + (1 - b) * ((z - t) * jnp.exp(-s)), -jnp.sum(s)
+
+    def init(self, key: Array, x_batch: Array) -> tuple[Params, Array]:
+        b = jnp.asarray(self.constants(), x_batch.dtype)
+        params = {
+            "net": self._net().init(key, x_batch[0] * b),
+            "log_rescale": jnp.zeros((self.shape[-1],), x_batch.dtype),
+        }
+        z = jax.vmap(lambda x: self.inverse_and_log_det(params, x)[0])(x_batch)
+        return params, z
+
+
+def coupling_mask(shape: tuple[int, int, int], kind: str, parity: int) -> np.ndarray:
+    """Binary mask ``(H, W, C)``: 1 marks the entries that condition (pass through unchanged)."""
+    h, w, c = shape
+    if kind == "checkerboard":
+        m = (np.add.outer(np.arange(h), np.arange(w)) + parity) % 2
+        return np.broadcast_to(m[:, :, None], shape).astype(np.float32)
+    if kind == "channel":
+        m = (np.arange(c) < c // 2).astype(np.float32)
+        if parity:
+            m = 1.0 - m
+        return np.broadcast_to(m[None, None, :], shape).astype(np.float32)
+    raise ValueError(f"kind must be 'checkerboard' or 'channel', got {kind!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# Squeeze and multi-scale split
+# --------------------------------------------------------------------------------------------
+
+
+def squeeze(x: Array) -> Array:
+    """Space-to-depth ``(H, W, C) -> (H/2, W/2, 4C)``; volume preserving (log-det 0)."""
+    h, w, c = x.shape
+    x = x.reshape(h // 2, 2, w // 2, 2, c)
+    return x.transpose(0, 2, 1, 3, 4).reshape(h // 2, w // 2, 4 * c)
+
+
+def unsqueeze(x: Array) -> Array:
+    """Depth-to-space ``(H, W, 4C) -> (2H, 2W, C)``, the exact inverse of :func:`squeeze`."""
+    h, w, c4 = x.shape
+    c = c4 // 4
+    x = x.reshape(h, w, 2, 2, c).transpose(0, 2, 1, 3, 4)
+    return x.reshape(2 * h, 2 * w, c)
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitPrior:
+    r"""Factor out the second channel half ``h_2`` of ``h = (h_1, h_2)`` as a latent.
+
+    With ``learned=True`` (Glow), ``h_2 | h_1 ~ N(μ(h_1), diag(e^{2ℓ(h_1)}))`` with
+    ``(μ, ℓ)`` from a zero-initialised conv of ``h_1``. The standardisation is folded into the
+    bijection so that the latent is standard normal:
+
+    * normalising: :math:`\varepsilon = (h_2 - \mu) \odot e^{-\ell}`, log-det :math:`-\sum\ell`;
+    * generative: :math:`h_2 = \mu + e^{\ell} \odot \varepsilon`, log-det :math:`\sum\ell`.
+
+    With ``learned=False``, ``ε = h_2`` (a plain standard normal). Params:
+    ``{"net": flax params}`` or ``{}``.
+    """
+
+    channels: int
+    learned: bool = True
+
+    @property
+    def keep(self) -> int:
+        return self.channels // 2
+
+    def _stats(self, params: Params, h1: Array) -> tuple[Array, Array]:
+        out = ZeroConv(2 * (self.channels - self.keep)).apply(params["net"], h1)
+        return out[..., 0::2], out[..., 1::2]
+
+    def inverse_and_log_det(self, params: Params, h: Array) -> tuple[tuple[Array, Array], Array]:
+        """``h -> ((h_1, ε), log-det)``."""
+        h1, h2 = h[..., : self.keep], h[..., self.keep :]
+        if not self.learned:
+            return (h1, h2), jnp.zeros((), h.dtype)
+        mu, logs = self._stats(params, h1)
+        return (h1, (h2 - mu) * jnp.exp(-logs)), -jnp.sum(logs)
+
+    def forward_and_log_det(self, params: Params, h1: Array, eps: Array) -> tuple[Array, Array]:
+        """``(h_1, ε) -> (h, log-det)``."""
+        if not self.learned:
+            return jnp.concatenate([h1, eps], -1), jnp.zeros((), h1.dtype)
+        mu, logs = self._stats(params, h1)
+        return jnp.concatenate([h1, mu + jnp.exp(logs) * eps], -1), jnp.sum(logs)
+
+    def init(self, key: Array, h_batch: Array) -> Params:
+        if not self.learned:
+            return {}
+        return {"net": ZeroConv(2 * (self.channels - self.keep)).init(
+            key, h_batch[0, ..., : self.keep])}
+
+
+@dataclasses.dataclass(frozen=True)
+class TopPrior:
+    r"""Learned diagonal Gaussian on the top latent, folded into the bijection.
+
+    Normalising: :math:`\varepsilon = (h - \mu) \odot e^{-\ell}` (log-det :math:`-\sum\ell`);
+    generative: :math:`h = \mu + e^{\ell}\odot\varepsilon`. Params: ``{"mean", "log_std"}``
+    of the top shape, initialised at zero (so it starts as the identity).
+    """
+
+    def inverse_and_log_det(self, params: Params, h: Array) -> tuple[Array, Array]:
+        return (h - params["mean"]) * jnp.exp(-params["log_std"]), -jnp.sum(params["log_std"])
+
+    def forward_and_log_det(self, params: Params, eps: Array) -> tuple[Array, Array]:
+        return params["mean"] + jnp.exp(params["log_std"]) * eps, jnp.sum(params["log_std"])
+
+    def init(self, key: Array, h_batch: Array) -> Params:
+        del key
+        zeros = jnp.zeros(h_batch.shape[1:], h_batch.dtype)
+        return {"mean": zeros, "log_std": zeros}
