@@ -26,10 +26,23 @@ class StepStack:
     ``clip``: in the generative direction, activations are clipped to ``[-clip, clip]`` after
     every step (Asim et al. supplement §1.2.1). Clipping only acts where the flow would otherwise
     overflow; the log-det ignores it.
+
+    ``unroll``: passed to ``lax.scan``. ``None`` (default) fully unrolls on the CPU backend and
+    keeps a rolled loop elsewhere: XLA:CPU runs convolution gradients inside a while loop about
+    17× slower than unrolled (measured: Glow 28×28, K=8, width 128, batch 64 on 2 cores:
+    8.6 s vs 0.53 s per value-and-grad, and the unrolled one also compiled faster, 4.9 s vs
+    10.9 s), while on GPU the rolled scan keeps compile time flat in ``K``.
     """
 
     steps: tuple[tuple[Any, ...], ...]
     clip: float | None = None
+    unroll: int | bool | None = None
+
+    def _unroll(self) -> int | bool:
+        """``lax.scan``'s ``unroll``; ``None`` picks by backend (see the class docstring)."""
+        if self.unroll is not None:
+            return self.unroll
+        return jax.default_backend() == "cpu"
 
     def _consts(self) -> tuple[Any, ...]:
         template = self.steps[0]
@@ -57,7 +70,7 @@ class StepStack:
                 logdet = logdet + ld
             return (h, logdet), None
 
-        (z, logdet), _ = jax.lax.scan(body, (x, jnp.zeros((), x.dtype)), (params, self._consts()))
+        (z, logdet), _ = jax.lax.scan(body, (x, jnp.zeros((), x.dtype)), (params, self._consts()), unroll=self._unroll())
         return z, logdet
 
     def forward_and_log_det(self, params: Params, z: Array) -> tuple[Array, Array]:
@@ -74,7 +87,7 @@ class StepStack:
             return (h, logdet), None
 
         (x, logdet), _ = jax.lax.scan(
-            body, (z, jnp.zeros((), z.dtype)), (params, self._consts()), reverse=True)
+            body, (z, jnp.zeros((), z.dtype)), (params, self._consts()), reverse=True, unroll=self._unroll())
         return x, logdet
 
     def init(self, key: Array, x_batch: Array) -> tuple[Params, Array]:

@@ -47,6 +47,7 @@ class Glow(Flow):
     lu: bool = True
     clip: float | None = None
     seed: int = 0
+    unroll: int | bool | None = None
 
     # ---- structure ------------------------------------------------------------------------
 
@@ -75,7 +76,7 @@ class Glow(Flow):
              InvConv1x1(c, seed=(self.seed, level, k), lu=self.lu),
              ChannelCoupling(c, self.width, additive=self.coupling == "additive"))
             for k in range(self.steps))
-        return StepStack(steps, clip=self.clip)
+        return StepStack(steps, clip=self.clip, unroll=self.unroll)
 
     def _split(self, level: int) -> SplitPrior:
         return SplitPrior(self._level_shapes()[level][2], learned=self.learn_prior)
@@ -160,6 +161,7 @@ def glow(
     lu: bool = True,
     clip: float | None = None,
     seed: int = 0,
+    unroll: int | bool | None = None,
 ) -> Glow:
     """Builds a Glow for images of ``image_shape = (H, W, C)``.
 
@@ -175,6 +177,8 @@ def glow(
       clip: if set (the supplement uses 40), clip activations to ``[-clip, clip]`` after every
         step in the generative direction.
       seed: seeds the fixed permutations of the LU 1×1 convolutions.
+      unroll: ``lax.scan`` unrolling of the steps; ``None`` = full on CPU, rolled elsewhere
+        (see :class:`flowinv.flows.StepStack`).
     """
     image_shape = tuple(int(d) for d in image_shape)
     if len(image_shape) != 3 or min(image_shape) < 1:
@@ -192,4 +196,4 @@ def glow(
     if clip is not None and not clip > 0:
         raise ValueError(f"clip must be None or > 0, got {clip!r}")
     return Glow(image_shape, levels, steps, width, coupling, bool(learn_prior), bool(lu),
-                None if clip is None else float(clip), int(seed))
+                None if clip is None else float(clip), int(seed), unroll)

@@ -30,6 +30,7 @@ class RealNVP(Flow):
     scales: int
     blocks: int
     width: int
+    unroll: int | bool | None = None
 
     def _stages(self):
         """Yields ``(kind, shape)`` with kind in {"checker", "squeeze", "channel", "split"}."""
@@ -51,7 +52,7 @@ class RealNVP(Flow):
         mask_kind = "checkerboard" if kind == "checker" else "channel"
         return StepStack(tuple(
             (ActNorm(), MaskedCoupling(shape, mask_kind, k % 2, self.width, self.blocks))
-            for k in range(count)))
+            for k in range(count)), unroll=self.unroll)
 
     def latent_shapes(self) -> list[tuple[int, int, int]]:
         shapes = [(s[0], s[1], s[2] - s[2] // 2) for k, s, _ in self._stages() if k == "split"]
@@ -117,7 +118,8 @@ class RealNVP(Flow):
 
 
 def realnvp(
-    image_shape: tuple[int, int, int], *, scales: int, blocks: int, width: int
+    image_shape: tuple[int, int, int], *, scales: int, blocks: int, width: int,
+    unroll: int | bool | None = None,
 ) -> RealNVP:
     """Builds a RealNVP for images of ``image_shape = (H, W, C)``.
 
@@ -126,6 +128,7 @@ def realnvp(
       scales: number of scales (each but the last ends with a squeeze and a split).
       blocks: residual blocks in each coupling network.
       width: hidden channels of the coupling networks.
+      unroll: ``lax.scan`` unrolling; ``None`` = full on CPU, rolled elsewhere.
     """
     image_shape = tuple(int(d) for d in image_shape)
     if len(image_shape) != 3 or min(image_shape) < 1:
@@ -137,4 +140,4 @@ def realnvp(
     if image_shape[0] % factor or image_shape[1] % factor:
         raise ValueError(
             f"image_shape {image_shape}: H and W must be divisible by 2**(scales-1) = {factor}")
-    return RealNVP(image_shape, scales, blocks, width)
+    return RealNVP(image_shape, scales, blocks, width, unroll)

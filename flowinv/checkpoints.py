@@ -1,0 +1,157 @@
+"""Orbax checkpoints with a JSON sidecar, and the shipped priors.
+
+A checkpoint is one folder::
+
+    NAME/
+      params/          orbax StandardCheckpointer folder (the params pytree)
+      metadata.json    sidecar: architecture, data and split, steps, command, test bits/dim
+
+:func:`load` restores against the structure the sidecar's architecture implies (built with
+``jax.eval_shape``), so a checkpoint whose arrays do not match its sidecar is an error, not a
+silently mis-shaped model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import warnings
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flowinv.flows import Flow, glow, realnvp
+
+Params = Any
+
+SIDECAR = "metadata.json"
+PARAMS_DIR = "params"
+
+FLOW_BUILDERS = {"glow": glow, "realnvp": realnvp}
+
+
+def flow_from_config(arch: dict) -> Flow:
+    """Builds a flow from a sidecar's ``{"type": "glow" | "realnvp", "image_shape": …, …}``."""
+    if not isinstance(arch, dict) or arch.get("type") not in FLOW_BUILDERS:
+        raise ValueError(
+            f"architecture must be a dict with 'type' in {sorted(FLOW_BUILDERS)}, got {arch!r}")
+    kwargs = {k: v for k, v in arch.items() if k not in ("type", "image_shape")}
+    return FLOW_BUILDERS[arch["type"]](tuple(arch["image_shape"]), **kwargs)
+
+
+def flow_config(flow: Flow) -> dict:
+    """The inverse of :func:`flow_from_config`: a JSON-able description of ``flow``."""
+    import dataclasses
+
+    fields = dataclasses.asdict(flow)
+    kind = {"Glow": "glow", "RealNVP": "realnvp"}[type(flow).__name__]
+    fields["image_shape"] = list(fields["image_shape"])
+    return {"type": kind, **fields}
+
+
+def save(path: str | os.PathLike, params: Params, metadata: dict) -> pathlib.Path:
+    """Writes ``params`` (orbax, atomic) and ``metadata`` (JSON sidecar) into folder ``path``.
+
+    An existing checkpoint at ``path`` is replaced.
+    """
+    import orbax.checkpoint as ocp
+
+    path = pathlib.Path(path).absolute()
+    path.mkdir(parents=True, exist_ok=True)
+    params = jax.tree.map(np.asarray, params)
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(path / PARAMS_DIR, params, force=True)
+        ckptr.wait_until_finished()
+    (path / SIDECAR).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The sidecar of checkpoint folder ``path``; ValueError if missing or not valid JSON."""
+    path = pathlib.Path(path)
+    sidecar = path / SIDECAR
+    if not sidecar.is_file():
+        raise ValueError(f"checkpoint {str(path)!r}: no {SIDECAR} sidecar found")
+    try:
+        return json.loads(sidecar.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"checkpoint {str(path)!r}: {SIDECAR} is not valid JSON ({e})") from e
+
+
+def load(path: str | os.PathLike, target: Params | None = None) -> tuple[Params, dict]:
+    """Restores ``(params, metadata)`` from folder ``path``.
+
+    Args:
+      path: a folder written by :func:`save`.
+      target: a pytree (or ``jax.ShapeDtypeStruct`` tree) giving the expected structure; when
+        omitted and the sidecar has an ``architecture`` of a flow, it is derived from it.
+    """
+    import orbax.checkpoint as ocp
+
+    path = pathlib.Path(path).absolute()
+    if not path.is_dir():
+        raise ValueError(f"checkpoint path {str(path)!r} does not exist or is not a folder")
+    metadata = read_metadata(path)
+    if target is None and "architecture" in metadata:
+        target = abstract_flow_params(flow_from_config(metadata["architecture"]))
+    if not (path / PARAMS_DIR).is_dir():
+        raise ValueError(f"checkpoint {str(path)!r}: no {PARAMS_DIR}/ folder with the weights")
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            params = ckptr.restore(path / PARAMS_DIR, target)
+    except Exception as e:  # orbax raises many types; all mean "this checkpoint is unusable"
+        raise ValueError(
+            f"checkpoint {str(path)!r} could not be restored (corrupted, or its arrays do not "
+            f"match the architecture in its sidecar): {type(e).__name__}: {e}") from e
+    return jax.tree.map(jnp.asarray, params), metadata
+
+
+def abstract_flow_params(flow: Flow, dtype=jnp.float32) -> Params:
+    """The params structure of ``flow`` as ``ShapeDtypeStruct``s, without computing anything."""
+    x = jax.ShapeDtypeStruct((2, *flow.image_shape), dtype)
+    return jax.eval_shape(lambda xb: flow.init(jax.random.PRNGKey(0), xb), x)
+
+
+def checkpoint_root() -> pathlib.Path:
+    """Where shipped priors live: ``$FLOWINV_CHECKPOINTS`` or the repository's ``checkpoints/``."""
+    env = os.environ.get("FLOWINV_CHECKPOINTS")
+    if env:
+        return pathlib.Path(env)
+    return pathlib.Path(__file__).resolve().parents[1] / "checkpoints"
+
+
+def available_priors() -> list[str]:
+    """Names of the checkpoints under :func:`checkpoint_root` that have a sidecar."""
+    root = checkpoint_root()
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / SIDECAR).is_file())
+
+
+def load_prior(name: str) -> tuple[Flow, Params]:
+    """Loads a shipped flow prior by name (e.g. ``"glow-mnist"``) or a checkpoint folder path.
+
+    Returns ``(flow, params)``; ``flow.log_prob(params, x)`` is the density of an image ``x`` in
+    ``[0, 1]`` pixel space.
+    """
+    if not isinstance(name, str | os.PathLike):
+        raise TypeError(f"name must be a prior name or a path, got {type(name).__name__}")
+    path = pathlib.Path(name)
+    if not path.is_dir():
+        path = checkpoint_root() / str(name)
+    if not path.is_dir():
+        raise ValueError(
+            f"unknown prior {str(name)!r}: not a checkpoint folder and not one of "
+            f"{available_priors()} (under {checkpoint_root()})")
+    metadata = read_metadata(path)
+    if "architecture" not in metadata:
+        raise ValueError(f"checkpoint {str(path)!r}: sidecar has no 'architecture'")
+    flow = flow_from_config(metadata["architecture"])
+    params, _ = load(path)
+    if metadata.get("kind", "flow") != "flow":
+        warnings.warn(f"{name}: sidecar kind is {metadata.get('kind')!r}, loading as a flow",
+                      stacklevel=2)
+    return flow, params

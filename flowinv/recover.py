@@ -1,0 +1,322 @@
+"""``flowinv.recover``: from prior, operator, noise and measurements to recovered images."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flowinv import losses, solvers
+from flowinv.flows import Flow
+
+Array = jax.Array
+
+METHODS = ("asim", "map", "mle", "bora")
+INITS = ("zeros", "normal", "inverse", "lasso-wavelet", "null-space")
+
+
+@dataclasses.dataclass(frozen=True)
+class Generator:
+    """A prior without a likelihood (e.g. a DCGAN): ``apply(params, z) -> x`` for one latent.
+
+    ``apply`` must be a hashable (module-level) function so compiled solves are reused.
+    """
+
+    apply: Callable[[Any, Array], Array]
+    latent_dim: int
+    image_shape: tuple[int, int, int]
+
+
+class Recovery(NamedTuple):
+    """Recovered images and diagnostics (leading batch axis when ``y`` was a batch).
+
+    Attributes:
+      x: recovered images ``G(z)`` (not clipped to ``[0, 1]``).
+      z: the best finite latents.
+      loss: their losses.
+      iterations, converged, diverged: per image (see :class:`flowinv.solvers.SolveResult`).
+      loss_history, znorm_history: ``(…, maxiter)`` per iteration, NaN after each image stops.
+    """
+
+    x: Array
+    z: Array
+    loss: Array
+    iterations: Array
+    converged: Array
+    diverged: Array
+    loss_history: Array
+    znorm_history: Array
+
+
+class _Spec(NamedTuple):
+    """Everything static about a solve (hashable: one compilation per distinct spec)."""
+
+    prior: Any  # Flow or Generator
+    method: str
+    penalty: str
+    space: str
+    solver: str
+    maxiter: int
+    tol: float
+    solver_kwargs: tuple
+
+
+def _build_loss(spec: _Spec, params, op, noise, gamma, beta):
+    prior = spec.prior
+    if isinstance(prior, Flow):
+        gen = losses.flow_generator(prior, params)
+    else:
+        gen = lambda z: prior.apply(params, z)
+    if spec.method == "asim":
+        return losses.asim_loss(gen, op, gamma=gamma, penalty=spec.penalty)
+    if spec.method == "bora":
+        return losses.bora_loss(gen, op, lam=gamma)
+    if spec.method == "mle":
+        return losses.mle_loss(gen, op, noise)
+    return losses.map_loss(prior, params, op, noise, beta=beta, space=spec.space)
+
+
+def _solve_one(spec: _Spec, params, y, z0, op, noise, gamma, beta) -> Recovery:
+    loss = _build_loss(spec, params, op, noise, gamma, beta)
+    solve = solvers.get_solver(spec.solver)
+    in_x = spec.method == "map" and spec.space == "x"
+    prior = spec.prior
+    v0 = prior.forward(params, z0)[0].ravel() if in_x else z0
+    r = solve(loss, v0, y, maxiter=spec.maxiter, tol=spec.tol, **dict(spec.solver_kwargs))
+    if in_x:
+        x = r.z.reshape(prior.image_shape)
+        z = prior.inverse(params, x)[0]
+    else:
+        z = r.z
+        x = prior.forward(params, z)[0] if isinstance(prior, Flow) else prior.apply(params, z)
+    return Recovery(x, z, r.loss, r.iterations, r.converged, r.diverged, r.loss_history,
+                    r.znorm_history)
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "op_batched", "noise_batched"))
+def _solve_batch(spec, params, y, z0, op, noise, gamma, beta, *, op_batched, noise_batched):
+    return jax.vmap(
+        _solve_one, in_axes=(None, None, 0, 0, 0 if op_batched else None,
+                             0 if noise_batched else None, None, None),
+    )(spec, params, y, z0, op, noise, gamma, beta)
+
+
+def _prior_parts(prior) -> tuple[Any, Any]:
+    if isinstance(prior, str):
+        from flowinv.checkpoints import load_prior
+
+        return load_prior(prior)
+    if (isinstance(prior, tuple) and len(prior) == 2
+            and isinstance(prior[0], Flow | Generator)):
+        return prior
+    raise TypeError("prior must be a (flow, params) or (Generator, params) tuple, or the name "
+                    f"of a shipped prior; got {type(prior).__name__}")
+
+
+def _check_finite_number(name: str, value, low: float = 0.0) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}") from None
+    if not math.isfinite(value) or value < low:
+        raise ValueError(f"{name} must be a finite number >= {low}, got {value}")
+    return value
+
+
+def _leading_axis(tree) -> int | None:
+    leaves = [leaf for leaf in jax.tree.leaves(tree) if hasattr(leaf, "shape")]
+    return leaves[0].shape[0] if leaves and leaves[0].ndim else None
+
+
+def _shard(tree, batch: int):
+    """Places the batch axis of every leaf across all local devices (no-op on one device)."""
+    devices = jax.local_devices()
+    if len(devices) == 1 or batch % len(devices):
+        return tree
+    mesh = jax.sharding.Mesh(np.array(devices), ("batch",))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
+    return jax.device_put(tree, sharding)
+
+
+def initial_latents(prior, params, y: Array, op, *, init: str, key: Array | None,
+                    init_scale: float, x0: Array | None, dim: int) -> Array:
+    """Initial latents ``(B, dim)`` for a batch ``y`` ``(B, …)``.
+
+    * ``"zeros"``: ``z0 = 0`` (Asim et al.'s default for compressed sensing).
+    * ``"normal"``: ``z0 ~ N(0, init_scale² I)``.
+    * ``"inverse"``: ``z0 = G⁻¹(x0)`` of given images ``x0``.
+    * ``"lasso-wavelet"``: ``z0 = G⁻¹(x_L)`` with ``x_L`` the Lasso-wavelet recovery from ``y``.
+    * ``"null-space"``: ``z0 = G⁻¹(x0 + p)``, ``p`` a random point of the null space of ``A``
+      with ``‖p‖ = init_scale·√n`` (Asim et al. supplement: an initialisation consistent with
+      the measurements that is not the truth).
+    """
+    batch = y.shape[0]
+    if init == "zeros":
+        return jnp.zeros((batch, dim), y.dtype)
+    if init == "normal":
+        key = jax.random.PRNGKey(0) if key is None else key
+        return init_scale * jax.random.normal(key, (batch, dim), y.dtype)
+    if not isinstance(prior, Flow):
+        raise ValueError(f"init={init!r} needs an invertible (flow) prior")
+    inverse = jax.jit(jax.vmap(lambda x: prior.inverse(params, x)[0]))
+    if init == "lasso-wavelet":
+        from flowinv.baselines import classical
+
+        if not getattr(op, "is_linear", False):
+            raise ValueError("init='lasso-wavelet' needs a linear operator")
+        xl = jax.vmap(lambda yy: classical.lasso_cs(yy, op, basis="wavelet"))(y)
+        return inverse(jnp.clip(xl, 0.0, 1.0))
+    if x0 is None:
+        raise ValueError(f"init={init!r} needs x0 (images of shape (B, H, W, C))")
+    x0 = jnp.asarray(x0, y.dtype).reshape((batch, *prior.image_shape))
+    if init == "inverse":
+        return inverse(x0)
+    if not getattr(op, "is_linear", False):
+        raise ValueError("init='null-space' needs a linear operator")
+    key = jax.random.PRNGKey(0) if key is None else key
+    eps = jax.random.normal(key, x0.shape, y.dtype)
+    p = jax.vmap(lambda e: null_space_projection(op, e))(eps)
+    norms = jnp.sqrt(jnp.sum(p**2, axis=(1, 2, 3), keepdims=True))
+    p = p * init_scale * math.sqrt(dim) / jnp.maximum(norms, 1e-12)
+    return inverse(x0 + p)
+
+
+def null_space_projection(op, v: Array, iters: int = 200) -> Array:
+    r"""Projects image ``v`` onto the null space of ``A``: :math:`v - A^T(AA^T)^{-1}Av`.
+
+    ``(AA^T)^{-1}`` is applied by conjugate gradients with ``op.A`` and ``op.A_adjoint`` only.
+    """
+    av = op.A(v)
+    w, _ = jax.scipy.sparse.linalg.cg(lambda u: op.A(op.A_adjoint(u)), av, maxiter=iters)
+    return v - op.A_adjoint(w)
+
+
+def recover(
+    prior,
+    y: Array,
+    *,
+    operator,
+    noise=None,
+    method: str = "asim",
+    gamma: float = 0.0,
+    beta: float = 1.0,
+    penalty: str = "sq",
+    space: str = "z",
+    solver: str = "lbfgs",
+    init: str = "zeros",
+    init_scale: float = 0.1,
+    x0: Array | None = None,
+    key: Array | None = None,
+    maxiter: int = 300,
+    tol: float = 1e-5,
+    per_image_operator: bool = False,
+    per_image_noise: bool = False,
+    solver_kwargs: dict | None = None,
+) -> Recovery:
+    """Recovers images from measurements ``y = f(x) + δ`` with a generative prior.
+
+    Args:
+      prior: ``(flow, params)``, ``(Generator, params)``, or a shipped prior's name.
+      y: one measurement of shape ``operator.out_shape`` or a batch ``(B, *out_shape)``.
+      operator: a :mod:`flowinv.operators` operator (per image with ``per_image_operator``:
+        its array leaves then carry a leading batch axis).
+      noise: a :mod:`flowinv.noise` model; needed by ``"map"`` and ``"mle"``.
+      method: ``"asim"`` (``‖f(G(z))−y‖² + γ‖z‖²``, or ``γ‖z‖`` with ``penalty="norm"``),
+        ``"map"`` (``−log p_Δ(y−f(G(z))) − β log p_G(G(z))``), ``"mle"``
+        (``−log p_Δ(y−f(G(z)))``) or ``"bora"`` (``‖f(G(z))−y‖² + γ‖z‖²`` for a GAN).
+      gamma, beta: the weights above.
+      space: ``"z"`` or ``"x"`` (MAP only): optimise the latent or the image.
+      solver: ``"lbfgs"`` (jaxopt), ``"optax-lbfgs"`` or ``"adam"``.
+      init: see :func:`initial_latents`; ``init_scale``, ``x0`` and ``key`` feed it.
+      maxiter, tol: stopping rule (gradient norm ≤ tol, or relative loss change ≤ tol·1e-3).
+      solver_kwargs: extra keyword arguments of the solver (e.g. ``learning_rate`` for Adam).
+
+    Returns:
+      A :class:`Recovery`; every image keeps its own optimiser state, and each result is the
+      best finite iterate, with ``diverged`` set where the loss became non-finite.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if solver not in solvers.SOLVERS:
+        raise ValueError(f"solver must be one of {solvers.SOLVERS}, got {solver!r}")
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    if penalty not in losses.PENALTIES:
+        raise ValueError(f"penalty must be one of {losses.PENALTIES}, got {penalty!r}")
+    if space not in ("z", "x"):
+        raise ValueError(f"space must be 'z' or 'x', got {space!r}")
+    gamma = _check_finite_number("gamma", gamma)
+    beta = _check_finite_number("beta", beta)
+    init_scale = _check_finite_number("init_scale", init_scale)
+    if not isinstance(maxiter, int | np.integer) or maxiter < 1:
+        raise ValueError(f"maxiter must be a positive int, got {maxiter!r}")
+    tol = _check_finite_number("tol", tol)
+    if method in ("map", "mle") and noise is None:
+        raise ValueError(f"method={method!r} needs a noise model (noise=...)")
+    if method == "map" and not isinstance(_prior_parts(prior)[0], Flow):
+        raise ValueError("method='map' needs a flow prior (it uses log p_G)")
+    prior, params = _prior_parts(prior)
+    if method != "map" and space != "z":
+        raise ValueError("space='x' is only defined for method='map'")
+
+    in_shape = tuple(getattr(operator, "in_shape", ()))
+    out_shape = tuple(getattr(operator, "out_shape", ()))
+    if not in_shape or not callable(operator):
+        raise TypeError("operator must be a flowinv operator (callable with in_shape/out_shape)")
+    if in_shape != tuple(prior.image_shape):
+        raise ValueError(f"operator.in_shape {in_shape} does not match the prior's image shape "
+                         f"{tuple(prior.image_shape)}")
+    y = jnp.asarray(y)
+    if not jnp.issubdtype(y.dtype, jnp.floating):
+        raise TypeError(f"y must be floating point, got dtype {y.dtype}")
+    if tuple(y.shape) == out_shape:
+        single = True
+        y = y[None]
+    elif tuple(y.shape[1:]) == out_shape and y.shape[0] >= 1:
+        single = False
+    else:
+        raise ValueError(f"y must have shape {out_shape} (one image) or (B, *{out_shape}), "
+                         f"got {tuple(y.shape)}")
+    if not bool(jnp.all(jnp.isfinite(y))):
+        raise ValueError("y contains NaN or inf")
+    batch = y.shape[0]
+    for flag, obj, name in ((per_image_operator, operator, "operator"),
+                            (per_image_noise, noise, "noise")):
+        if flag and _leading_axis(obj) != batch:
+            raise ValueError(f"per_image_{name}=True needs a leading batch axis of {batch} on "
+                             f"the {name}'s arrays, got {_leading_axis(obj)}")
+    if x0 is not None:
+        x0 = jnp.asarray(x0)
+        if tuple(x0.shape) not in ((batch, *prior.image_shape),) + (
+                ((tuple(prior.image_shape)),) if single else ()):
+            raise ValueError(f"x0 must have shape {(batch, *prior.image_shape)}, "
+                             f"got {tuple(x0.shape)}")
+    dim = prior.latent_dim if isinstance(prior, Generator) else prior.dim
+
+    if init in ("lasso-wavelet", "null-space") and per_image_operator:
+        z0 = jnp.concatenate([
+            initial_latents(prior, params, y[i: i + 1], jax.tree.map(lambda a: a[i], operator),
+                            init=init, key=key, init_scale=init_scale,
+                            x0=None if x0 is None else x0.reshape(batch, -1)[i: i + 1],
+                            dim=dim)
+            for i in range(batch)])
+    else:
+        z0 = initial_latents(prior, params, y, operator, init=init, key=key,
+                             init_scale=init_scale, x0=x0, dim=dim)
+    spec = _Spec(prior, method, penalty, space, solver, int(maxiter), float(tol),
+                 tuple(sorted((solver_kwargs or {}).items())))
+    y, z0 = _shard((y, z0), batch)
+    if per_image_operator:
+        operator = _shard(operator, batch)
+    result = _solve_batch(spec, params, y, z0, operator, noise, jnp.asarray(gamma, y.dtype),
+                          jnp.asarray(beta, y.dtype), op_batched=per_image_operator,
+                          noise_batched=per_image_noise)
+    if single:
+        result = jax.tree.map(lambda a: a[0], result)
+    return result
