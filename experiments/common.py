@@ -1,0 +1,170 @@
+"""Shared plumbing of the experiments: CLI options, result tables, figures."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import pathlib
+import time
+from collections.abc import Iterable
+
+import numpy as np
+
+RESULT_COLUMNS = ("experiment", "dataset", "prior", "method", "param_name", "param_value",
+                  "setting_name", "setting_value", "image_id", "psnr", "ssim", "seconds")
+
+DEFAULT_PRIOR = {"mnist": "glow-mnist", "patches64": "glow-patches64"}
+DEFAULT_GAN = {"mnist": "dcgan-mnist", "patches64": "dcgan-patches64"}
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not np.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def float_list(text: str) -> tuple[float, ...]:
+    """``"0.05,0.1"`` -> ``(0.05, 0.1)``; every entry finite and >= 0."""
+    try:
+        values = tuple(float(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}") from None
+    if not values or any(not np.isfinite(v) or v < 0 for v in values):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated finite numbers >= 0, got {text!r}")
+    return values
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, name: str) -> None:
+    parser.add_argument("--dataset", default="mnist",
+                        help="test images: mnist, patches64, lfw, cartoon, tfds:NAME[:SPLIT] or "
+                             "folder:PATH (default mnist)")
+    parser.add_argument("--prior", default=None,
+                        help="flow prior: a shipped name or a checkpoint folder (default: the "
+                             "shipped prior for the dataset)")
+    parser.add_argument("--gan", default=None,
+                        help="DCGAN checkpoint for the GAN baselines (default: shipped one for "
+                             "the dataset; 'none' skips them)")
+    parser.add_argument("--num-images", type=positive_int, default=None,
+                        help="number of test images (default: quick 6, --full 50)")
+    parser.add_argument("--maxiter", type=positive_int, default=None,
+                        help="solver iterations (default: quick 100, --full 300)")
+    parser.add_argument("--full", action="store_true", help="paper-scale settings")
+    parser.add_argument("--seed", type=int, default=0, help="seed for noise and operators")
+    parser.add_argument("--out", default=f"results/{name}", help="output folder")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+@dataclasses.dataclass
+class ResultTable:
+    """Rows of the tidy ``results.csv`` (columns :data:`RESULT_COLUMNS`)."""
+
+    experiment: str
+    dataset: str
+    prior: str
+    rows: list = dataclasses.field(default_factory=list)
+
+    def add(self, *, method: str, psnr: Iterable[float], ssim: Iterable[float], seconds: float,
+            param_name: str = "", param_value="", setting_name: str = "",
+            setting_value="", image_ids: Iterable[int]) -> None:
+        psnr, ssim, ids = list(psnr), list(ssim), list(image_ids)
+        for i, p, s in zip(ids, psnr, ssim, strict=True):
+            self.rows.append(dict(
+                experiment=self.experiment, dataset=self.dataset, prior=self.prior,
+                method=method, param_name=param_name, param_value=param_value,
+                setting_name=setting_name, setting_value=setting_value, image_id=i,
+                psnr=round(float(p), 4), ssim=round(float(s), 4),
+                seconds=round(seconds / max(len(ids), 1), 4)))
+
+    def write(self, path: pathlib.Path) -> None:
+        with open(path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=RESULT_COLUMNS)
+            w.writeheader()
+            w.writerows(self.rows)
+
+
+def write_csv(path: pathlib.Path, rows: list[dict]) -> None:
+    if not rows:
+        path.write_text("")
+        return
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def format_table(rows: list[dict]) -> str:
+    """A plain-text table of ``rows`` (dicts with the same keys)."""
+    if not rows:
+        return "(no rows)"
+    keys = list(rows[0])
+    cells = [[_fmt(r[k]) for k in keys] for r in rows]
+    widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
+    line = "  ".join(k.ljust(w) for k, w in zip(keys, widths, strict=True))
+    sep = "  ".join("-" * w for w in widths)
+    body = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join([line, sep, *body])
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3f}" if abs(v) < 1e4 else f"{v:.3g}"
+    return str(v)
+
+
+def show(img: np.ndarray) -> tuple[np.ndarray, dict]:
+    """An image ready for ``imshow``: clipped, 2-D grey or RGB, with its keyword arguments."""
+    img = np.clip(np.asarray(img), 0, 1)
+    if img.shape[-1] == 1:
+        return img[..., 0], {"cmap": "gray", "vmin": 0, "vmax": 1}
+    return img, {}
+
+
+def sample_sheet(path: pathlib.Path, columns: list[tuple[str, np.ndarray]], title: str) -> None:
+    """A grid with one column per entry (name, images ``(N, H, W, C)``), one row per image."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(columns[0][1])
+    fig, axes = plt.subplots(n, len(columns), figsize=(1.5 * len(columns), 1.5 * n),
+                             squeeze=False)
+    for j, (name, images) in enumerate(columns):
+        for i in range(n):
+            ax = axes[i, j]
+            img, kw = show(images[i])
+            ax.imshow(img, **kw)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(name, fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+class Timer:
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.start
