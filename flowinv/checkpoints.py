@@ -106,7 +106,22 @@ def load(path: str | os.PathLike, target: Params | None = None) -> tuple[Params,
         raise ValueError(
             f"checkpoint {str(path)!r} could not be restored (corrupted, or its arrays do not "
             f"match the architecture in its sidecar): {type(e).__name__}: {e}") from e
+    if target is not None:
+        _check_matches(path, params, target)
     return jax.tree.map(jnp.asarray, params), metadata
+
+
+def _check_matches(path: pathlib.Path, params: Params, target: Params) -> None:
+    """Orbax restores the saved arrays whatever the target's shapes: check them ourselves."""
+    got, want = jax.tree.structure(params), jax.tree.structure(target)
+    if got != want:
+        raise ValueError(f"checkpoint {str(path)!r} could not be restored: its structure does "
+                         f"not match the architecture in its sidecar")
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(target), strict=True):
+        if tuple(np.shape(a)) != tuple(b.shape):
+            raise ValueError(
+                f"checkpoint {str(path)!r} could not be restored: an array of shape "
+                f"{tuple(np.shape(a))} is {tuple(b.shape)} in the sidecar's architecture")
 
 
 def abstract_flow_params(flow: Flow, dtype=jnp.float32) -> Params:

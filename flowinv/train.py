@@ -172,10 +172,10 @@ def train(config: TrainConfig, workdir: str | pathlib.Path, *, export_to: str | 
     root = jax.random.PRNGKey(config.seed)
     init_idx = data.batch_indices(len(train_x), min(config.init_batch, len(train_x)),
                                   config.seed, 0)
-    init_keys = jax.random.split(jax.random.fold_in(root, -1), len(init_idx))
+    init_keys = jax.random.split(jax.random.fold_in(root, 1_000_000_001), len(init_idx))
     init_x = jax.vmap(lambda a, k: data.dequantize(k, a, config.bits))(
         jnp.asarray(train_x[init_idx]), init_keys)
-    params = flow.init(jax.random.fold_in(root, -2), init_x)
+    params = flow.init(jax.random.fold_in(root, 1_000_000_002), init_x)
     optimizer = make_optimizer(config)
     state = {"params": params, "opt_state": optimizer.init(params), "step": jnp.zeros((), jnp.int32)}
 

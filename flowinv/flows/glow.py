@@ -13,6 +13,7 @@ from flowinv.flows.layers import (
     ActNorm,
     ChannelCoupling,
     InvConv1x1,
+    Logit,
     SplitPrior,
     TopPrior,
     squeeze,
@@ -48,6 +49,7 @@ class Glow(Flow):
     clip: float | None = None
     seed: int = 0
     unroll: int | bool | None = None
+    preprocess: str = "center"
 
     # ---- structure ------------------------------------------------------------------------
 
@@ -89,7 +91,7 @@ class Glow(Flow):
         Params: ``{"levels": [{"steps": stacked (K, …), "split": …}, …], "top": …}``, every
         float leaf in ``x_batch``'s dtype.
         """
-        h = self._check_batch(x_batch) - 0.5
+        h = jax.vmap(lambda x: self._pre_inverse(x)[0])(self._check_batch(x_batch))
         keys = jax.random.split(key, 2 * self.levels + 1)
         levels = []
         for level in range(self.levels):
@@ -109,8 +111,7 @@ class Glow(Flow):
     def inverse(self, params: Params, x: Array) -> tuple[Array, Array]:
         """``z = G⁻¹(x)`` and ``log|det ∂z/∂x|``; ``x`` ``(H, W, C)``, ``z`` ``(H·W·C,)``."""
         self._check_image(x)
-        h = x - 0.5
-        logdet = jnp.zeros((), x.dtype)
+        h, logdet = self._pre_inverse(x)
         eps = []
         for level in range(self.levels):
             h = squeeze(h)
@@ -147,7 +148,19 @@ class Glow(Flow):
             h, ld = self._stack(level).forward_and_log_det(params["levels"][level]["steps"], h)
             logdet = logdet + ld
             h = unsqueeze(h)
-        return h + 0.5, logdet
+        x, ld = self._pre_forward(h)
+        return x, logdet + ld
+
+    def _pre_inverse(self, x: Array) -> tuple[Array, Array]:
+        """Pixel preprocessing ``x -> h``: ``x − ½`` (Glow) or a logit (RealNVP)."""
+        if self.preprocess == "logit":
+            return Logit().inverse_and_log_det({}, x)
+        return x - 0.5, jnp.zeros((), x.dtype)
+
+    def _pre_forward(self, h: Array) -> tuple[Array, Array]:
+        if self.preprocess == "logit":
+            return Logit().forward_and_log_det({}, h)
+        return h + 0.5, jnp.zeros((), h.dtype)
 
 
 def glow(
@@ -162,6 +175,7 @@ def glow(
     clip: float | None = None,
     seed: int = 0,
     unroll: int | bool | None = None,
+    preprocess: str = "center",
 ) -> Glow:
     """Builds a Glow for images of ``image_shape = (H, W, C)``.
 
@@ -179,6 +193,8 @@ def glow(
       seed: seeds the fixed permutations of the LU 1×1 convolutions.
       unroll: ``lax.scan`` unrolling of the steps; ``None`` = full on CPU, rolled elsewhere
         (see :class:`flowinv.flows.StepStack`).
+      preprocess: ``"center"`` (``h = x − ½``, Glow) or ``"logit"``
+        (``h = logit(α + (1−2α)x)``, RealNVP; α = 1e-6), a fixed bijection with its log-det.
     """
     image_shape = tuple(int(d) for d in image_shape)
     if len(image_shape) != 3 or min(image_shape) < 1:
@@ -193,7 +209,9 @@ def glow(
             f"(levels={levels})")
     if coupling not in COUPLINGS:
         raise ValueError(f"coupling must be one of {COUPLINGS}, got {coupling!r}")
+    if preprocess not in ("center", "logit"):
+        raise ValueError(f"preprocess must be 'center' or 'logit', got {preprocess!r}")
     if clip is not None and not clip > 0:
         raise ValueError(f"clip must be None or > 0, got {clip!r}")
     return Glow(image_shape, levels, steps, width, coupling, bool(learn_prior), bool(lu),
-                None if clip is None else float(clip), int(seed), unroll)
+                None if clip is None else float(clip), int(seed), unroll, preprocess)

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from flowinv.flows.base import Array, Flow, Params, StepStack
-from flowinv.flows.layers import ActNorm, MaskedCoupling, SplitPrior, squeeze, unsqueeze
+from flowinv.flows.layers import ActNorm, Logit, MaskedCoupling, SplitPrior, squeeze, unsqueeze
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +31,17 @@ class RealNVP(Flow):
     blocks: int
     width: int
     unroll: int | bool | None = None
+    preprocess: str = "center"
+
+    def _pre_inverse(self, x: Array) -> tuple[Array, Array]:
+        if self.preprocess == "logit":
+            return Logit().inverse_and_log_det({}, x)
+        return x - 0.5, jnp.zeros((), x.dtype)
+
+    def _pre_forward(self, h: Array) -> tuple[Array, Array]:
+        if self.preprocess == "logit":
+            return Logit().forward_and_log_det({}, h)
+        return h + 0.5, jnp.zeros((), h.dtype)
 
     def _stages(self):
         """Yields ``(kind, shape)`` with kind in {"checker", "squeeze", "channel", "split"}."""
@@ -63,7 +74,7 @@ class RealNVP(Flow):
 
         Params: a list with one entry per coupling stage (stacked ``(K, …)``).
         """
-        h = self._check_batch(x_batch) - 0.5
+        h = jax.vmap(lambda x: self._pre_inverse(x)[0])(self._check_batch(x_batch))
         params = []
         stages = self._stages()
         for (kind, shape, count), k in zip(stages, jax.random.split(key, len(stages)),
@@ -80,8 +91,7 @@ class RealNVP(Flow):
     def inverse(self, params: Params, x: Array) -> tuple[Array, Array]:
         """``z = G⁻¹(x)`` and ``log|det ∂z/∂x|``; ``x`` ``(H, W, C)``, ``z`` ``(H·W·C,)``."""
         self._check_image(x)
-        h = x - 0.5
-        logdet = jnp.zeros((), x.dtype)
+        h, logdet = self._pre_inverse(x)
         eps, i = [], 0
         for kind, shape, count in self._stages():
             if kind == "squeeze":
@@ -114,12 +124,14 @@ class RealNVP(Flow):
                 i -= 1
                 h, ld = self._stack(kind, shape, count).forward_and_log_det(params[i], h)
                 logdet = logdet + ld
-        return h + 0.5, logdet
+        x, ld = self._pre_forward(h)
+        return x, logdet + ld
 
 
 def realnvp(
     image_shape: tuple[int, int, int], *, scales: int, blocks: int, width: int,
     unroll: int | bool | None = None,
+    preprocess: str = "center",
 ) -> RealNVP:
     """Builds a RealNVP for images of ``image_shape = (H, W, C)``.
 
@@ -129,6 +141,8 @@ def realnvp(
       blocks: residual blocks in each coupling network.
       width: hidden channels of the coupling networks.
       unroll: ``lax.scan`` unrolling; ``None`` = full on CPU, rolled elsewhere.
+      preprocess: ``"center"`` (``x − ½``) or ``"logit"`` (RealNVP's
+        ``logit(α + (1−2α)x)``, α = 1e-6), a fixed bijection with its log-det.
     """
     image_shape = tuple(int(d) for d in image_shape)
     if len(image_shape) != 3 or min(image_shape) < 1:
@@ -140,4 +154,6 @@ def realnvp(
     if image_shape[0] % factor or image_shape[1] % factor:
         raise ValueError(
             f"image_shape {image_shape}: H and W must be divisible by 2**(scales-1) = {factor}")
-    return RealNVP(image_shape, scales, blocks, width, unroll)
+    if preprocess not in ("center", "logit"):
+        raise ValueError(f"preprocess must be 'center' or 'logit', got {preprocess!r}")
+    return RealNVP(image_shape, scales, blocks, width, unroll, preprocess)

