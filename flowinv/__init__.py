@@ -1,7 +1,19 @@
-"""flowinv: imaging inverse problems with normalizing-flow priors, in JAX."""
+"""flowinv: imaging inverse problems with normalizing-flow priors, in JAX.
 
+The curated public API; submodules hold the rest:
+
+* flows: :func:`glow`, :func:`realnvp` (pure-function flows with explicit log-dets);
+* recovery: :func:`recover`, :class:`Recovery`, :class:`Generator`;
+* priors: :func:`load_prior`;
+* submodules ``operators``, ``noise``, ``losses``, ``solvers``, ``theory``, ``data``,
+  ``metrics``, ``train``, ``checkpoints``, ``baselines``.
+"""
+
+from flowinv.checkpoints import load_prior
 from flowinv.flows import Flow, Glow, RealNVP, glow, num_params, realnvp
+from flowinv.recover import Generator, Recovery, recover
 
 __version__ = "0.1.0"
 
-__all__ = ["Flow", "Glow", "RealNVP", "glow", "num_params", "realnvp"]
+__all__ = ["Flow", "Generator", "Glow", "RealNVP", "Recovery", "glow", "load_prior",
+           "num_params", "realnvp", "recover"]
