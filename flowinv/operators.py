@@ -1,0 +1,636 @@
+r"""Forward operators ``f`` of imaging inverse problems, :math:`y = f(x) + \delta`.
+
+Every operator acts on ONE image ``x`` of shape ``in_shape = (H, W, C)`` and returns one
+measurement ``y`` of shape ``out_shape``. Operators are ``flax.struct.dataclass`` pytrees: their
+arrays (matrices, masks, signs, row indices) are leaves and their shapes / configuration are
+static metadata, so an operator can be passed to ``jax.jit`` / ``jax.vmap`` as an argument.
+
+A *per-image* operator (e.g. one random Gaussian matrix per image, as in Asim et al. 2020 and
+Whang et al. 2021) is the same pytree with a leading batch axis on its array leaves. Every
+random constructor validates only its static arguments, so it can itself be vmapped over keys::
+
+    keys = jax.random.split(key, batch)
+    ops = jax.vmap(lambda k: gaussian_cs(k, (64, 64, 3), 2000))(keys)   # matrix: (B, m, n)
+    ys = jax.vmap(lambda op, x: op(x))(ops, xs)                         # ys: (B, m)
+
+Linear operators (``is_linear = True``) also provide ``A(x)`` (same as ``op(x)``) and the
+adjoint ``A_adjoint(y)`` with :math:`\langle A x, y\rangle = \langle x, A^T y\rangle`;
+``adjoint_check`` measures how well that holds. The 1-bit operator (``is_linear = False``)
+returns :math:`\mathrm{sign}(Ax)` with a straight-through gradient and exposes its linear part
+as ``.linear``.
+
+Constructors:
+
+- :func:`identity` (denoising), :func:`matrix_operator` (any dense matrix),
+- :func:`gaussian_cs` (dense i.i.d. :math:`\mathcal N(0, 1/m)` compressed sensing),
+- :func:`fast_cs` (structured :math:`O(n\log n)` compressed sensing, no ``m x n`` matrix),
+- :func:`inpainting` with :func:`center_box_mask` / :func:`random_mask`,
+  :func:`subpixel` (sub-pixel imputation),
+- :func:`one_bit_cs` / :func:`sign_measurements` (1-bit CS with straight-through gradient),
+- :func:`downsample` (average-pooling super-resolution).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+from jax import lax
+from jax.scipy.fft import dct, idct
+
+Array = jax.Array
+Shape = tuple[int, ...]
+
+__all__ = [
+    "Downsample",
+    "FastCS",
+    "Identity",
+    "Mask",
+    "MatrixOperator",
+    "SignMeasurements",
+    "adjoint_check",
+    "center_box_mask",
+    "downsample",
+    "fast_cs",
+    "gaussian_cs",
+    "identity",
+    "inpainting",
+    "matrix_operator",
+    "one_bit_cs",
+    "random_mask",
+    "sign_measurements",
+    "subpixel",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# validation helpers (static arguments only, so constructors stay vmappable over keys)
+
+
+def _is_tracer(x: Any) -> bool:
+    return isinstance(x, jax.core.Tracer)
+
+
+def _check_shape(shape: Any, name: str = "shape", ndim: int | None = None) -> Shape:
+    """Returns ``shape`` as a tuple of positive Python ints, or raises ``ValueError``."""
+    try:
+        out = tuple(shape)
+    except TypeError:
+        raise ValueError(f"{name} must be a tuple of positive ints, got {shape!r}") from None
+    if not out or not all(
+        isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0 for s in out
+    ):
+        raise ValueError(f"{name} must be a non-empty tuple of positive ints, got {shape!r}")
+    if ndim is not None and len(out) != ndim:
+        raise ValueError(f"{name} must have {ndim} entries (H, W, C), got {shape!r}")
+    return tuple(int(s) for s in out)
+
+
+def _check_int(value: Any, name: str, lo: int, hi: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+    value = int(value)
+    if value < lo or (hi is not None and value > hi):
+        rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
+        raise ValueError(f"{name} must be in {rng}, got {value}")
+    return value
+
+
+def _check_fraction(value: Any, name: str, *, low_open: bool, high_open: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a Python float, got {value!r}")
+    value = float(value)
+    lo_ok = value > 0.0 if low_open else value >= 0.0
+    hi_ok = value < 1.0 if high_open else value <= 1.0
+    if not (lo_ok and hi_ok and math.isfinite(value)):
+        rng = ("(" if low_open else "[") + "0, 1" + (")" if high_open else "]")
+        raise ValueError(f"{name} must be in {rng}, got {value}")
+    return value
+
+
+def _check_input(x: Array, shape: Shape, what: str) -> None:
+    if tuple(x.shape) != tuple(shape):
+        raise ValueError(f"{what} must have shape {shape}, got {tuple(x.shape)}")
+
+
+def _jit_method(method):
+    """Runs ``method(self, arg)`` under ``jax.jit`` with ``self`` as a pytree argument.
+
+    Eager calls then compile once per operator configuration instead of dispatching (and
+    compiling) every primitive separately; inside an outer ``jit``/``vmap``/``grad`` the inner
+    jit is simply inlined. Shape checks run at trace time, so they still raise ``ValueError``.
+    """
+    jitted = jax.jit(method)
+
+    @functools.wraps(method)
+    def wrapper(self, arg):
+        return jitted(self, arg)
+
+    return wrapper
+
+
+class _Linear:
+    """Mixin for linear operators: ``A(x)`` is ``op(x)``; subclasses define ``A_adjoint``."""
+
+    is_linear: ClassVar[bool] = True
+
+    def A(self, x: Array) -> Array:  # noqa: N802 (the usual name of the matrix)
+        """Same as ``op(x)``."""
+        return self(x)
+
+
+# --------------------------------------------------------------------------------------------
+# identity
+
+
+@struct.dataclass
+class Identity(_Linear):
+    """:math:`y = x` (denoising). ``in_shape == out_shape``; self-adjoint."""
+
+    in_shape: Shape = struct.field(pytree_node=False)
+
+    @property
+    def out_shape(self) -> Shape:
+        return self.in_shape
+
+    @_jit_method
+    def __call__(self, x: Array) -> Array:
+        """``x``: ``in_shape`` -> ``y = x``: ``in_shape``."""
+        _check_input(x, self.in_shape, "x")
+        return x
+
+    @_jit_method
+    def A_adjoint(self, y: Array) -> Array:  # noqa: N802
+        """:math:`A^T y = y`."""
+        _check_input(y, self.out_shape, "y")
+        return y
+
+
+def identity(shape: Shape) -> Identity:
+    """The identity operator on images of shape ``shape`` (denoising, :math:`y = x + \\delta`).
+
+    Args:
+      shape: ``(H, W, C)``.
+    """
+    return Identity(in_shape=_check_shape(shape))
+
+
+# --------------------------------------------------------------------------------------------
+# dense matrices (Gaussian compressed sensing)
+
+
+@struct.dataclass
+class MatrixOperator(_Linear):
+    r""":math:`y = A\,\mathrm{vec}(x)` with a dense matrix ``matrix`` of shape ``(m, n)``.
+
+    ``vec`` is the row-major ravel of the ``(H, W, C)`` image (``n = H W C``);
+    :math:`A^T y` is reshaped back to ``in_shape``. Products use ``Precision.HIGHEST`` so that
+    accelerators do not silently drop to reduced-precision matmuls.
+    """
+
+    matrix: Array
+    in_shape: Shape = struct.field(pytree_node=False)
+
+    @property
+    def out_shape(self) -> Shape:
+        return (self.matrix.shape[-2],)
+
+    @_jit_method
+    def __call__(self, x: Array) -> Array:
+        """``x``: ``in_shape`` -> ``A vec(x)``: ``(m,)``."""
+        _check_input(x, self.in_shape, "x")
+        return jnp.matmul(self.matrix, x.reshape(-1), precision=lax.Precision.HIGHEST)
+
+    @_jit_method
+    def A_adjoint(self, y: Array) -> Array:  # noqa: N802
+        """``y``: ``(m,)`` -> :math:`A^T y`: ``in_shape``."""
+        _check_input(y, self.out_shape, "y")
+        return jnp.matmul(y, self.matrix, precision=lax.Precision.HIGHEST).reshape(self.in_shape)
+
+
+def matrix_operator(matrix: Any, shape: Shape) -> MatrixOperator:
+    """Wraps a dense ``(m, n)`` matrix as an operator on images of shape ``shape``.
+
+    Args:
+      matrix: array of shape ``(m, n)`` with ``n = prod(shape)``.
+      shape: image shape, e.g. ``(H, W, C)``.
+    """
+    shape = _check_shape(shape)
+    matrix = jnp.asarray(matrix)
+    n = math.prod(shape)
+    if matrix.ndim != 2 or matrix.shape[1] != n:
+        raise ValueError(
+            f"matrix must have shape (m, {n}) for shape={shape}, got {tuple(matrix.shape)}"
+        )
+    return MatrixOperator(matrix=matrix, in_shape=shape)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _gaussian_matrix(key: Array, m: int, n: int, dtype: Any) -> Array:
+    return jax.random.normal(key, (m, n), dtype) / jnp.sqrt(jnp.asarray(m, dtype))
+
+
+def gaussian_cs(key: Array, shape: Shape, m: int, *, dtype: Any = jnp.float32) -> MatrixOperator:
+    r"""Dense Gaussian compressed sensing: :math:`y = A\,\mathrm{vec}(x)`,
+    :math:`A_{ij} \sim \mathcal N(0, 1/m)` i.i.d. (Asim et al. 2020 §4; Whang et al.).
+
+    With this scaling :math:`\mathbb E[A^T A] = I_n` and each row has expected squared norm
+    ``n / m``. Only static arguments are validated, so the constructor can be vmapped over keys
+    to get one matrix per image: ``jax.vmap(lambda k: gaussian_cs(k, shape, m))(keys)``.
+
+    Args:
+      key: PRNG key.
+      shape: image shape ``(H, W, C)``; ``n = H W C``.
+      m: number of measurements, ``1 <= m <= n``.
+      dtype: floating dtype of the matrix.
+
+    Returns:
+      A :class:`MatrixOperator` with ``matrix`` of shape ``(m, n)``.
+    """
+    shape = _check_shape(shape)
+    n = math.prod(shape)
+    m = _check_int(m, "m", 1, n)
+    return MatrixOperator(matrix=_gaussian_matrix(key, m, n, dtype), in_shape=shape)
+
+
+# --------------------------------------------------------------------------------------------
+# fast structured compressed sensing
+
+
+def _fwht(v: Array) -> Array:
+    """Orthonormal fast Walsh–Hadamard transform (Sylvester order) of a length-2^k vector."""
+    n = v.shape[-1]
+    h = 1
+    while h < n:
+        u = v.reshape(n // (2 * h), 2, h)
+        v = jnp.concatenate([u[:, :1] + u[:, 1:], u[:, :1] - u[:, 1:]], axis=1).reshape(n)
+        h *= 2
+    return v / jnp.sqrt(jnp.asarray(n, v.dtype))
+
+
+TRANSFORMS = ("dct", "hadamard")
+
+
+@struct.dataclass
+class FastCS(_Linear):
+    r"""Subsampled randomised orthonormal transform:
+    :math:`y = \sqrt{n/m}\; S\,T\,D\,\mathrm{vec}(x)`.
+
+    ``D = diag(signs)`` (random :math:`\pm 1`), ``T`` an orthonormal transform of the flattened
+    image (orthonormal DCT-II, or the orthonormal Walsh–Hadamard transform when ``n`` is a power
+    of two), ``S`` keeps the ``m`` rows ``rows``. Adjoint:
+    :math:`A^T y = \sqrt{n/m}\; D\,T^T S^T y` (``T^T`` = orthonormal DCT-III / the Hadamard
+    transform itself). :math:`A A^T = (n/m) I_m` exactly and, over the random rows,
+    :math:`\mathbb E[A^T A] = I_n`, the same normalisation as :func:`gaussian_cs`. Cost
+    :math:`O(n \log n)` time and :math:`O(n)` memory: no ``m x n`` matrix is formed.
+    """
+
+    signs: Array  # (n,)
+    rows: Array  # (m,) int32
+    in_shape: Shape = struct.field(pytree_node=False)
+    m: int = struct.field(pytree_node=False)
+    transform: str = struct.field(pytree_node=False, default="dct")
+
+    @property
+    def out_shape(self) -> Shape:
+        return (self.m,)
+
+    @property
+    def _scale(self) -> float:
+        return math.sqrt(math.prod(self.in_shape) / self.m)
+
+    def _t(self, v: Array) -> Array:
+        return _fwht(v) if self.transform == "hadamard" else dct(v, norm="ortho")
+
+    def _t_adjoint(self, v: Array) -> Array:
+        return _fwht(v) if self.transform == "hadamard" else idct(v, norm="ortho")
+
+    @_jit_method
+    def __call__(self, x: Array) -> Array:
+        """``x``: ``in_shape`` -> ``y``: ``(m,)``."""
+        _check_input(x, self.in_shape, "x")
+        v = self._t(self.signs * x.reshape(-1))
+        return self._scale * v[self.rows]
+
+    @_jit_method
+    def A_adjoint(self, y: Array) -> Array:  # noqa: N802
+        """``y``: ``(m,)`` -> :math:`A^T y`: ``in_shape``."""
+        _check_input(y, self.out_shape, "y")
+        n = math.prod(self.in_shape)
+        dtype = jnp.result_type(y, self.signs)
+        v = jnp.zeros((n,), dtype).at[self.rows].set(self._scale * y)
+        return (self.signs * self._t_adjoint(v)).reshape(self.in_shape)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _signs_and_rows(key: Array, n: int, m: int, dtype: Any) -> tuple[Array, Array]:
+    k_sign, k_rows = jax.random.split(key)
+    signs = jax.random.rademacher(k_sign, (n,), dtype=dtype)
+    rows = jnp.sort(jax.random.permutation(k_rows, n)[:m]).astype(jnp.int32)
+    return signs, rows
+
+
+def fast_cs(
+    key: Array, shape: Shape, m: int, *, transform: str = "dct", dtype: Any = jnp.float32
+) -> FastCS:
+    r"""Fast structured compressed sensing, :math:`y = \sqrt{n/m}\,S\,T\,D\,\mathrm{vec}(x)`.
+
+    A drop-in replacement for :func:`gaussian_cs` at high resolution (e.g. ``128x128x3`` and
+    beyond), with the same normalisation :math:`\mathbb E[A^T A] = I`; see :class:`FastCS`. The
+    leaves are the sign vector ``(n,)`` and the sorted row indices ``(m,)`` (int32). Vmappable
+    over ``key`` for per-image operators.
+
+    Args:
+      key: PRNG key.
+      shape: image shape ``(H, W, C)``.
+      m: number of measurements, ``1 <= m <= n``.
+      transform: ``"dct"`` (any ``n``) or ``"hadamard"`` (``n`` a power of two).
+      dtype: floating dtype of the sign vector.
+    """
+    shape = _check_shape(shape)
+    n = math.prod(shape)
+    m = _check_int(m, "m", 1, n)
+    if transform not in TRANSFORMS:
+        raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
+    if transform == "hadamard" and n & (n - 1):
+        raise ValueError(
+            f"transform='hadamard' needs n = prod(shape) a power of two, got n={n} "
+            f"for shape={shape}; use transform='dct'"
+        )
+    signs, rows = _signs_and_rows(key, n, m, dtype)
+    return FastCS(signs=signs, rows=rows, in_shape=shape, m=m, transform=transform)
+
+
+# --------------------------------------------------------------------------------------------
+# masks: inpainting and sub-pixel imputation
+
+
+@struct.dataclass
+class Mask(_Linear):
+    r"""Masking, :math:`y = M \odot x`, with a binary mask ``mask`` of shape ``(H, W, 1)`` (one
+    value per pixel, broadcast over channels) or ``(H, W, C)`` (one per sub-pixel).
+
+    Convention: the output keeps the image shape, ``out_shape == in_shape``, with zeros at the
+    dropped entries (the measurement is the masked image, not the vector of kept entries), so
+    that measurements of different random masks batch together. The operator is an orthogonal
+    projection, hence self-adjoint: :math:`A^T y = M \odot y`.
+    """
+
+    mask: Array
+    in_shape: Shape = struct.field(pytree_node=False)
+
+    @property
+    def out_shape(self) -> Shape:
+        return self.in_shape
+
+    @_jit_method
+    def __call__(self, x: Array) -> Array:
+        """``x``: ``(H, W, C)`` -> ``mask * x``: ``(H, W, C)``."""
+        _check_input(x, self.in_shape, "x")
+        return self.mask * x
+
+    @_jit_method
+    def A_adjoint(self, y: Array) -> Array:  # noqa: N802
+        """:math:`A^T y = M \\odot y`."""
+        _check_input(y, self.out_shape, "y")
+        return self.mask * y
+
+
+def inpainting(mask: Any, shape: Shape | None = None) -> Mask:
+    r"""Inpainting, :math:`y = M \odot x`, for any binary mask (1 = observed, 0 = missing).
+
+    Args:
+      mask: ``(H, W)`` (one value per pixel, broadcast over channels) or ``(H, W, C)`` array of
+        zeros and ones (bool, int or float).
+      shape: the image shape ``(H, W, C)``. Optional: defaults to ``mask.shape`` for a 3-D mask
+        and to ``(H, W, 1)`` for a 2-D mask; give it to apply a 2-D mask to colour images.
+
+    Returns:
+      A :class:`Mask` operator; see there for the output-shape convention. Binarity is checked
+      when ``mask`` is concrete (so ``jax.vmap(inpainting)(masks)`` also works).
+    """
+    mask = jnp.asarray(mask)
+    if mask.ndim not in (2, 3):
+        raise ValueError(f"mask must have shape (H, W) or (H, W, C), got {tuple(mask.shape)}")
+    if not _is_tracer(mask):
+        vals = np.unique(np.asarray(mask))
+        if not np.all(np.isin(vals, (0, 1))):
+            raise ValueError(
+                f"mask must be binary (only 0 and 1), got values such as {vals[:5].tolist()}"
+            )
+    if mask.ndim == 2:
+        mask = mask[:, :, None]
+    if shape is None:
+        shape = tuple(mask.shape)
+    shape = _check_shape(shape, ndim=3)
+    if mask.shape[:2] != shape[:2] or mask.shape[2] not in (1, shape[2]):
+        raise ValueError(
+            f"mask of shape {tuple(mask.shape)} does not fit images of shape={shape}: "
+            "expected (H, W), (H, W, 1) or (H, W, C)"
+        )
+    dtype = mask.dtype if jnp.issubdtype(mask.dtype, jnp.floating) else jnp.float32
+    return Mask(mask=mask.astype(dtype), in_shape=shape)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _bernoulli_mask(key: Array, keep: float, shape: Shape, out_shape: Shape) -> Array:
+    """float32 Bernoulli(keep) mask of ``shape``, broadcast to ``out_shape``."""
+    return jnp.broadcast_to(jax.random.bernoulli(key, keep, shape).astype(jnp.float32), out_shape)
+
+
+def center_box_mask(shape: Shape, box_size: int | tuple[int, int]) -> Array:
+    """Mask that hides a centred box (Asim et al. 2020 inpainting), ones elsewhere.
+
+    Args:
+      shape: image shape ``(H, W, C)``.
+      box_size: side of the hidden box, an int or ``(bh, bw)``; the box starts at row
+        ``(H - bh) // 2`` and column ``(W - bw) // 2``.
+
+    Returns:
+      float32 mask of shape ``(H, W, C)`` (the same value in every channel).
+    """
+    h, w, c = _check_shape(shape, ndim=3)
+    if isinstance(box_size, numbers.Integral) and not isinstance(box_size, bool):
+        box_size = (box_size, box_size)
+    try:
+        bh, bw = box_size
+    except (TypeError, ValueError):
+        raise ValueError(f"box_size must be an int or (bh, bw), got {box_size!r}") from None
+    bh = _check_int(bh, "box_size", 1, h)
+    bw = _check_int(bw, "box_size", 1, w)
+    mask = np.ones((h, w, c), np.float32)
+    top, left = (h - bh) // 2, (w - bw) // 2
+    mask[top : top + bh, left : left + bw, :] = 0.0
+    return jnp.asarray(mask)
+
+
+def random_mask(key: Array, shape: Shape, keep_fraction: float) -> Array:
+    """Random pixel mask: each pixel kept with probability ``keep_fraction``, the same value in
+    every channel. Vmappable over ``key``.
+
+    Args:
+      key: PRNG key.
+      shape: image shape ``(H, W, C)``.
+      keep_fraction: probability in ``(0, 1]`` that a pixel is observed.
+
+    Returns:
+      float32 mask of shape ``(H, W, C)``.
+    """
+    h, w, c = _check_shape(shape, ndim=3)
+    keep = _check_fraction(keep_fraction, "keep_fraction", low_open=True, high_open=False)
+    return _bernoulli_mask(key, keep, (h, w, 1), (h, w, c))
+
+
+def subpixel(key: Array, shape: Shape, p: float = 0.25) -> Mask:
+    r"""Sub-pixel imputation (Whang et al. 2020 §5.4.5): :math:`y = M \odot x` with
+    :math:`M_{hwc} \sim \mathrm{Bernoulli}(1 - p)` i.i.d. for every sub-pixel ``(h, w, c)``.
+
+    Args:
+      key: PRNG key (vmappable for one mask per image).
+      shape: image shape ``(H, W, C)``.
+      p: fraction of sub-pixels dropped, in ``[0, 1)``; the paper drops 25% (``p = 0.25``).
+
+    Returns:
+      A :class:`Mask` with a ``(H, W, C)`` float32 mask.
+    """
+    shape = _check_shape(shape, ndim=3)
+    p = _check_fraction(p, "p", low_open=False, high_open=True)
+    return Mask(mask=_bernoulli_mask(key, 1.0 - p, shape, shape), in_shape=shape)
+
+
+# --------------------------------------------------------------------------------------------
+# 1-bit compressed sensing
+
+
+@struct.dataclass
+class SignMeasurements:
+    r"""Quantised measurements :math:`y = \mathrm{sign}(A x)` of a linear operator ``linear``.
+
+    Forward value: ``sign(A x)`` (``sign(0) = 0``). Gradient: straight-through estimator
+    (Bengio et al. 2013, as in Whang et al. §5.4.4), i.e. the sign is differentiated as the
+    identity, :math:`\partial y / \partial x := A`, implemented as
+    ``z + stop_gradient(sign(z) - z)`` with ``z = A x``.
+    """
+
+    linear: Any
+    is_linear: ClassVar[bool] = False
+
+    @property
+    def in_shape(self) -> Shape:
+        return self.linear.in_shape
+
+    @property
+    def out_shape(self) -> Shape:
+        return self.linear.out_shape
+
+    @_jit_method
+    def __call__(self, x: Array) -> Array:
+        """``x``: ``in_shape`` -> ``sign(A x)``: ``out_shape``."""
+        z = self.linear(x)
+        return z + lax.stop_gradient(jnp.sign(z) - z)
+
+
+def sign_measurements(linear: Any) -> SignMeasurements:
+    """1-bit measurements ``sign(linear(x))`` of any linear operator of this module."""
+    if not getattr(linear, "is_linear", False):
+        raise ValueError(f"linear must be a linear operator, got {type(linear).__name__}")
+    return SignMeasurements(linear=linear)
+
+
+def one_bit_cs(key: Array, shape: Shape, m: int, *, dtype: Any = jnp.float32) -> SignMeasurements:
+    r"""1-bit compressed sensing (Whang et al.): :math:`y = \mathrm{sign}(A x)` with the dense
+    Gaussian ``A`` of :func:`gaussian_cs` (:math:`A_{ij} \sim \mathcal N(0, 1/m)`) and a
+    straight-through gradient. ``.linear`` is the underlying :class:`MatrixOperator`.
+    Vmappable over ``key``.
+    """
+    return SignMeasurements(linear=gaussian_cs(key, shape, m, dtype=dtype))
+
+
+# --------------------------------------------------------------------------------------------
+# super-resolution
+
+
+@struct.dataclass
+class Downsample(_Linear):
+    r"""Average pooling by ``factor``: ``(H, W, C) -> (H/f, W/f, C)``,
+    :math:`y_{ijc} = f^{-2} \sum_{a,b<f} x_{fi+a,\,fj+b,\,c}`.
+
+    Adjoint: nearest-neighbour upsampling divided by :math:`f^2`,
+    :math:`(A^T y)_{hwc} = f^{-2}\, y_{\lfloor h/f\rfloor \lfloor w/f\rfloor c}`.
+    """
+
+    in_shape: Shape = struct.field(pytree_node=False)
+    factor: int = struct.field(pytree_node=False)
+
+    @property
+    def out_shape(self) -> Shape:
+        h, w, c = self.in_shape
+        return (h // self.factor, w // self.factor, c)
+
+    @_jit_method
+    def __call__(self, x: Array) -> Array:
+        """``x``: ``(H, W, C)`` -> ``y``: ``(H/f, W/f, C)``."""
+        _check_input(x, self.in_shape, "x")
+        ho, wo, c = self.out_shape
+        f = self.factor
+        return x.reshape(ho, f, wo, f, c).mean(axis=(1, 3))
+
+    @_jit_method
+    def A_adjoint(self, y: Array) -> Array:  # noqa: N802
+        """``y``: ``(H/f, W/f, C)`` -> ``x``: ``(H, W, C)``."""
+        _check_input(y, self.out_shape, "y")
+        f = self.factor
+        return jnp.repeat(jnp.repeat(y, f, axis=0), f, axis=1) / (f * f)
+
+
+def downsample(shape: Shape, factor: int) -> Downsample:
+    """Average-pooling super-resolution operator; ``H`` and ``W`` must be divisible by
+    ``factor``.
+
+    Args:
+      shape: image shape ``(H, W, C)``.
+      factor: integer pooling factor ``f >= 1``.
+    """
+    shape = _check_shape(shape, ndim=3)
+    factor = _check_int(factor, "factor", 1)
+    if shape[0] % factor or shape[1] % factor:
+        raise ValueError(f"factor={factor} must divide H and W of shape={shape}")
+    return Downsample(in_shape=shape, factor=factor)
+
+
+# --------------------------------------------------------------------------------------------
+# checks
+
+
+def adjoint_check(op: Any, key: Array, *, dtype: Any = None) -> Array:
+    r"""Relative error of the adjoint identity :math:`\langle Ax, y\rangle = \langle x,
+    A^T y\rangle` at random Gaussian ``x`` (``in_shape``) and ``y`` (``out_shape``):
+
+    .. math:: \frac{|\langle Ax, y\rangle - \langle x, A^T y\rangle|}
+                   {\max(\|Ax\|\,\|y\|,\ \|x\|\,\|A^T y\|)}
+
+    The denominator is the Cauchy–Schwarz bound of both sides, so the ratio is scale-free and
+    well defined even when the inner products themselves are close to zero.
+
+    Args:
+      op: a linear operator of this module (one image, not a batched pytree).
+      key: PRNG key.
+      dtype: dtype of ``x`` and ``y``; default float64 when x64 is enabled, else float32.
+    """
+    if not getattr(op, "is_linear", False):
+        raise ValueError(f"op must be a linear operator, got {type(op).__name__}")
+    dtype = jnp.asarray(0.0).dtype if dtype is None else dtype
+    kx, ky = jax.random.split(key)
+    x = jax.random.normal(kx, op.in_shape, dtype)
+    y = jax.random.normal(ky, op.out_shape, dtype)
+    ax, aty = op.A(x), op.A_adjoint(y)
+    lhs, rhs = jnp.vdot(ax, y), jnp.vdot(x, aty)
+    norm = lambda v: jnp.sqrt(jnp.sum(v * v))
+    bound = jnp.maximum(norm(ax) * norm(y), norm(x) * norm(aty))
+    return jnp.abs(lhs - rhs) / bound
