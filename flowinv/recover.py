@@ -301,7 +301,7 @@ def recover(
 
     if init in ("lasso-wavelet", "null-space") and per_image_operator:
         z0 = jnp.concatenate([
-            initial_latents(prior, params, y[i: i + 1], jax.tree.map(lambda a: a[i], operator),
+            initial_latents(prior, params, y[i: i + 1], jax.tree.map(lambda a, i=i: a[i], operator),
                             init=init, key=key, init_scale=init_scale,
                             x0=None if x0 is None else x0.reshape(batch, -1)[i: i + 1],
                             dim=dim)

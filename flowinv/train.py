@@ -177,7 +177,8 @@ def train(config: TrainConfig, workdir: str | pathlib.Path, *, export_to: str | 
         jnp.asarray(train_x[init_idx]), init_keys)
     params = flow.init(jax.random.fold_in(root, 1_000_000_002), init_x)
     optimizer = make_optimizer(config)
-    state = {"params": params, "opt_state": optimizer.init(params), "step": jnp.zeros((), jnp.int32)}
+    state = {"params": params, "opt_state": optimizer.init(params),
+             "step": jnp.zeros((), jnp.int32)}
 
     manager = ocp.CheckpointManager(
         workdir / "ckpt",
@@ -215,7 +216,8 @@ def train(config: TrainConfig, workdir: str | pathlib.Path, *, export_to: str | 
                    desc=f"train {config.dataset}", unit="step")
         for step in range(start, config.steps):
             idx = data.batch_indices(len(train_x), config.batch_size, config.seed, step)
-            state, loss = train_step(state, jnp.asarray(train_x[idx]), jax.random.fold_in(root, step))
+            state, loss = train_step(state, jnp.asarray(train_x[idx]),
+                                     jax.random.fold_in(root, step))
             done = step + 1
             bar.update(1)
             if done % 10 == 0:

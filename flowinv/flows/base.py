@@ -70,7 +70,8 @@ class StepStack:
                 logdet = logdet + ld
             return (h, logdet), None
 
-        (z, logdet), _ = jax.lax.scan(body, (x, jnp.zeros((), x.dtype)), (params, self._consts()), unroll=self._unroll())
+        (z, logdet), _ = jax.lax.scan(body, (x, jnp.zeros((), x.dtype)),
+                                      (params, self._consts()), unroll=self._unroll())
         return z, logdet
 
     def forward_and_log_det(self, params: Params, z: Array) -> tuple[Array, Array]:
@@ -87,7 +88,8 @@ class StepStack:
             return (h, logdet), None
 
         (x, logdet), _ = jax.lax.scan(
-            body, (z, jnp.zeros((), z.dtype)), (params, self._consts()), reverse=True, unroll=self._unroll())
+            body, (z, jnp.zeros((), z.dtype)), (params, self._consts()), reverse=True,
+            unroll=self._unroll())
         return x, logdet
 
     def init(self, key: Array, x_batch: Array) -> tuple[Params, Array]:

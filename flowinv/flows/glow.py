@@ -101,7 +101,8 @@ class Glow(Flow):
             if level < self.levels - 1:
                 split = self._split(level)
                 entry["split"] = split.init(keys[2 * level + 1], h)
-                h = jax.vmap(lambda a, p=entry["split"], s=split: s.inverse_and_log_det(p, a)[0][0])(h)
+                h = jax.vmap(lambda a, p=entry["split"], s=split:
+                             s.inverse_and_log_det(p, a)[0][0])(h)
             levels.append(entry)
         params = {"levels": levels}
         if self.learn_prior:

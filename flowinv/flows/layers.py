@@ -87,7 +87,7 @@ class ActNorm:
 # --------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _lu_constants(channels: int, seed: tuple[int, ...]) -> tuple[np.ndarray, ...]:
     """A random rotation's LU factors: (P, L, U, sign) with W0 = P L U (numpy, cached)."""
     rng = np.random.default_rng(seed)
