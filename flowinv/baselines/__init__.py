@@ -1,0 +1,18 @@
+"""Baselines of the experiments (Asim et al. 2020, §3 and supplement; Whang et al.'s "Bora").
+
+* :mod:`~flowinv.baselines.classical`: BM3D denoising (``bm3d`` package); Lasso compressed
+  sensing in the DCT or wavelet basis by FISTA (:func:`~flowinv.baselines.classical.lasso_cs`,
+  also the Lasso-wavelet initialisation of the Glow latent).
+* :mod:`~flowinv.baselines.deep_decoder`: the (overparametrised) Deep Decoder of Heckel & Hand
+  (2019), an untrained network fitted to the measurements.
+* :mod:`~flowinv.baselines.dcgan`: a DCGAN (Radford et al. 2016), the GAN prior of CSGM (Bora
+  et al. 2017) and of the MLE loss of Whang et al.; training loop and one-latent generator.
+"""
+
+from flowinv.baselines import classical, dcgan, deep_decoder
+from flowinv.baselines.classical import bm3d_denoise, lasso_cs
+from flowinv.baselines.dcgan import DCGANConfig, generator_apply, train_dcgan
+from flowinv.baselines.deep_decoder import deep_decoder_recover
+
+__all__ = ["DCGANConfig", "bm3d_denoise", "classical", "dcgan", "deep_decoder",
+           "deep_decoder_recover", "generator_apply", "lasso_cs", "train_dcgan"]

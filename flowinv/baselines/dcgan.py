@@ -1,0 +1,427 @@
+r"""DCGAN (Radford et al., 2016) in Flax: the GAN prior of the CSGM baseline (Bora et al., 2017).
+
+Generator :math:`G: \mathbb R^{d} \to [0,1]^{H \times W \times C}`: a dense projection of
+``z`` to an ``h0 x w0 x k0`` feature map, then ``u`` stride-2 ``4x4`` transposed convolutions,
+halving the channels after each upsampling, and a sigmoid. Hidden layers use ReLU after a
+normalisation. With ``image_shape = (64, 64, 3)``, ``latent_dim = 100`` and
+``base_channels = 64`` this is the architecture of Asim et al.'s 64px DCGAN (``k0 = 512``
+channels at 4x4, then 256, 128, 64, 3; the dense projection equals their first ``4x4``
+transposed convolution on a ``1x1`` input): about 3.58M weights. For 28x28 MNIST the design
+is 7 -> 14 -> 28 (``u = 2``), so no cropping is needed.
+
+The number of upsamplings ``u`` is the largest such that ``H`` and ``W`` are divisible by
+``2^u`` with ``min(H, W) / 2^u >= 4``; ``k0 = base_channels * 2^(u-1)``.
+
+Differences from the original DCGAN, on purpose:
+
+* **Per-sample normalisation** (layer normalisation over ``(H, W, C)`` with a per-channel
+  scale and shift) instead of batch normalisation, in both networks. A generator with batch
+  norm either depends on the other latents of its batch (train mode) or on running averages
+  that differ from the statistics it was trained with (eval mode); CSGM and the MLE losses
+  call ``G`` on ONE latent at a time (``vmap``), so ``G(z)`` must be a function of ``z``
+  alone. With per-sample normalisation ``G`` is the same function in training and inversion.
+* Sigmoid output in ``[0, 1]`` (flowinv's image range) instead of tanh in ``[-1, 1]``; the
+  discriminator maps its input to ``[-1, 1]`` itself.
+
+Training (:func:`train_dcgan`) uses the non-saturating GAN loss with Adam(2e-4, b1 = 0.5), as
+Radford et al.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import numbers
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import lax
+
+Array = jax.Array
+
+__all__ = [
+    "DCGANConfig",
+    "Discriminator",
+    "Generator",
+    "GeneratorApply",
+    "as_generator",
+    "discriminator_apply",
+    "generator_apply",
+    "init_params",
+    "sample",
+    "train_dcgan",
+]
+
+
+def _posint(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def _num_upsamples(h: int, w: int) -> int:
+    u = 0
+    while h % 2 == 0 and w % 2 == 0 and min(h, w) // 2 >= 4:
+        h, w, u = h // 2, w // 2, u + 1
+    return u
+
+
+@dataclasses.dataclass(frozen=True)
+class DCGANConfig:
+    """Architecture of a DCGAN (hashable; recorded in checkpoint sidecars via :meth:`to_dict`).
+
+    Attributes:
+      image_shape: ``(H, W, C)`` of generated images; ``H, W`` even and ``>= 8``.
+      latent_dim: length ``d`` of the latent ``z``.
+      base_channels: channels of the last hidden generator layer / first discriminator layer;
+        the widest layer has ``base_channels * 2^(u-1)``.
+    """
+
+    image_shape: tuple[int, int, int]
+    latent_dim: int = 100
+    base_channels: int = 64
+
+    def __post_init__(self):
+        try:
+            shape = tuple(self.image_shape)
+        except TypeError:
+            raise ValueError(f"image_shape must be (H, W, C), got {self.image_shape!r}") from None
+        if len(shape) != 3:
+            raise ValueError(f"image_shape must be (H, W, C), got {self.image_shape!r}")
+        shape = tuple(_posint(s, "image_shape entries") for s in shape)
+        if _num_upsamples(shape[0], shape[1]) < 1:
+            raise ValueError(f"image_shape must have an even H and W of at least 8 (the "
+                             f"generator upsamples by 2 at least once), got {shape}")
+        object.__setattr__(self, "image_shape", shape)
+        object.__setattr__(self, "latent_dim", _posint(self.latent_dim, "latent_dim"))
+        object.__setattr__(self, "base_channels", _posint(self.base_channels, "base_channels"))
+
+    @property
+    def num_upsamples(self) -> int:
+        """Number ``u`` of stride-2 layers in each network."""
+        return _num_upsamples(self.image_shape[0], self.image_shape[1])
+
+    @property
+    def start_shape(self) -> tuple[int, int, int]:
+        """Shape ``(h0, w0, k0)`` of the generator's first feature map."""
+        f = 2**self.num_upsamples
+        return (self.image_shape[0] // f, self.image_shape[1] // f,
+                self.base_channels * 2 ** (self.num_upsamples - 1))
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (``{"architecture": "dcgan", ...}``) for checkpoint sidecars."""
+        return {"architecture": "dcgan", "image_shape": list(self.image_shape),
+                "latent_dim": self.latent_dim, "base_channels": self.base_channels}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> DCGANConfig:
+        """Inverse of :meth:`to_dict` (extra keys such as ``"architecture"`` are ignored)."""
+        try:
+            return cls(image_shape=tuple(d["image_shape"]), latent_dim=d["latent_dim"],
+                       base_channels=d["base_channels"])
+        except KeyError as e:
+            raise ValueError(f"a DCGAN config dict needs image_shape, latent_dim and "
+                             f"base_channels; missing {e}") from None
+
+
+def _norm() -> nn.Module:
+    # per-sample layer norm over (H, W, C) with a per-channel scale and shift (see module doc)
+    return nn.LayerNorm(reduction_axes=(-3, -2, -1), feature_axes=-1)
+
+
+class Generator(nn.Module):
+    """DCGAN generator on a batch: ``z (B, latent_dim)`` -> images ``(B, H, W, C)`` in (0, 1).
+
+    Attributes: as :class:`DCGANConfig` (use :meth:`from_config` to build from one).
+    """
+
+    image_shape: tuple[int, int, int]
+    latent_dim: int = 100
+    base_channels: int = 64
+
+    @classmethod
+    def from_config(cls, config: DCGANConfig) -> Generator:
+        return cls(config.image_shape, config.latent_dim, config.base_channels)
+
+    @nn.compact
+    def __call__(self, z: Array) -> Array:
+        cfg = DCGANConfig(self.image_shape, self.latent_dim, self.base_channels)
+        h0, w0, k0 = cfg.start_shape
+        x = nn.Dense(h0 * w0 * k0, use_bias=False, name="project")(z)
+        x = nn.relu(_norm()(x.reshape(z.shape[0], h0, w0, k0)))
+        for i in range(1, cfg.num_upsamples):
+            x = nn.ConvTranspose(k0 // 2**i, (4, 4), strides=(2, 2), padding="SAME",
+                                 use_bias=False, name=f"up{i}")(x)
+            x = nn.relu(_norm()(x))
+        x = nn.ConvTranspose(cfg.image_shape[2], (4, 4), strides=(2, 2), padding="SAME",
+                             name="out")(x)
+        return nn.sigmoid(x)
+
+
+class Discriminator(nn.Module):
+    """DCGAN discriminator on a batch: images ``(B, H, W, C)`` in [0, 1] -> logits ``(B,)``.
+
+    Attributes: as :class:`DCGANConfig` (use :meth:`from_config` to build from one).
+    """
+
+    image_shape: tuple[int, int, int]
+    latent_dim: int = 100
+    base_channels: int = 64
+
+    @classmethod
+    def from_config(cls, config: DCGANConfig) -> Discriminator:
+        return cls(config.image_shape, config.latent_dim, config.base_channels)
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        cfg = DCGANConfig(self.image_shape, self.latent_dim, self.base_channels)
+        x = 2.0 * x - 1.0
+        for i in range(cfg.num_upsamples):
+            x = nn.Conv(cfg.base_channels * 2**i, (4, 4), strides=(2, 2), padding="SAME",
+                        use_bias=i == 0, name=f"down{i}")(x)
+            if i > 0:
+                x = _norm()(x)
+            x = nn.leaky_relu(x, 0.2)
+        return nn.Dense(1, name="logit")(x.reshape(x.shape[0], -1))[:, 0]
+
+
+def init_params(key: Array, config: DCGANConfig) -> dict:
+    """Initial weights ``{"generator": ..., "discriminator": ...}`` drawn from ``key``."""
+    if not isinstance(config, DCGANConfig):
+        raise TypeError(f"config must be a DCGANConfig, got {type(config).__name__}")
+    return _init_params(key, config)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _init_params(key: Array, config: DCGANConfig) -> dict:
+    kg, kd = jax.random.split(key)
+    g = Generator.from_config(config).init(kg, jnp.zeros((1, config.latent_dim)))
+    d = Discriminator.from_config(config).init(kd, jnp.zeros((1, *config.image_shape)))
+    return {"generator": g, "discriminator": d}
+
+
+def _config(image_shape, latent_dim, base_channels) -> DCGANConfig:
+    if isinstance(image_shape, DCGANConfig):
+        return image_shape
+    return DCGANConfig(tuple(image_shape), latent_dim, base_channels)
+
+
+def generator_apply(
+    params: Any,
+    z: Array,
+    *,
+    image_shape: tuple[int, int, int] | DCGANConfig,
+    latent_dim: int = 100,
+    base_channels: int = 64,
+) -> Array:
+    r"""The generator on ONE latent: :math:`x = G(z)`.
+
+    Args:
+      params: generator weights (``init_params(...)["generator"]`` or :func:`train_dcgan`'s
+        result).
+      z: one latent, ``(latent_dim,)``; use ``jax.vmap`` for batches.
+      image_shape: ``(H, W, C)``, or a whole :class:`DCGANConfig` (then the other two
+        arguments are ignored).
+      latent_dim, base_channels: the rest of the architecture (see :class:`DCGANConfig`).
+
+    Returns:
+      image ``(H, W, C)`` in ``(0, 1)``.
+    """
+    cfg = _config(image_shape, latent_dim, base_channels)
+    z = jnp.asarray(z)
+    if z.shape != (cfg.latent_dim,):
+        raise ValueError(f"z must be one latent of shape ({cfg.latent_dim},), got {z.shape}")
+    return Generator.from_config(cfg).apply(params, z[None])[0]
+
+
+def discriminator_apply(params: Any, x: Array, *, config: DCGANConfig) -> Array:
+    """The discriminator's logit for ONE image ``x`` ``(H, W, C)`` -> scalar."""
+    x = jnp.asarray(x)
+    if x.shape != config.image_shape:
+        raise ValueError(f"x must be one image of shape {config.image_shape}, got {x.shape}")
+    return Discriminator.from_config(config).apply(params, x[None])[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratorApply:
+    """Hashable ``apply(params, z) -> x`` for one latent, fixed to a :class:`DCGANConfig`.
+
+    Equal configs give equal (and equally hashed) functions, so compiled solves that take
+    the generator as static data are reused across calls.
+    """
+
+    config: DCGANConfig
+
+    def __call__(self, params: Any, z: Array) -> Array:
+        return generator_apply(params, z, image_shape=self.config)
+
+
+def as_generator(config: DCGANConfig):
+    """A :class:`flowinv.recover.Generator` for ``flowinv.recover((gen, params), ...)``."""
+    from flowinv.recover import Generator as PriorGenerator
+
+    if not isinstance(config, DCGANConfig):
+        raise TypeError(f"config must be a DCGANConfig, got {type(config).__name__}")
+    return PriorGenerator(apply=GeneratorApply(config), latent_dim=config.latent_dim,
+                          image_shape=config.image_shape)
+
+
+def sample(params: Any, key: Array, num: int, *, config: DCGANConfig) -> Array:
+    """``num`` images ``G(z)``, ``z ~ N(0, I)``: ``(num, H, W, C)`` (jit-compiled)."""
+    if not isinstance(config, DCGANConfig):
+        raise TypeError(f"config must be a DCGANConfig, got {type(config).__name__}")
+    return _sample(params, key, _posint(num, "num"), config)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _sample(params, key, num, config):
+    z = jax.random.normal(key, (num, config.latent_dim))
+    return jax.vmap(lambda zz: generator_apply(params, zz, image_shape=config))(z)
+
+
+# --------------------------------------------------------------------------------------------
+# training
+
+
+def _adam(lr: float, b1: float) -> optax.GradientTransformation:
+    return optax.adam(lr, b1=b1, b2=0.999)
+
+
+@functools.lru_cache(maxsize=16)
+def _make_chunk(config: DCGANConfig, lr: float, b1: float, batch_size: int, length: int):
+    """A jitted ``(state, key, images) -> (state, (d_losses, g_losses))`` of ``length`` steps.
+
+    Cached so that repeated trainings with the same settings compile once.
+    """
+    opt = _adam(lr, b1)
+    gen, disc = Generator.from_config(config), Discriminator.from_config(config)
+
+    def d_loss_fn(d_params, g_params, real, z):
+        fake = lax.stop_gradient(gen.apply(g_params, z))
+        return (jnp.mean(jax.nn.softplus(-disc.apply(d_params, real)))
+                + jnp.mean(jax.nn.softplus(disc.apply(d_params, fake))))
+
+    def g_loss_fn(g_params, d_params, z):
+        return jnp.mean(jax.nn.softplus(-disc.apply(d_params, gen.apply(g_params, z))))
+
+    def step(state, key, images):
+        g, d, g_opt, d_opt = state
+        k_idx, k_zd, k_zg = jax.random.split(key, 3)
+        idx = jax.random.randint(k_idx, (batch_size,), 0, images.shape[0])
+        real = images[idx]
+        zd = jax.random.normal(k_zd, (batch_size, config.latent_dim))
+        d_loss, d_grad = jax.value_and_grad(d_loss_fn)(d, g, real, zd)
+        upd, d_opt = opt.update(d_grad, d_opt, d)
+        d = optax.apply_updates(d, upd)
+        zg = jax.random.normal(k_zg, (batch_size, config.latent_dim))
+        g_loss, g_grad = jax.value_and_grad(g_loss_fn)(g, d, zg)
+        upd, g_opt = opt.update(g_grad, g_opt, g)
+        g = optax.apply_updates(g, upd)
+        return (g, d, g_opt, d_opt), (d_loss, g_loss)
+
+    @jax.jit
+    def chunk(state, key, images):
+        keys = jax.random.split(key, length)
+        return lax.scan(lambda s, k: step(s, k, images), state, keys)
+
+    return chunk
+
+
+def train_dcgan(
+    key: Array,
+    images: Any,
+    *,
+    config: DCGANConfig | None = None,
+    image_shape: tuple[int, int, int] | None = None,
+    latent_dim: int = 100,
+    base_channels: int = 64,
+    steps: int = 10_000,
+    batch_size: int = 64,
+    lr: float = 2e-4,
+    b1: float = 0.5,
+    chunk: int = 100,
+    progress: bool = True,
+    return_history: bool = False,
+):
+    r"""Trains a DCGAN on ``images`` and returns the generator weights.
+
+    Each step draws a batch of real images (uniformly, with replacement) and latents
+    :math:`z \sim \mathcal N(0, I)`, then takes one Adam step on the discriminator loss
+    :math:`-\log\sigma(D(x)) - \log(1 - \sigma(D(G(z))))` and one on the non-saturating
+    generator loss :math:`-\log\sigma(D(G(z')))` with fresh latents. Steps run ``chunk`` at a
+    time in a ``jit``-compiled ``lax.scan``, with a tqdm bar between chunks. The result is a
+    deterministic function of ``key`` (and the inputs) on a given machine.
+
+    Args:
+      key: PRNG key (initial weights, batches, latents).
+      images: training images ``(N, H, W, C)`` in ``[0, 1]``.
+      config: the architecture; default ``DCGANConfig(image_shape or images.shape[1:],
+        latent_dim, base_channels)``.
+      image_shape, latent_dim, base_channels: used when ``config`` is None.
+      steps: training steps (each one D and one G update).
+      batch_size: images per step.
+      lr, b1: Adam learning rate and first-moment decay (Radford et al.: 2e-4, 0.5).
+      chunk: steps per compiled chunk (the last chunk may be shorter).
+      progress: show a tqdm progress bar.
+      return_history: also return the per-step losses.
+
+    Returns:
+      the generator weights (for :func:`generator_apply`), or, with ``return_history``,
+      ``(generator_weights, {"d_loss": (steps,), "g_loss": (steps,), "discriminator": ...})``.
+    """
+    from tqdm.auto import tqdm
+
+    imgs = np.asarray(images, dtype=np.float32)
+    if imgs.ndim != 4:
+        raise ValueError(f"images must have shape (N, H, W, C), got {imgs.shape}")
+    if config is None:
+        config = DCGANConfig(tuple(image_shape or imgs.shape[1:]), latent_dim, base_channels)
+    elif not isinstance(config, DCGANConfig):
+        raise TypeError(f"config must be a DCGANConfig or None, got {type(config).__name__}")
+    if imgs.shape[1:] != config.image_shape:
+        raise ValueError(f"images must have shape (N, {', '.join(map(str, config.image_shape))})"
+                         f" to match image_shape, got {imgs.shape}")
+    if imgs.shape[0] < 1:
+        raise ValueError("images must hold at least one image, got 0")
+    if not (np.all(np.isfinite(imgs)) and imgs.min() >= 0.0 and imgs.max() <= 1.0):
+        raise ValueError(f"images must be finite and in [0, 1], got values in "
+                         f"[{imgs.min()}, {imgs.max()}]")
+    steps = _posint(steps, "steps")
+    batch_size = _posint(batch_size, "batch_size")
+    chunk = _posint(chunk, "chunk")
+    for name, v in (("lr", lr), ("b1", b1)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+            raise ValueError(f"{name} must be a finite number, got {v!r}")
+    if not lr > 0 or not 0 <= b1 < 1:
+        raise ValueError(f"need lr > 0 and 0 <= b1 < 1, got lr={lr}, b1={b1}")
+
+    k_init, k_train = jax.random.split(key)
+    params = init_params(k_init, config)
+    opt = _adam(lr, b1)
+    state = (params["generator"], params["discriminator"], opt.init(params["generator"]),
+             opt.init(params["discriminator"]))
+    data = jnp.asarray(imgs)
+    d_hist, g_hist = [], []
+    done = 0
+    with tqdm(total=steps, desc="dcgan", disable=not progress) as bar:
+        for i in range(math.ceil(steps / chunk)):
+            length = min(chunk, steps - done)
+            run = _make_chunk(config, float(lr), float(b1), batch_size, length)
+            state, (dl, gl) = run(state, jax.random.fold_in(k_train, i), data)
+            dl, gl = np.asarray(dl), np.asarray(gl)
+            d_hist.append(dl)
+            g_hist.append(gl)
+            done += length
+            bar.update(length)
+            bar.set_postfix(d_loss=f"{dl.mean():.3f}", g_loss=f"{gl.mean():.3f}")
+    g_params = state[0]
+    if return_history:
+        return g_params, {"d_loss": np.concatenate(d_hist), "g_loss": np.concatenate(g_hist),
+                          "discriminator": state[1]}
+    return g_params

@@ -1,0 +1,84 @@
+"""Tests of flowinv.metrics: PSNR against its definition, SSIM sanity, batching, validation."""
+
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from flowinv import metrics
+
+
+def _image(shape, seed=0):
+    return np.random.default_rng(seed).uniform(0.2, 0.8, size=shape).astype(np.float32)
+
+
+def test_psnr_of_known_mse():
+    ref = np.full((8, 8, 1), 0.5, np.float32)
+    # MSE 0.01 with data range 1 -> 10 log10(1 / 0.01) = 20 dB; float32 0.1 carries ~1e-8
+    # relative error, so 1e-5 dB is a generous bound.
+    assert metrics.psnr(ref + 0.1, ref) == pytest.approx(20.0, abs=1e-5)
+    assert metrics.psnr(ref - 0.1, ref) == pytest.approx(20.0, abs=1e-5)
+    # data_range 2 (x not clipped: 0.6 < 2): 10 log10(4 / 0.01)
+    assert metrics.psnr(ref + 0.1, ref, data_range=2.0) == pytest.approx(
+        10 * math.log10(400.0), abs=1e-5)
+
+
+def test_psnr_identical_is_inf_and_accepts_jax():
+    x = _image((6, 5, 3))
+    assert metrics.psnr(x, x) == math.inf
+    value = metrics.psnr(jnp.asarray(x) + 0.05, jnp.asarray(x))
+    assert isinstance(value, float)
+    assert value == pytest.approx(10 * math.log10(1 / 0.05**2), abs=1e-4)
+
+
+def test_psnr_clips_the_estimate_only():
+    ref = _image((6, 6, 1))
+    ref[0, 0, 0], ref[1, 1, 0] = 1.0, 0.0
+    x = ref.copy()
+    x[0, 0, 0], x[1, 1, 0] = 1.7, -0.4  # overshoots that clipping removes exactly
+    assert metrics.psnr(x, ref) == math.inf
+
+
+def test_ssim_identical_is_one_and_noise_lowers_it():
+    for shape in [(28, 28, 1), (16, 16, 3), (5, 5, 1)]:
+        x = _image(shape)
+        # skimage computes SSIM in float64; identical inputs give 1 up to rounding.
+        assert metrics.ssim(x, x) == pytest.approx(1.0, abs=1e-9)
+    x = _image((16, 16, 3))
+    rng = np.random.default_rng(1)
+    e = rng.normal(size=x.shape).astype(np.float32)
+    s = [metrics.ssim(x + t * e, x) for t in (0.02, 0.1, 0.3)]
+    assert s[0] > s[1] > s[2]
+    assert s[0] < 1.0
+
+
+def test_ssim_averages_channels():
+    x, ref = _image((12, 12, 3), 1), _image((12, 12, 3), 2)
+    per_channel = [metrics.ssim(x[..., i:i + 1], ref[..., i:i + 1]) for i in range(3)]
+    # float64 mean of three float64 numbers: agreement to rounding.
+    assert metrics.ssim(x, ref) == pytest.approx(np.mean(per_channel), abs=1e-12)
+
+
+def test_batch_versions_match_single_calls():
+    xs, refs = _image((3, 10, 10, 1), 3), _image((3, 10, 10, 1), 4)
+    p, s = metrics.batch_psnr(xs, jnp.asarray(refs)), metrics.batch_ssim(xs, refs)
+    assert p.shape == s.shape == (3,)
+    np.testing.assert_array_equal(p, [metrics.psnr(a, b) for a, b in zip(xs, refs, strict=True)])
+    np.testing.assert_array_equal(s, [metrics.ssim(a, b) for a, b in zip(xs, refs, strict=True)])
+
+
+def test_validation():
+    x = _image((8, 8, 1))
+    with pytest.raises(ValueError, match="same shape"):
+        metrics.psnr(x, x[:4])
+    with pytest.raises(ValueError, match="x must have shape"):
+        metrics.psnr(x[..., 0], x)
+    with pytest.raises(ValueError, match="x must have shape"):
+        metrics.batch_ssim(x, x)
+    with pytest.raises(ValueError, match="at least 3x3"):
+        metrics.ssim(x[:2, :2], x[:2, :2])
+    with pytest.raises(ValueError, match="data_range"):
+        metrics.psnr(x, x, data_range=0.0)
