@@ -170,3 +170,43 @@ def load_prior(name: str) -> tuple[Flow, Params]:
         warnings.warn(f"{name}: sidecar kind is {metadata.get('kind')!r}, loading as a flow",
                       stacklevel=2)
     return flow, params
+
+
+def save_gan(path: str | os.PathLike, params: Params, config: Any, metadata: dict) -> pathlib.Path:
+    """Writes DCGAN generator weights with a sidecar ``{"kind": "dcgan", "dcgan": config, …}``.
+
+    Args:
+      path: the checkpoint folder.
+      params: generator weights from :func:`flowinv.baselines.dcgan.train_dcgan`.
+      config: its :class:`flowinv.baselines.dcgan.DCGANConfig`.
+      metadata: further sidecar fields (data, training, command, ...).
+    """
+    return save(path, params, {**metadata, "kind": "dcgan", "dcgan": config.to_dict()})
+
+
+def load_gan(name: str | os.PathLike):
+    """Loads a shipped DCGAN (e.g. ``"dcgan-mnist"``) or a DCGAN checkpoint folder.
+
+    Returns ``(generator, params)`` for ``flowinv.recover((generator, params), ...)``:
+    ``generator`` is a :class:`flowinv.recover.Generator`. ValueError if there is no such
+    checkpoint, it is not a DCGAN, or its weights do not match its sidecar.
+    """
+    from flowinv.baselines import dcgan
+
+    if not isinstance(name, str | os.PathLike):
+        raise TypeError(f"name must be a GAN name or a path, got {type(name).__name__}")
+    path = pathlib.Path(name)
+    if not path.is_dir():
+        path = checkpoint_root() / str(name)
+    if not path.is_dir():
+        raise ValueError(
+            f"unknown GAN {str(name)!r}: not a checkpoint folder and not one of "
+            f"{available_priors()} (under {checkpoint_root()})")
+    metadata = read_metadata(path)
+    if metadata.get("kind") != "dcgan" or "dcgan" not in metadata:
+        raise ValueError(f"checkpoint {str(path)!r} is not a DCGAN (sidecar kind "
+                         f"{metadata.get('kind', 'flow')!r})")
+    config = dcgan.DCGANConfig.from_dict(metadata["dcgan"])
+    target = jax.eval_shape(lambda: dcgan.init_params(jax.random.PRNGKey(0), config)["generator"])
+    params, _ = load(path, target)
+    return dcgan.as_generator(config), params

@@ -8,29 +8,32 @@ papers' sizes are given for comparison in the README.
 
 from __future__ import annotations
 
+import dataclasses
+
 from flowinv.train import TrainConfig
 
 PRIORS: dict[str, TrainConfig] = {
     "glow-digits": TrainConfig(
         architecture={"type": "glow", "image_shape": [8, 8, 1], "levels": 1, "steps": 4,
-                      "width": 32, "coupling": "affine", "learn_prior": True},
-        dataset="digits", bits=8, batch_size=64, steps=1500, lr=1e-3, warmup=100,
+                      "width": 32, "coupling": "affine", "learn_prior": True,
+                      "preprocess": "logit"},
+        dataset="digits", bits=8, batch_size=64, steps=3000, lr=1e-3, warmup=100,
         eval_every=500, ckpt_every=250, eval_limit=None),
     "glow-mnist": TrainConfig(
         architecture={"type": "glow", "image_shape": [28, 28, 1], "levels": 2, "steps": 12,
                       "width": 96, "coupling": "affine", "learn_prior": True,
                       "preprocess": "logit"},
-        dataset="mnist", bits=8, batch_size=64, steps=5000, lr=1e-3, warmup=200,
+        dataset="mnist", bits=8, batch_size=64, steps=3000, lr=1e-3, warmup=200,
         eval_every=1000, ckpt_every=250),
     "realnvp-mnist": TrainConfig(
-        architecture={"type": "realnvp", "image_shape": [28, 28, 1], "scales": 2, "blocks": 2,
-                      "width": 64, "preprocess": "logit"},
-        dataset="mnist", bits=8, batch_size=64, steps=2500, lr=1e-3, warmup=200,
+        architecture={"type": "realnvp", "image_shape": [28, 28, 1], "scales": 2, "blocks": 1,
+                      "width": 32, "preprocess": "logit"},
+        dataset="mnist", bits=8, batch_size=32, steps=1500, lr=1e-3, warmup=200,
         eval_every=500, ckpt_every=250),
     "glow-patches64": TrainConfig(
-        architecture={"type": "glow", "image_shape": [64, 64, 3], "levels": 4, "steps": 6,
-                      "width": 64, "coupling": "affine", "learn_prior": True},
-        dataset="patches64", bits=5, batch_size=16, steps=3000, lr=1e-3, warmup=200,
+        architecture={"type": "glow", "image_shape": [64, 64, 3], "levels": 4, "steps": 4,
+                      "width": 48, "coupling": "affine", "learn_prior": True},
+        dataset="patches64", bits=5, batch_size=16, steps=2000, lr=1e-3, warmup=200,
         augment=True, eval_every=500, ckpt_every=250, eval_limit=200),
 }
 
@@ -40,3 +43,39 @@ def prior_config(name: str) -> TrainConfig:
     if name not in PRIORS:
         raise ValueError(f"unknown prior {name!r}; expected one of {sorted(PRIORS)}")
     return PRIORS[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class GANConfig:
+    """How a shipped DCGAN baseline is trained (``python -m experiments.train_gan --gan NAME``).
+
+    Attributes:
+      dataset: training data (``flowinv.data.load_dataset`` spec; train split only).
+      image_shape, latent_dim, base_channels: the :class:`flowinv.baselines.dcgan.DCGANConfig`.
+      steps, batch_size, lr, b1, seed: the adversarial training (Radford et al. defaults).
+    """
+
+    dataset: str
+    image_shape: tuple[int, int, int]
+    latent_dim: int = 100
+    base_channels: int = 64
+    steps: int = 3000
+    batch_size: int = 64
+    lr: float = 2e-4
+    b1: float = 0.5
+    seed: int = 0
+
+
+GANS: dict[str, GANConfig] = {
+    "dcgan-mnist": GANConfig(dataset="mnist", image_shape=(28, 28, 1), latent_dim=100,
+                             base_channels=32, batch_size=32, steps=2000),
+    "dcgan-patches64": GANConfig(dataset="patches64", image_shape=(64, 64, 3), latent_dim=100,
+                                 base_channels=16, batch_size=32, steps=1500),
+}
+
+
+def gan_config(name: str) -> GANConfig:
+    """The training config of shipped DCGAN ``name``; ValueError for an unknown name."""
+    if name not in GANS:
+        raise ValueError(f"unknown GAN {name!r}; expected one of {sorted(GANS)}")
+    return GANS[name]

@@ -261,8 +261,10 @@ def export(flow: Flow, params: Params, config: TrainConfig, path: str | pathlib.
         "training": {k: v for k, v in dataclasses.asdict(config).items()
                      if k not in ("architecture", "dataset")},
         "test_bits_per_dim": round(float(test_bpd), 4),
-        "test_bits_per_dim_note": f"{config.bits}-bit data, uniform dequantisation, whole "
-                                  f"test split of {config.dataset!r}",
+        "test_bits_per_dim_note": f"{config.bits}-bit data, uniform dequantisation, "
+                                  + (f"first {config.eval_limit} images of the"
+                                     if config.eval_limit else "whole")
+                                  + f" test split of {config.dataset!r}",
         "command": command,
         "device": f"{jax.devices()[0].device_kind} ({platform.machine()})",
         "jax_version": jax.__version__,

@@ -1,0 +1,118 @@
+"""Train a shipped DCGAN baseline (for the CSGM, Bora and MLE comparisons).
+
+    python -m experiments.train_gan --gan dcgan-mnist --export
+
+trains the generator on the train split of its dataset (never the test split) and, with
+``--export``, writes it to ``checkpoints/NAME`` with a sidecar giving its architecture, data,
+steps and the command. A GAN has no likelihood, so the sidecar records no bits/dim; it records
+the final discriminator/generator losses instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import shlex
+import sys
+import time
+
+import jax
+import numpy as np
+
+from flowinv import checkpoints, data, priors
+from flowinv.baselines import dcgan
+from flowinv.flows import num_params
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m experiments.train_gan", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--gan", required=True, choices=sorted(priors.GANS),
+                   help="which shipped DCGAN to train")
+    p.add_argument("--steps", type=_positive_int, default=None, help="override training steps")
+    p.add_argument("--batch-size", type=_positive_int, default=None, help="override batch size")
+    p.add_argument("--seed", type=int, default=None, help="override the seed")
+    p.add_argument("--export", action="store_true",
+                   help="write the result to checkpoints/NAME (replacing the shipped one)")
+    p.add_argument("--export-to", default=None, help="write the result to this folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def training_images(config: priors.GANConfig) -> np.ndarray:
+    """The train split of ``config.dataset``; natural patches also get their mirror images."""
+    images = data.load_dataset(config.dataset, "train", image_shape=config.image_shape)
+    if config.dataset.startswith("patches"):
+        images = np.concatenate([images, images[:, :, ::-1]], axis=0)
+    return images
+
+
+def run(config: priors.GANConfig, *, export_to: str | None = None, command: str | None = None,
+        progress: bool = True) -> dict:
+    """Trains the DCGAN of ``config``; returns a summary (and exports when asked)."""
+    images = training_images(config)
+    arch = dcgan.DCGANConfig(config.image_shape, config.latent_dim, config.base_channels)
+    t0 = time.time()
+    params, history = dcgan.train_dcgan(
+        jax.random.PRNGKey(config.seed), images, config=arch, steps=config.steps,
+        batch_size=config.batch_size, lr=config.lr, b1=config.b1, progress=progress,
+        return_history=True)
+    seconds = time.time() - t0
+    tail = max(1, min(100, config.steps // 10))
+    result = {"steps": config.steps, "seconds": round(seconds, 1),
+              "train_images": int(images.shape[0]),
+              "final_d_loss": float(np.mean(history["d_loss"][-tail:])),
+              "final_g_loss": float(np.mean(history["g_loss"][-tail:])),
+              "num_params": num_params(params)}
+    if export_to is not None:
+        checkpoints.save_gan(export_to, params, arch, {
+            "data": {"dataset": config.dataset, "split": "train (see README: Data)",
+                     "train_images": result["train_images"],
+                     "augment": "horizontal flips" if config.dataset.startswith("patches")
+                     else "none"},
+            "training": dataclasses.asdict(config),
+            "test_bits_per_dim": None,
+            "test_bits_per_dim_note": "a GAN has no likelihood",
+            "final_losses": {"d_loss": round(result["final_d_loss"], 4),
+                             "g_loss": round(result["final_g_loss"], 4),
+                             "averaged_over_last_steps": tail},
+            "num_params": result["num_params"],
+            "command": command,
+            "device": f"{jax.devices()[0].device_kind} ({platform.machine()})",
+            "jax_version": jax.__version__,
+            "train_seconds": result["seconds"],
+        })
+        result["exported_to"] = str(export_to)
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    config = priors.gan_config(args.gan)
+    overrides = {k: getattr(args, k) for k in ("steps", "batch_size", "seed")
+                 if getattr(args, k) is not None}
+    config = dataclasses.replace(config, **overrides)
+    export_to = args.export_to or (str(checkpoints.checkpoint_root() / args.gan)
+                                   if args.export else None)
+    command = "python -m experiments.train_gan " + " ".join(
+        shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    result = run(config, export_to=export_to, command=command, progress=not args.no_progress)
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
