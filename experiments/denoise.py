@@ -99,11 +99,11 @@ def _load_images(config: Config, shape) -> tuple[np.ndarray, np.ndarray]:
 
 def run(config: Config) -> dict:
     """Runs the experiment; returns ``{"rows": [...], "summary": [...], "out": path}``."""
-    from flowinv.baselines import classical
     from tqdm.auto import tqdm
 
     import flowinv
     from flowinv import metrics, operators
+    from flowinv.baselines import classical
 
     out = pathlib.Path(config.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -191,10 +191,13 @@ def cs_gaussian(m: int, *, rms: float = 0.1) -> DiagonalGaussian:
     Args:
       m: number of measurements (``>= 1``).
       rms: root expected squared norm of the noise vector, ``> 0``.
+
+    Returns:
+      a :class:`DiagonalGaussian` of shape ``(m,)``, so ``sample(key)`` draws one ``η``.
     """
     m = _check_int(m, "m", 1)
     _check_positive(rms, "rms")
-    return gaussian(jnp.asarray(rms) / math.sqrt(m))
+    return diagonal_gaussian(jnp.full((m,), rms / math.sqrt(m), jnp.float32))
 
 
 # --------------------------------------------------------------------------------------------

@@ -154,7 +154,8 @@ def initial_latents(prior, params, y: Array, op, *, init: str, key: Array | None
     * ``"lasso-wavelet"``: ``z0 = G⁻¹(x_L)`` with ``x_L`` the Lasso-wavelet recovery from ``y``.
     * ``"null-space"``: ``z0 = G⁻¹(x0 + p)``, ``p`` a random point of the null space of ``A``
       with ``‖p‖ = init_scale·√n`` (Asim et al. supplement: an initialisation consistent with
-      the measurements that is not the truth).
+      the measurements that is not the truth), clipped to ``[0, 1]`` where ``G⁻¹`` is defined
+      (a flow with logit preprocessing has no preimage outside it).
     """
     batch = y.shape[0]
     if init == "zeros":
@@ -164,7 +165,7 @@ def initial_latents(prior, params, y: Array, op, *, init: str, key: Array | None
         return init_scale * jax.random.normal(key, (batch, dim), y.dtype)
     if not isinstance(prior, Flow):
         raise ValueError(f"init={init!r} needs an invertible (flow) prior")
-    inverse = jax.jit(jax.vmap(lambda x: prior.inverse(params, x)[0]))
+    inverse = functools.partial(_batched_inverse, prior, params)
     if init == "lasso-wavelet":
         from flowinv.baselines import classical
 
@@ -184,7 +185,13 @@ def initial_latents(prior, params, y: Array, op, *, init: str, key: Array | None
     p = jax.vmap(lambda e: null_space_projection(op, e))(eps)
     norms = jnp.sqrt(jnp.sum(p**2, axis=(1, 2, 3), keepdims=True))
     p = p * init_scale * math.sqrt(dim) / jnp.maximum(norms, 1e-12)
-    return inverse(x0 + p)
+    return inverse(jnp.clip(x0 + p, 0.0, 1.0))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _batched_inverse(flow: Flow, params, x: Array) -> Array:
+    """``G⁻¹`` of a batch of images ``(B, H, W, C) -> (B, n)``, compiled once per flow."""
+    return jax.vmap(lambda xx: flow.inverse(params, xx)[0])(x)
 
 
 def null_space_projection(op, v: Array, iters: int = 200) -> Array:
@@ -297,6 +304,12 @@ def recover(
                 ((tuple(prior.image_shape)),) if single else ()):
             raise ValueError(f"x0 must have shape {(batch, *prior.image_shape)}, "
                              f"got {tuple(x0.shape)}")
+        if not jnp.issubdtype(x0.dtype, jnp.floating):
+            raise TypeError(f"x0 must be floating point images, got dtype {x0.dtype}")
+        lo, hi = float(jnp.min(x0)), float(jnp.max(x0))
+        if not (0.0 <= lo and hi <= 1.0):
+            raise ValueError(f"x0 must hold images with pixel values in [0, 1] (G⁻¹ is only "
+                             f"defined there), got values in [{lo:.4g}, {hi:.4g}]")
     dim = prior.latent_dim if isinstance(prior, Generator) else prior.dim
 
     if init in ("lasso-wavelet", "null-space") and per_image_operator:

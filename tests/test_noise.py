@@ -97,7 +97,8 @@ def test_diagonal_sample_statistics():
 def test_cs_gaussian_rms():
     m, rms = 50, 0.1
     nz = noise.cs_gaussian(m, rms=rms)
-    np.testing.assert_allclose(float(nz.std), rms / math.sqrt(m), rtol=1e-6)
+    assert nz.std.shape == (m,)
+    np.testing.assert_allclose(np.asarray(nz.std), rms / math.sqrt(m), rtol=1e-6)
     draws = 2000
     keys = jax.random.split(jax.random.PRNGKey(6), draws)
     sq = np.asarray(jax.vmap(lambda k: jnp.sum(nz.sample(k, (m,)) ** 2))(keys), np.float64)
