@@ -1,0 +1,408 @@
+r"""Shared code of the Whang et al. experiments: noisy and 1-bit compressed sensing.
+
+:mod:`experiments.noisy_cs` and :mod:`experiments.one_bit_cs` differ only in the measurement
+model and the methods, so both run through :func:`run_cs` here. The generic pieces
+(:func:`load_images`, :func:`load_gan`, :class:`Sweep`, :func:`summarise`, :func:`plot_vs`) are
+also used by :mod:`experiments.structured_noise`.
+
+Measurements, with ``A`` an ``m × n`` matrix of i.i.d. :math:`\mathcal N(0, 1/m)` entries (one
+matrix per ``m``, shared by all images) and :math:`\delta` positive-mean sinusoidal noise in
+measurement space, :math:`\delta_k \sim \mathcal N(\mu, \sigma_k^2)` with
+:math:`\sigma_k \propto e^{\sin(2\pi k/16)}`, :math:`\max_k \sigma_k = s` and :math:`\mu = s`
+(:func:`flowinv.noise.positive_mean_sinusoidal`, ``s`` = ``noise_scale``):
+
+* noisy CS: :math:`y = A x + \delta`;
+* 1-bit CS: :math:`y = \mathrm{sign}(A x + \delta)`.
+
+Methods (all from ``z0 = 0`` with the same solver, optax's L-BFGS by default, see
+:data:`SOLVER_NOTE`; the hyperparameter of each is picked per ``m`` on validation images drawn
+from the *training* split, never on the test images):
+
+* ``map`` (Whang et al.): :math:`-\log p_\Delta(y - f(G(z))) - \beta \log p_G(G(z))` with the
+  true noise density and ``f = A`` or ``f = sign∘A`` (straight-through gradient);
+* ``map-probit`` (1-bit only): the exact posterior of :math:`y = \mathrm{sign}(Ax + \delta)`,
+  :math:`-\sum_i \log\Phi\big(y_i (a_i^T G(z) + \mu_i)/\sigma_i\big) - \beta\log p_G(G(z))`
+  (see :class:`SignChannel`);
+* ``mle`` (Whang et al., DCGAN prior): :math:`-\log p_\Delta(y - f(G_{\mathrm{GAN}}(z)))`;
+* ``asim``: :math:`\|y - f(G(z))\|^2 + \gamma\|z\|^2` with the flow;
+* ``bora``: :math:`\|y - f(G_{\mathrm{GAN}}(z))\|^2 + \lambda\|z\|^2` with the DCGAN.
+
+The ``--full`` grids are the papers' (Whang et al. 2020 appendix B), with β extended down to
+0.003 (at large β, −β log p_G pulls pixels to saturated values the flow over-rates).
+
+All values of ``m`` share one compiled solve per method: ``A`` is padded with zero rows (and
+``y`` with zeros) to the largest ``m``. A padded entry has ``f(x) = 0 = y``, so it adds a
+constant to every loss and nothing to any gradient.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import pathlib
+import sys
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from experiments import common
+from flowinv import solvers
+
+Array = jax.Array
+
+#: The hyperparameter of each method (``""``: none) and its symbol in the summary.
+PARAM_NAMES = {"map": "beta", "map-probit": "beta", "asim": "gamma", "bora": "lambda",
+               "mle": "", "bm3d": "sigma", "noisy": ""}
+SYMBOLS = {"beta": "β", "gamma": "γ", "lambda": "λ", "sigma": "σ"}
+GAN_METHODS = ("bora", "mle")
+
+#: Why the Whang experiments default to ``solver="optax-lbfgs"`` rather than ``recover``'s
+#: default ``"lbfgs"`` (jaxopt).
+SOLVER_NOTE = """\
+Solver: every method runs the same optimiser, optax's L-BFGS (``--solver``) by default, not
+flowinv's default jaxopt L-BFGS. The MAP losses weight the residual by 1/σ² of the noise, so
+their gradient at z0 = 0 has a norm of ~10³; jaxopt's first iteration tries a unit step along
+−∇L and backtracks by 0.8 at most 20 times (to 1.2 % of it), which still lands where the flow
+overflows, so the loss is NaN and the solve stops at z0 (measured on glow-digits). optax's
+L-BFGS caps the first step at norm 1 and its zoom line search backs off non-finite trials."""
+SOLVERS = solvers.SOLVERS
+
+
+# ---- data and models --------------------------------------------------------------------
+
+
+def load_images(dataset: str, shape, num_images: int,
+                val_images: int) -> tuple[np.ndarray, np.ndarray]:
+    """Test images (test split) and validation images (training split) of ``dataset``.
+
+    Datasets with a test split only (the out-of-distribution sets) validate on further test
+    images after the ones reported.
+    """
+    from flowinv import data
+
+    test = data.load_dataset(dataset, "test", image_shape=shape, limit=num_images)
+    try:
+        val = data.load_dataset(dataset, "train", image_shape=shape, limit=val_images)
+    except ValueError:
+        more = data.load_dataset(dataset, "test", image_shape=shape,
+                                 limit=num_images + val_images)
+        val = more[len(test):]
+    if len(val) == 0:
+        raise ValueError(f"dataset {dataset!r} has no images left for validation")
+    return test, val
+
+
+def load_gan(gan: str | None, dataset: str):
+    """``(Generator, params)`` of the DCGAN baseline, or None (with a printed note)."""
+    if gan == "none":
+        return None
+    from flowinv import checkpoints
+
+    name = gan or common.DEFAULT_GAN.get(dataset)
+    if name is None:
+        print(f"note: DCGAN baselines skipped (no shipped DCGAN for dataset {dataset!r}; "
+              "pass --gan)")
+        return None
+    try:
+        return checkpoints.load_gan(name)
+    except ValueError as e:
+        print(f"note: DCGAN baselines skipped ({e})")
+        return None
+
+
+def finite_images(x: Any) -> np.ndarray:
+    """``x`` as float32 NumPy clipped to ``[0, 1]``, non-finite pixels set to 0."""
+    x = np.asarray(x, np.float32)
+    return np.clip(np.where(np.isfinite(x), x, 0.0), 0.0, 1.0)
+
+
+# ---- scoring, summary, figures ----------------------------------------------------------
+
+
+class Sweep:
+    """Scores recoveries of one batch ``[test; val]`` and keeps what the outputs need.
+
+    Every recovery covers the test images followed by the validation images; the test ones go
+    to the tidy table (one row per image), the mean validation PSNR picks hyperparameters.
+    """
+
+    def __init__(self, experiment: str, dataset: str, prior: str, test: np.ndarray,
+                 val: np.ndarray):
+        self.table = common.ResultTable(experiment, dataset, prior)
+        self.truth = np.concatenate([test, val])
+        self.n_test = len(test)
+        self.curves: list[dict] = []
+        self.samples: dict[tuple, np.ndarray] = {}
+
+    def score(self, x_hat: Any, *, setting_name: str, setting_value, method: str,
+              param_value="", seconds: float = 0.0) -> None:
+        from flowinv import metrics
+
+        x_hat = finite_images(x_hat)
+        nt = self.n_test
+        psnr = metrics.batch_psnr(x_hat, self.truth)
+        ssim = metrics.batch_ssim(x_hat[:nt], self.truth[:nt])
+        param_name = PARAM_NAMES[method]
+        self.table.add(method=method, psnr=psnr[:nt], ssim=ssim,
+                       seconds=seconds * nt / len(x_hat), param_name=param_name,
+                       param_value=param_value, setting_name=setting_name,
+                       setting_value=setting_value, image_ids=range(nt))
+        self.curves.append(dict(setting_name=setting_name, setting_value=setting_value,
+                                method=method, param_name=param_name, param_value=param_value,
+                                test_psnr=float(np.mean(psnr[:nt])),
+                                test_ssim=float(np.mean(ssim)),
+                                val_psnr=float(np.mean(psnr[nt:]))))
+        self.samples[(setting_name, setting_value, method, param_value)] = x_hat[:nt]
+
+
+def summarise(curves: list[dict]) -> list[dict]:
+    """Per setting and method, the hyperparameter with the best mean validation PSNR, with
+    its mean test PSNR and SSIM (in the order the settings and methods first appear)."""
+    groups: dict[tuple, list[dict]] = {}
+    for c in curves:
+        groups.setdefault((c["setting_name"], c["setting_value"], c["method"]), []).append(c)
+    rows = []
+    for (sname, svalue, method), cands in groups.items():
+        best = max(cands, key=lambda c: (np.nan_to_num(c["val_psnr"], nan=-np.inf)))
+        pname = best["param_name"]
+        rows.append(dict(
+            setting_name=sname, setting_value=svalue, method=method,
+            param=f"{SYMBOLS.get(pname, pname)}={best['param_value']}" if pname else "",
+            param_value=best["param_value"], psnr=round(best["test_psnr"], 2),
+            ssim=round(best["test_ssim"], 3), val_psnr=round(best["val_psnr"], 2)))
+    return rows
+
+
+def plot_vs(path: pathlib.Path, summary: list[dict], panels: list[tuple[str, str]], *,
+            xlabel: str, title: str, xscale: str = "linear") -> None:
+    """PSNR (test images, best validation hyperparameter) vs the setting, one line per
+    method; ``panels`` lists ``(setting_name, panel title)``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    for ax, (sname, ptitle) in zip(axes[0], panels, strict=True):
+        rows = [r for r in summary if r["setting_name"] == sname]
+        for method in dict.fromkeys(r["method"] for r in rows):
+            pts = sorted((float(r["setting_value"]), r["psnr"]) for r in rows
+                         if r["method"] == method)
+            style = "--" if method in ("bm3d", "noisy") else "o-"
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=method)
+        ax.set_xscale(xscale)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("test PSNR (dB)")
+        ax.set_title(ptitle, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def best_columns(sweep: Sweep, summary: list[dict], setting_name: str,
+                 setting_value) -> list[tuple[str, np.ndarray]]:
+    """Sample-sheet columns: each method's test recoveries at its selected hyperparameter."""
+    cols = []
+    for r in summary:
+        if r["setting_name"] == setting_name and r["setting_value"] == setting_value:
+            key = (setting_name, setting_value, r["method"], r["param_value"])
+            cols.append((f"{r['method']} {r['param']}".strip(), sweep.samples[key]))
+    return cols
+
+
+# ---- compressed sensing -----------------------------------------------------------------
+
+
+@struct.dataclass
+class SignChannel:
+    r"""Exact likelihood of 1-bit measurements :math:`y = \mathrm{sign}(Ax + \delta)` with
+    independent :math:`\delta_i \sim \mathcal N(\mu_i, \sigma_i^2)`:
+
+    .. math:: P(y_i = \pm 1 \mid x) = \Phi\big(\pm(a_i^T x + \mu_i)/\sigma_i\big), \qquad
+              \log p(y \mid x) = \sum_i \log\Phi\big(y_i (a_i^T x + \mu_i)/\sigma_i\big).
+
+    Used through ``flowinv.recover``'s MAP loss, which evaluates ``log_prob(y - f(x))``: with
+    the *linear* operator ``f = A`` the argument is ``r = y - Ax``, and the channel keeps its
+    own copy of the signs ``y`` to read off :math:`a_i^T x = y_i - r_i`. Entries with
+    ``y_i = 0`` (padding) contribute nothing. Arrays ``(m,)`` per image; pass a batch with
+    ``per_image_noise=True``.
+    """
+
+    signs: Array
+    mean: Array
+    std: Array
+
+    def log_prob(self, r: Array) -> Array:
+        ax = self.signs - r
+        t = self.signs * (ax + self.mean) / self.std
+        return jnp.sum(jnp.where(self.signs != 0, jax.scipy.stats.norm.logcdf(t), 0.0))
+
+
+def gaussian_matrix(key: Array, shape, m: int) -> Array:
+    """The ``(m, n)`` matrix of :func:`flowinv.operators.gaussian_cs` (i.i.d. N(0, 1/m));
+    for ``m > n`` (more 1-bit measurements than pixels) the same recipe directly."""
+    from flowinv import operators
+
+    n = math.prod(shape)
+    if m <= n:
+        return operators.gaussian_cs(key, shape, m).matrix
+    return jax.random.normal(key, (m, n), jnp.float32) / jnp.sqrt(jnp.float32(m))
+
+
+def build_cs_parser(prog: str, doc: str, name: str, *, ratio_help: str,
+                    methods: tuple[str, ...], noise_scale: float) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=doc,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    common.add_common_arguments(p, name)
+    p.add_argument("--ratios", type=common.float_list, default=None, help=ratio_help)
+    p.add_argument("--noise-scale", type=common.nonnegative_float, default=None,
+                   help=f"s: max std and mean of the positive-mean sinusoidal noise "
+                        f"(default {noise_scale})")
+    p.add_argument("--betas", type=common.float_list, default=None,
+                   help="β values of the MAP loss, comma separated")
+    p.add_argument("--gammas", type=common.float_list, default=None,
+                   help="γ values of Asim et al.'s ‖z‖² penalty, comma separated")
+    p.add_argument("--val-images", type=common.positive_int, default=None,
+                   help="validation images (from the training split) used to pick β, γ, λ")
+    add_solver_argument(p)
+    p.add_argument("--methods", default=None,
+                   help=f"comma-separated subset of {','.join(methods)}")
+    return p
+
+
+def add_solver_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--solver", choices=SOLVERS, default="optax-lbfgs",
+                   help="optimiser of every method (default optax-lbfgs: see the note below)")
+
+
+def parse_methods(text: str | None, allowed: tuple[str, ...],
+                  flag: str = "--methods") -> tuple[str, ...]:
+    """``"a,b"`` -> ``("a", "b")``, each one of ``allowed`` (ValueError otherwise);
+    ``None`` or ``""`` -> ``allowed``."""
+    if not text:
+        return allowed
+    names = tuple(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
+    unknown = sorted(set(names) - set(allowed))
+    if unknown or not names:
+        raise ValueError(f"{flag}: unknown {unknown or text!r}; choose from {allowed}")
+    return names
+
+
+def cs_config_from_args(config_cls, args: argparse.Namespace, quick: dict, full: dict, *,
+                        max_ratio: float | None, methods: tuple[str, ...]):
+    preset = full if args.full else quick
+    pick = lambda v, k: preset[k] if v is None else v
+    ratios = pick(args.ratios, "ratios")
+    if any(r <= 0 or (max_ratio is not None and r > max_ratio) for r in ratios):
+        bound = f"(0, {max_ratio:g}]" if max_ratio is not None else "> 0"
+        raise ValueError(f"--ratios must lie in {bound}, got {ratios}")
+    scale = pick(args.noise_scale, "noise_scale")
+    if scale <= 0:
+        raise ValueError(f"--noise-scale must be > 0, got {scale}")
+    return config_cls(
+        dataset=args.dataset, prior=args.prior, gan=args.gan,
+        num_images=pick(args.num_images, "num_images"),
+        val_images=pick(args.val_images, "val_images"), maxiter=pick(args.maxiter, "maxiter"),
+        ratios=tuple(ratios), noise_scale=float(scale), betas=pick(args.betas, "betas"),
+        gammas=pick(args.gammas, "gammas"), gan_lams=preset["gan_lams"],
+        methods=parse_methods(args.methods, methods), solver=args.solver, seed=args.seed,
+        out=args.out,
+        progress=not args.no_progress)
+
+
+def run_cs(config, *, one_bit: bool, experiment: str) -> dict:
+    """Runs noisy (``one_bit=False``) or 1-bit compressed sensing; see the module docstring.
+
+    Returns ``{"rows": [...], "summary": [...], "out": path}``.
+    """
+    from tqdm.auto import tqdm
+
+    import flowinv
+    from flowinv import noise, operators
+
+    out = pathlib.Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    prior_name = config.prior or common.DEFAULT_PRIOR.get(config.dataset, "glow-mnist")
+    flow, params = flowinv.load_prior(prior_name)
+    shape, n = tuple(flow.image_shape), flow.dim
+    test, val = load_images(config.dataset, shape, config.num_images, config.val_images)
+    images = jnp.asarray(np.concatenate([test, val]))
+    batch = images.shape[0]
+    gan = load_gan(config.gan, config.dataset) if set(GAN_METHODS) & set(config.methods) \
+        else None
+    methods = [m for m in config.methods if gan is not None or m not in GAN_METHODS]
+    grids = {"map": config.betas, "map-probit": config.betas, "asim": config.gammas,
+             "bora": config.gan_lams, "mle": ("",)}
+    ms = list(dict.fromkeys(max(1, int(round(r * n))) for r in config.ratios))
+    m_max = max(ms)
+    sweep = Sweep(experiment, config.dataset, prior_name, test, val)
+    key = jax.random.PRNGKey(config.seed)
+    jobs = [(m, meth, v) for m in ms for meth in methods for v in grids[meth]]
+    bar = tqdm(total=len(jobs), desc=experiment, disable=not config.progress)
+    for m in ms:
+        k_op, k_noise = jax.random.split(jax.random.fold_in(key, m))
+        matrix = gaussian_matrix(k_op, shape, m)
+        eta = noise.positive_mean_sinusoidal((m,), scale=config.noise_scale)
+        delta = jax.vmap(lambda k, eta=eta: eta.sample(k))(jax.random.split(k_noise, batch))
+        ax = jax.vmap(operators.matrix_operator(matrix, shape))(images)
+        y = jnp.sign(ax + delta) if one_bit else ax + delta
+        # zero padding to m_max: one compiled solve per method for every m (module docstring)
+        pad = m_max - m
+        y = jnp.pad(y, ((0, 0), (0, pad)))
+        linear = operators.matrix_operator(jnp.pad(matrix, ((0, pad), (0, 0))), shape)
+        op = operators.sign_measurements(linear) if one_bit else linear
+        std = jnp.pad(jnp.broadcast_to(eta.std, (m,)), (0, pad), constant_values=1.0)
+        mean = jnp.pad(jnp.broadcast_to(eta.mean, (m,)), (0, pad))
+        eta_pad = noise.diagonal_gaussian(std, mean)
+        for meth in methods:
+            for value in grids[meth]:
+                kw = dict(operator=op, maxiter=config.maxiter, solver=config.solver)
+                with common.Timer() as t:
+                    if meth == "map":
+                        r = flowinv.recover((flow, params), y, noise=eta_pad, method="map",
+                                            beta=value, **kw)
+                    elif meth == "map-probit":
+                        channel = SignChannel(signs=y, mean=jnp.broadcast_to(mean, y.shape),
+                                              std=jnp.broadcast_to(std, y.shape))
+                        r = flowinv.recover((flow, params), y, operator=linear, noise=channel,
+                                            method="map", beta=value, per_image_noise=True,
+                                            maxiter=config.maxiter, solver=config.solver)
+                    elif meth == "asim":
+                        r = flowinv.recover((flow, params), y, method="asim", gamma=value, **kw)
+                    elif meth == "bora":
+                        r = flowinv.recover(gan, y, method="bora", gamma=value, **kw)
+                    else:  # mle
+                        r = flowinv.recover(gan, y, noise=eta_pad, method="mle", **kw)
+                    x_hat = np.asarray(r.x)
+                sweep.score(x_hat, setting_name="m", setting_value=m, method=meth,
+                            param_value=value, seconds=t.seconds)
+                bar.update()
+    bar.close()
+
+    sweep.table.write(out / "results.csv")
+    summary = summarise(sweep.curves)
+    common.write_csv(out / "summary.csv", summary)
+    common.write_csv(out / "curves.csv", sweep.curves)
+    what = "1-bit CS, y = sign(Ax + δ)" if one_bit else "noisy CS, y = Ax + δ"
+    plot_vs(out / "psnr_vs_m.png", summary, [("m", f"{config.dataset}, n = {n}")],
+            xlabel="m (measurements)", xscale="log",
+            title=f"{what}, positive-mean sinusoidal δ (s={config.noise_scale}), "
+                  f"prior {pathlib.Path(prior_name).name}")
+    for m in ms:
+        cols = [("truth", test)] + best_columns(sweep, summary, "m", m)
+        common.sample_sheet(out / f"samples_m{m}.png", cols, f"{what}, m={m} of n={n}")
+    print(f"\n{what} with positive-mean sinusoidal noise (s={config.noise_scale}), "
+          f"{len(test)} held-out {config.dataset} test images (β/γ/λ picked on {len(val)} "
+          f"validation images from the training split), prior {prior_name}, n={n}, "
+          f"{config.maxiter} {config.solver} iterations:")
+    print(common.format_table([{k: v for k, v in r.items()
+                                if k not in ("setting_name", "param_value")} for r in summary]))
+    print(f"\nwrote {out}/results.csv, summary.csv, curves.csv, psnr_vs_m.png, samples_m*.png")
+    sys.stdout.flush()
+    return {"rows": sweep.table.rows, "summary": summary, "out": str(out)}

@@ -1,0 +1,268 @@
+"""Compressed sensing with a Glow prior (Asim et al., ICML 2020, §3.2, Fig. 5).
+
+``y = A x + η`` with ``A`` an m×n Gaussian matrix (i.i.d. N(0, 1/m)) and ``η`` normalised so
+that ``sqrt(E‖η‖²) = 0.1``. Glow recovers with ``γ = 0`` from ``z0 = 0`` (regularised by the
+optimiser alone); baselines are Lasso in the DCT and wavelet bases, a DCGAN prior (CSGM, best of
+3 random restarts by measurement loss), and an unlearned Deep Decoder. PSNR and SSIM vs m, on
+the in-distribution test split and on an out-of-distribution set.
+
+Hyperparameters of the baselines (Lasso λ) are picked on validation images from the training
+split, never on the test images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments import common
+
+QUICK = dict(num_images=4, val_images=2, maxiter=100, ratios=(0.02, 0.05, 0.1, 0.25, 0.5),
+             dd_steps=300, gan_restarts=3, lasso_lams=(1e-3, 1e-2))
+FULL = dict(num_images=20, val_images=4, maxiter=300,
+            ratios=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0), dd_steps=2000,
+            gan_restarts=3, lasso_lams=(1e-4, 1e-3, 1e-2, 1e-1))
+OOD = {"mnist": "lfw", "patches64": "cartoon"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    dataset: str = "mnist"
+    ood_dataset: str | None = None
+    prior: str | None = None
+    gan: str | None = None
+    num_images: int = QUICK["num_images"]
+    val_images: int = QUICK["val_images"]
+    maxiter: int = QUICK["maxiter"]
+    ratios: tuple[float, ...] = QUICK["ratios"]
+    dd_steps: int = QUICK["dd_steps"]
+    gan_restarts: int = QUICK["gan_restarts"]
+    lasso_lams: tuple[float, ...] = QUICK["lasso_lams"]
+    methods: tuple[str, ...] = ("glow", "lasso-dct", "lasso-wavelet", "dcgan", "deep-decoder")
+    seed: int = 0
+    out: str = "results/compressed_sensing"
+    progress: bool = True
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m experiments.compressed_sensing",
+                                description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    common.add_common_arguments(p, "compressed_sensing")
+    p.add_argument("--ratios", type=common.float_list, default=None,
+                   help="undersampling ratios m/n, comma separated, in (0, 1]")
+    p.add_argument("--ood-dataset", default=None,
+                   help="out-of-distribution set (default lfw for mnist, cartoon for patches64;"
+                        " 'none' to skip)")
+    p.add_argument("--methods", default=None,
+                   help="comma-separated subset of glow,lasso-dct,lasso-wavelet,dcgan,"
+                        "deep-decoder")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    preset = FULL if args.full else QUICK
+    ratios = args.ratios or preset["ratios"]
+    if any(not 0 < r <= 1 for r in ratios):
+        raise ValueError(f"--ratios must lie in (0, 1], got {ratios}")
+    methods = Config.methods
+    if args.methods:
+        methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+        unknown = sorted(set(methods) - set(Config.methods))
+        if unknown:
+            raise ValueError(f"--methods: unknown {unknown}; choose from {Config.methods}")
+    return Config(
+        dataset=args.dataset, ood_dataset=args.ood_dataset, prior=args.prior, gan=args.gan,
+        num_images=args.num_images or preset["num_images"], val_images=preset["val_images"],
+        maxiter=args.maxiter or preset["maxiter"], ratios=ratios, dd_steps=preset["dd_steps"],
+        gan_restarts=preset["gan_restarts"], lasso_lams=preset["lasso_lams"], methods=methods,
+        seed=args.seed, out=args.out, progress=not args.no_progress)
+
+
+# ---- baselines (thin adapters) -------------------------------------------------------------
+
+
+def _lasso(y, op, basis, lam):
+    from flowinv.baselines import classical
+
+    return jax.vmap(lambda yy: classical.lasso_cs(yy, op, basis=basis, lam=lam))(y)
+
+
+def _deep_decoder(key, y, op, shape, steps):
+    from flowinv.baselines import deep_decoder
+
+    k, depth = (64, 4) if shape[0] <= 32 else (128, 5)
+    keys = jax.random.split(key, y.shape[0])
+    return jnp.stack([deep_decoder.deep_decoder_recover(kk, yy, op, k=k, depth=depth,
+                                                        steps=steps)
+                      for kk, yy in zip(keys, y, strict=True)])
+
+
+def _csgm(gan, y, op, key, restarts, maxiter):
+    import flowinv
+
+    best_x, best_loss = None, None
+    for r in range(restarts):
+        res = flowinv.recover(gan, y, operator=op, method="bora", gamma=0.1, init="normal",
+                              init_scale=1.0, key=jax.random.fold_in(key, r), maxiter=maxiter)
+        if best_x is None:
+            best_x, best_loss = res.x, res.loss
+        else:
+            better = res.loss < best_loss  # chosen by measurement loss, never by PSNR
+            best_x = jnp.where(better[:, None, None, None], res.x, best_x)
+            best_loss = jnp.minimum(res.loss, best_loss)
+    return best_x
+
+
+def run(config: Config) -> dict:
+    from tqdm.auto import tqdm
+
+    import flowinv
+    from flowinv import data, metrics, noise, operators
+
+    out = pathlib.Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    prior_name = config.prior or common.DEFAULT_PRIOR.get(config.dataset, "glow-mnist")
+    flow, params = flowinv.load_prior(prior_name)
+    shape, n = flow.image_shape, flow.dim
+    sets = {"in-dist": config.dataset}
+    ood = config.ood_dataset or OOD.get(config.dataset)
+    if ood and ood != "none":
+        sets["ood"] = ood
+    gan = None
+    if "dcgan" in config.methods and config.gan != "none":
+        from flowinv import checkpoints
+
+        try:
+            gan = checkpoints.load_gan(config.gan or common.DEFAULT_GAN[config.dataset])
+        except (ValueError, KeyError) as e:
+            print(f"note: DCGAN baseline skipped ({e})")
+    val = data.load_dataset(config.dataset, "train", image_shape=shape,
+                            limit=config.val_images)
+    table = common.ResultTable("compressed_sensing", config.dataset, prior_name)
+    key = jax.random.PRNGKey(config.seed)
+    sheets = {}
+    jobs = [(name, spec, r) for name, spec in sets.items() for r in config.ratios]
+    for name, spec, ratio in tqdm(jobs, desc="compressed sensing", disable=not config.progress):
+        test = data.load_dataset(spec, "test", image_shape=shape, limit=config.num_images)
+        m = max(1, int(round(ratio * n)))
+        k_op, k_noise = jax.random.split(jax.random.fold_in(key, m))
+        op = operators.gaussian_cs(k_op, shape, m)
+        eta = noise.cs_gaussian(m)
+        images = jnp.asarray(np.concatenate([test, val]))
+        y = jax.vmap(op)(images) + jax.vmap(eta.sample)(
+            jax.random.split(k_noise, images.shape[0]))
+        nt = len(test)
+        results = {}
+        if "glow" in config.methods:
+            with common.Timer() as t:
+                r = flowinv.recover((flow, params), y[:nt], operator=op, gamma=0.0,
+                                    init="zeros", maxiter=config.maxiter)
+                results["glow"] = (np.asarray(r.x), t)
+        for basis in ("dct", "wavelet"):
+            meth = f"lasso-{basis}"
+            if meth not in config.methods:
+                continue
+            # λ chosen on the validation images' PSNR; then applied to the test images
+            scores = [(metrics.batch_psnr(np.clip(np.asarray(
+                _lasso(y[nt:], op, basis, lam)), 0, 1), val).mean(), lam)
+                for lam in config.lasso_lams]
+            lam = max(scores)[1]
+            with common.Timer() as t:
+                results[meth] = (np.asarray(_lasso(y[:nt], op, basis, lam)), t)
+        if gan is not None:
+            with common.Timer() as t:
+                results["dcgan"] = (np.asarray(_csgm(gan, y[:nt], op, key, config.gan_restarts,
+                                                     config.maxiter)), t)
+        if "deep-decoder" in config.methods:
+            with common.Timer() as t:
+                results["deep-decoder"] = (np.asarray(_deep_decoder(key, y[:nt], op, shape,
+                                                                    config.dd_steps)), t)
+        for meth, (x_hat, t) in results.items():
+            x_hat = np.clip(x_hat, 0, 1)
+            table.add(method=meth, psnr=metrics.batch_psnr(x_hat, test),
+                      ssim=metrics.batch_ssim(x_hat, test), seconds=t.seconds,
+                      param_name="m", param_value=m, setting_name="test_set",
+                      setting_value=f"{name}:{spec}", image_ids=range(nt))
+            sheets.setdefault((name, spec), {}).setdefault(meth, {})[m] = x_hat
+        sheets.setdefault((name, spec), {})["truth"] = test
+
+    table.write(out / "results.csv")
+    summary = _summary(table.rows)
+    common.write_csv(out / "summary.csv", summary)
+    _plot(out / "psnr_vs_m.png", summary, n, prior_name)
+    for (name, spec), cols in sheets.items():
+        ms = sorted({m for meth, v in cols.items() if meth != "truth" for m in v})
+        mid = ms[len(ms) // 2] if ms else None
+        columns = [("truth", cols["truth"])] + [
+            (f"{meth} m={mid}", v[mid]) for meth, v in cols.items()
+            if meth != "truth" and mid in v]
+        common.sample_sheet(out / f"samples_{name}.png", columns,
+                            f"compressed sensing, {spec}, m={mid} of n={n}")
+    print(f"\nCompressed sensing, prior {prior_name}, n={n}, mean over test images:")
+    print(common.format_table(summary))
+    print(f"\nwrote {out}/results.csv, summary.csv, psnr_vs_m.png, samples_*.png")
+    return {"rows": table.rows, "summary": summary, "out": str(out)}
+
+
+def _summary(rows: list[dict]) -> list[dict]:
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["setting_value"], r["param_value"], r["method"]), []).append(r)
+    out = []
+    for (test_set, m, meth), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1],
+                                                                          kv[0][2])):
+        out.append(dict(test_set=test_set, m=m, method=meth,
+                        psnr=round(float(np.mean([r["psnr"] for r in rs])), 2),
+                        ssim=round(float(np.mean([r["ssim"] for r in rs])), 3),
+                        seconds_per_image=round(float(np.mean([r["seconds"] for r in rs])), 2)))
+    return out
+
+
+def _plot(path, summary, n, prior):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = sorted({r["test_set"] for r in summary})
+    fig, axes = plt.subplots(2, len(sets), figsize=(5 * len(sets), 7), squeeze=False)
+    for j, s in enumerate(sets):
+        for meth in sorted({r["method"] for r in summary}):
+            pts = sorted((r["m"], r["psnr"], r["ssim"]) for r in summary
+                         if r["test_set"] == s and r["method"] == meth)
+            if not pts:
+                continue
+            ms = [p[0] / n for p in pts]
+            axes[0, j].plot(ms, [p[1] for p in pts], "o-", label=meth)
+            axes[1, j].plot(ms, [p[2] for p in pts], "o-", label=meth)
+        for i, lab in enumerate(("PSNR (dB)", "SSIM")):
+            axes[i, j].set_xscale("log")
+            axes[i, j].set_xlabel("m / n")
+            axes[i, j].set_ylabel(lab)
+            axes[i, j].grid(alpha=0.3)
+        axes[0, j].set_title(s)
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle(f"Compressed sensing vs m (prior {prior})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ValueError as e:
+        parser.error(str(e))
+    return run(config)
+
+
+if __name__ == "__main__":
+    main()

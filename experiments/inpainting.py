@@ -1,0 +1,452 @@
+r"""Inpainting with a Glow prior (Asim et al., ICML 2020, §3.3, Fig. 8; supplement §1.5).
+
+The measurement is the masked image :math:`y = M \odot x` with a binary mask :math:`M`
+(1 = observed, 0 = missing). Two mask families, each at several missing fractions :math:`f`:
+
+* ``box``: a centred :math:`b_h \times b_w` hole with :math:`b = \mathrm{round}(H\sqrt f)`
+  (missing fraction :math:`b_h b_w / HW \approx f`), the same hole in every image;
+* ``random``: every pixel missing independently with probability :math:`f` (all channels of a
+  pixel together), one mask per image.
+
+Recovery with the Glow prior is the empirical risk of Asim et al.,
+
+.. math:: \hat z = \arg\min_z \|M \odot G(z) - y\|^2 + \gamma \|z\|^2,
+          \qquad \hat x = G(\hat z),
+
+solved with L-BFGS from :math:`z_0 = 0` (the paper's algorithmic regularisation, which works
+with :math:`\gamma = 0`); :math:`\gamma` is swept and the best value per mask setting is chosen
+on validation images drawn from the *training* split, never on the test images. The baseline
+is a DCGAN prior (CSGM, Bora et al. 2017: :math:`\|M \odot G(w) - y\|^2 + \lambda\|w\|^2` over
+its low-dimensional latent :math:`w`, from :math:`w_0 \sim \mathcal N(0, I)`) when a DCGAN
+checkpoint is available, and the masked input itself (``masked``) as the floor. Results are
+reported on the in-distribution test split and on an out-of-distribution set (``lfw`` faces for
+``mnist``, ``cartoon`` shapes for ``patches64``) with the hyperparameters chosen in
+distribution.
+
+All images × mask settings form one batch (one compilation per method, per-image masks via
+``per_image_operator=True``), split into chunks of ``--batch-size`` images.
+
+Writes ``results.csv`` (tidy, one row per test image × mask setting × method × parameter;
+``dataset`` is the set the images come from), ``summary.csv`` (mean PSNR/SSIM per test set ×
+mask setting × method at the validated parameter), ``curves.csv`` (mean PSNR per parameter),
+``psnr_vs_missing.png`` and ``samples_{in-dist,ood}_{box,random}.png`` under ``--out``, and
+prints the summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import pathlib
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments import common
+
+MASK_KINDS = ("box", "random")
+OOD = {"mnist": "lfw", "patches64": "cartoon"}
+QUICK = dict(num_images=3, val_images=2, maxiter=100, fractions=(0.25, 0.5),
+             gammas=(0.0, 0.01), gan_lams=(0.1,))
+FULL = dict(num_images=50, val_images=10, maxiter=300, fractions=(0.1, 0.25, 0.5, 0.75),
+            gammas=(0.0, 0.001, 0.01, 0.03, 0.1, 0.3), gan_lams=(0.0, 0.01, 0.1, 1.0))
+SHEET_ROWS = 6  # images shown per sample sheet
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    dataset: str = "mnist"
+    ood_dataset: str | None = None
+    prior: str | None = None
+    gan: str | None = None
+    masks: tuple[str, ...] = MASK_KINDS
+    fractions: tuple[float, ...] = QUICK["fractions"]
+    num_images: int = QUICK["num_images"]
+    val_images: int = QUICK["val_images"]
+    maxiter: int = QUICK["maxiter"]
+    gammas: tuple[float, ...] = QUICK["gammas"]
+    gan_lams: tuple[float, ...] = QUICK["gan_lams"]
+    batch_size: int = 64
+    seed: int = 0
+    out: str = "results/inpainting"
+    progress: bool = True
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.inpainting", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"presets: quick {QUICK}; --full {FULL}")
+    common.add_common_arguments(p, "inpainting")
+    p.add_argument("--masks", default=None,
+                   help="comma-separated mask families: box,random (default both)")
+    p.add_argument("--fractions", type=common.float_list, default=None,
+                   help="missing fractions in (0, 1), comma separated (default quick 0.25,0.5)")
+    p.add_argument("--gammas", type=common.float_list, default=None,
+                   help="γ values of the Glow ‖z‖² penalty, comma separated (picked on "
+                        "validation images)")
+    p.add_argument("--val-images", type=common.positive_int, default=None,
+                   help="validation images (from the training split) used to pick γ and λ")
+    p.add_argument("--ood-dataset", default=None,
+                   help="out-of-distribution set (default lfw for mnist, cartoon for "
+                        "patches64; 'none' skips it)")
+    p.add_argument("--batch-size", type=common.positive_int, default=64,
+                   help="images per solver call; larger batches are split (default 64)")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    preset = FULL if args.full else QUICK
+    pick = lambda v, k: preset[k] if v is None else v
+    masks = MASK_KINDS
+    if args.masks is not None:
+        masks = tuple(dict.fromkeys(m.strip() for m in args.masks.split(",") if m.strip()))
+        unknown = sorted(set(masks) - set(MASK_KINDS))
+        if unknown or not masks:
+            raise ValueError(f"--masks: unknown {unknown or args.masks!r}; choose from "
+                             f"{MASK_KINDS}")
+    fractions = pick(args.fractions, "fractions")
+    if any(not 0 < f < 1 for f in fractions):
+        raise ValueError(f"--fractions must lie in (0, 1), got {fractions}")
+    return Config(
+        dataset=args.dataset, ood_dataset=args.ood_dataset, prior=args.prior, gan=args.gan,
+        masks=masks, fractions=tuple(sorted(set(fractions))),
+        num_images=pick(args.num_images, "num_images"),
+        val_images=pick(args.val_images, "val_images"), maxiter=pick(args.maxiter, "maxiter"),
+        gammas=pick(args.gammas, "gammas"), gan_lams=preset["gan_lams"],
+        batch_size=args.batch_size, seed=args.seed, out=args.out,
+        progress=not args.no_progress)
+
+
+# ---- helpers shared with experiments.subpixel -----------------------------------------------
+
+
+_COMPILE_EVENT_PREFIX = "/jax/core/compile/"
+
+
+class SolveClock:
+    r"""Wall time of a block, and the part of it that JAX spent tracing/lowering/compiling.
+
+    ``compile_seconds`` is the length of the union of the spans of JAX's
+    ``/jax/core/compile/*`` monitoring events (they nest, so they are not simply summed) and
+    ``seconds = wall − compile_seconds`` is the solve time proper. Block on the results inside
+    the ``with`` (e.g. ``np.asarray``), since JAX dispatches asynchronously.
+    """
+
+    def __enter__(self):
+        self._spans: list[tuple[float, float]] = []
+
+        def listener(event: str, start: float, end: float, **_) -> None:
+            if event.startswith(_COMPILE_EVENT_PREFIX):
+                self._spans.append((start, end))
+
+        self._listener = listener
+        jax.monitoring.register_event_time_span_listener(listener)
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall = time.perf_counter() - self._start
+        jax.monitoring.unregister_event_time_span_listener(self._listener)
+        covered, reach = 0.0, -math.inf
+        for start, end in sorted(self._spans):
+            if end > reach:
+                covered += end - max(start, reach)
+                reach = end
+        self.compile_seconds = min(covered, self.wall)
+        self.seconds = self.wall - self.compile_seconds
+
+
+def load_test_and_val(spec: str, shape, num_test: int,
+                      num_val: int) -> tuple[np.ndarray, np.ndarray]:
+    """``num_test`` test images and ``num_val`` validation images from the *training* split.
+
+    Datasets without a training split (evaluation-only sets such as ``lfw``) validate on test
+    images beyond the first ``num_test``, which are then never reported on.
+    """
+    from flowinv import data
+
+    test = data.load_dataset(spec, "test", image_shape=shape, limit=num_test)[:num_test]
+    try:
+        val = data.load_dataset(spec, "train", image_shape=shape, limit=num_val)[:num_val]
+    except ValueError:
+        more = data.load_dataset(spec, "test", image_shape=shape, limit=num_test + num_val)
+        val = more[num_test: num_test + num_val]
+    if len(test) == 0 or len(val) == 0:
+        raise ValueError(f"dataset {spec!r} gave {len(test)} test and {len(val)} validation "
+                         "images; need at least one of each")
+    return test, val
+
+
+def recover_in_chunks(prior, y, operator, *, batch_size: int, key=None, **kwargs):
+    """``flowinv.recover`` with a per-image operator, in chunks of at most ``batch_size``.
+
+    Every chunk has the same size (the last one is padded with copies of the last image and the
+    padding dropped afterwards), so the solve compiles once. Returns the
+    :class:`flowinv.Recovery` of the whole batch.
+    """
+    import flowinv
+
+    b = y.shape[0]
+    if b <= batch_size:
+        return flowinv.recover(prior, y, operator=operator, per_image_operator=True, key=key,
+                               **kwargs)
+    idx = np.concatenate([np.arange(b), np.full((-b) % batch_size, b - 1)])
+    parts = []
+    for i, start in enumerate(range(0, len(idx), batch_size)):
+        sel = idx[start: start + batch_size]
+        parts.append(flowinv.recover(
+            prior, y[sel], operator=jax.tree.map(lambda a, s=sel: a[s], operator),
+            per_image_operator=True, key=None if key is None else jax.random.fold_in(key, i),
+            **kwargs))
+    return jax.tree.map(lambda *a: jnp.concatenate(a)[:b], *parts)
+
+
+def with_holes(y: np.ndarray, mask: np.ndarray, fill: float = 0.5) -> np.ndarray:
+    """The observed image for display: :math:`M \\odot y + (1 - M)\\,\\text{fill}`."""
+    return mask * y + (1.0 - mask) * fill
+
+
+# ---- the experiment --------------------------------------------------------------------------
+
+
+def box_side(size: int, fraction: float) -> int:
+    """Side of the centred hole along an axis of ``size`` pixels: ``round(size·√f)``, ≥ 1."""
+    return min(size, max(1, round(size * math.sqrt(fraction))))
+
+
+def make_masks(key, shape, kind: str, fraction: float, count: int) -> np.ndarray:
+    """``count`` masks ``(count, H, W, C)`` of one setting (1 = observed)."""
+    from flowinv import operators
+
+    if kind == "box":
+        h, w, _ = shape
+        box = operators.center_box_mask(shape, (box_side(h, fraction), box_side(w, fraction)))
+        return np.broadcast_to(np.asarray(box), (count, *shape))
+    keys = jax.random.split(key, count)
+    return np.asarray(jax.vmap(lambda k: operators.random_mask(k, shape, 1.0 - fraction))(keys))
+
+
+def _load_gan(config: Config, shape):
+    if config.gan == "none":
+        return None
+    from flowinv import checkpoints
+
+    name = config.gan or common.DEFAULT_GAN.get(config.dataset)
+    if name is None:
+        print(f"note: DCGAN baseline skipped (no shipped DCGAN for {config.dataset!r}; "
+              "pass --gan)", file=sys.stderr)
+        return None
+    try:
+        gan = checkpoints.load_gan(name)
+    except ValueError as e:
+        print(f"note: DCGAN baseline skipped ({e})", file=sys.stderr)
+        return None
+    if tuple(gan[0].image_shape) != tuple(shape):
+        print(f"note: DCGAN baseline skipped (its images are {gan[0].image_shape}, the prior's "
+              f"{tuple(shape)})", file=sys.stderr)
+        return None
+    return gan
+
+
+def run(config: Config) -> dict:
+    """Runs the experiment; returns ``{"rows": [...], "summary": [...], "out": path}``."""
+    from tqdm.auto import tqdm
+
+    import flowinv
+    from flowinv import data, metrics, operators
+
+    out = pathlib.Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    prior_name = config.prior or common.DEFAULT_PRIOR.get(config.dataset, "glow-mnist")
+    flow, params = flowinv.load_prior(prior_name)
+    shape = tuple(flow.image_shape)
+    test, val = load_test_and_val(config.dataset, shape, config.num_images, config.val_images)
+    sets = {"in-dist": (config.dataset, test)}
+    ood = config.ood_dataset or OOD.get(config.dataset)
+    if ood and ood != "none":
+        sets["ood"] = (ood, data.load_dataset(ood, "test", image_shape=shape,
+                                              limit=config.num_images)[: config.num_images])
+    gan = _load_gan(config, shape)
+
+    # One batch: for every mask setting, all test sets then the validation images.
+    groups = [(name, spec, imgs) for name, (spec, imgs) in sets.items()]
+    groups.append(("val", config.dataset, val))
+    per_setting = np.concatenate([g[2] for g in groups])
+    n = len(per_setting)
+    settings = [(k, f) for k in config.masks for f in config.fractions]
+    key = jax.random.PRNGKey(config.seed)
+    masks = np.concatenate([
+        make_masks(jax.random.fold_in(key, i), shape, k, f, n)
+        for i, (k, f) in enumerate(settings)]).astype(np.float32)
+    truth = np.tile(per_setting, (len(settings), 1, 1, 1))
+    y = jnp.asarray(masks * truth)
+    op = jax.vmap(lambda m: operators.inpainting(m, shape))(jnp.asarray(masks))
+
+    # slices[(setting index, group name)] -> rows of the batch
+    slices, start = {}, 0
+    for s in range(len(settings)):
+        for name, _, imgs in groups:
+            slices[(s, name)] = slice(start, start + len(imgs))
+            start += len(imgs)
+
+    tables = {name: common.ResultTable("inpainting", spec, prior_name)
+              for name, spec, _ in groups if name != "val"}
+    curves, recovered = [], {}
+
+    def score(x_hat, method, pname, pvalue, seconds):
+        x_hat = np.clip(np.asarray(x_hat), 0.0, 1.0)
+        p_all = metrics.batch_psnr(x_hat, truth)
+        for s, (kind, frac) in enumerate(settings):
+            sl = slices[(s, "val")]
+            curve = dict(mask=kind, missing=frac, method=method, param=pvalue,
+                         val_psnr=float(np.mean(p_all[sl])))
+            for name, table in tables.items():
+                sl = slices[(s, name)]
+                ids = range(sl.stop - sl.start)
+                table.add(method=method, psnr=p_all[sl],
+                          ssim=metrics.batch_ssim(x_hat[sl], truth[sl]),
+                          seconds=seconds * len(ids) / len(truth), param_name=pname,
+                          param_value=pvalue, setting_name="mask",
+                          setting_value=f"{kind}:{frac:g}", image_ids=ids)
+                curve[f"{name}_psnr"] = float(np.mean(p_all[sl]))
+                recovered[(name, kind, frac, method, pvalue)] = x_hat[sl]
+            curves.append(curve)
+
+    score(np.asarray(y), "masked", "", "", 0.0)
+    jobs = [("glow", g) for g in config.gammas]
+    if gan is not None:
+        jobs += [("dcgan", lam) for lam in config.gan_lams]
+    for method, value in tqdm(jobs, desc="inpainting", disable=not config.progress):
+        with SolveClock() as clock:
+            if method == "glow":
+                r = recover_in_chunks((flow, params), y, op, batch_size=config.batch_size,
+                                      method="asim", gamma=value, init="zeros",
+                                      maxiter=config.maxiter)
+            else:
+                r = recover_in_chunks(gan, y, op, batch_size=config.batch_size, method="bora",
+                                      gamma=value, init="normal", init_scale=1.0, key=key,
+                                      maxiter=config.maxiter)
+            x_hat = np.asarray(r.x)
+        score(x_hat, method, "gamma" if method == "glow" else "lambda", value, clock.seconds)
+
+    rows = [row for table in tables.values() for row in table.rows]
+    all_rows = common.ResultTable("inpainting", config.dataset, prior_name, rows)
+    all_rows.write(out / "results.csv")
+    summary = _summarise(tables, curves, settings, sets)
+    common.write_csv(out / "summary.csv", summary)
+    common.write_csv(out / "curves.csv", curves)
+    _plot(out / "psnr_vs_missing.png", summary, sets, prior_name)
+    sheets = _sample_sheets(out, summary, recovered, sets, settings, masks, np.asarray(y),
+                            slices, prior_name)
+    print(f"\nInpainting, prior {prior_name} ({'x'.join(map(str, shape))}), "
+          f"{config.maxiter} L-BFGS iterations, mean over {len(test)} test images per set; "
+          f"γ/λ picked on {len(val)} validation images of {config.dataset} "
+          "(training split) per mask setting:")
+    print(common.format_table(summary))
+    print(f"\nwrote {out}/results.csv, summary.csv, curves.csv, psnr_vs_missing.png, "
+          f"{', '.join(sheets)}")
+    return {"rows": rows, "summary": summary, "out": str(out)}
+
+
+def _summarise(tables, curves, settings, sets) -> list[dict]:
+    """Per test set, mask setting and method: the parameter with the best validation PSNR."""
+    out = []
+    for name, (spec, _) in sets.items():
+        for kind, frac in settings:
+            setting = f"{kind}:{frac:g}"
+            for method in ("masked", "glow", "dcgan"):
+                cands = [c for c in curves if c["mask"] == kind and c["missing"] == frac
+                         and c["method"] == method]
+                if not cands:
+                    continue
+                best = max(cands, key=lambda c: c["val_psnr"])
+                rs = [r for r in tables[name].rows if r["method"] == method
+                      and r["setting_value"] == setting and r["param_value"] == best["param"]]
+                label = {"glow": "γ", "dcgan": "λ"}.get(method)
+                out.append(dict(
+                    test_set=f"{name}:{spec}", mask=kind, missing=frac, method=method,
+                    param=f"{label}={best['param']}" if label else "",
+                    param_value=best["param"], val_psnr=round(best["val_psnr"], 2),
+                    psnr=round(float(np.mean([r["psnr"] for r in rs])), 2),
+                    ssim=round(float(np.mean([r["ssim"] for r in rs])), 3),
+                    seconds_per_image=round(float(np.mean([r["seconds"] for r in rs])), 3)))
+    return out
+
+
+def _plot(path, summary, sets, prior) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [f"{k}:{spec}" for k, (spec, _) in sets.items()]
+    fig, axes = plt.subplots(2, len(names), figsize=(5 * len(names), 7), squeeze=False)
+    colors = {"glow": "C0", "dcgan": "C1", "masked": "C7"}
+    for j, test_set in enumerate(names):
+        for method in ("glow", "dcgan", "masked"):
+            for kind, style in (("box", "o-"), ("random", "s--")):
+                pts = sorted((r["missing"], r["psnr"], r["ssim"]) for r in summary
+                             if r["test_set"] == test_set and r["method"] == method
+                             and r["mask"] == kind)
+                if not pts:
+                    continue
+                fr = [p[0] for p in pts]
+                for i in (0, 1):
+                    axes[i, j].plot(fr, [p[i + 1] for p in pts], style, color=colors[method],
+                                    label=f"{method}, {kind}")
+        for i, lab in enumerate(("PSNR (dB)", "SSIM")):
+            axes[i, j].set_xlabel("missing fraction")
+            axes[i, j].set_ylabel(f"test {lab}")
+            axes[i, j].grid(alpha=0.3)
+        axes[0, j].set_title(test_set)
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle(f"Inpainting vs missing fraction (prior {prior}; γ, λ picked on validation)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _sample_sheets(out, summary, recovered, sets, settings, masks, y, slices,
+                   prior) -> list[str]:
+    """Per test set and mask family: truth, then per fraction the observed image and each
+    method's recovery at its validated parameter."""
+    written = []
+    for name, (spec, imgs) in sets.items():
+        for kind in dict.fromkeys(k for k, _ in settings):
+            rows = min(len(imgs), SHEET_ROWS)
+            cols = [("truth", imgs[:rows])]
+            for s, (k, frac) in enumerate(settings):
+                if k != kind:
+                    continue
+                sl = slices[(s, name)]
+                cols.append((f"{kind} {frac:g} (grey=missing)",
+                             with_holes(y[sl], masks[sl])[:rows]))
+                for r in summary:
+                    if (r["test_set"] == f"{name}:{spec}" and r["mask"] == kind
+                            and r["missing"] == frac and r["method"] != "masked"):
+                        x = recovered[(name, kind, frac, r["method"], r["param_value"])]
+                        cols.append((f"{r['method']} {r['param']}", x[:rows]))
+            fname = f"samples_{name}_{kind}.png"
+            common.sample_sheet(out / fname, cols,
+                                f"inpainting, {spec}, {kind} masks, prior {prior}")
+            written.append(fname)
+    return written
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ValueError as e:
+        parser.error(str(e))
+    return run(config)
+
+
+if __name__ == "__main__":
+    main()

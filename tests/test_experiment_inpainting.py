@@ -1,0 +1,158 @@
+"""Smoke tests of ``experiments.inpainting`` and ``experiments.subpixel`` on a tiny prior.
+
+Each experiment runs once (module-scoped fixtures) on 8×8 digits with a one-step Glow and 3
+solver iterations; the tests then check the files and tables it wrote. The CLI tests never
+reach a solve.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import jax
+import numpy as np
+import pytest
+
+import flowinv
+from experiments import common, inpainting, subpixel
+from flowinv import checkpoints, data
+
+
+@pytest.fixture(scope="module")
+def tiny_prior(tmp_path_factory):
+    """A one-level, one-step Glow on 8×8×1 images, data-initialised, saved as a checkpoint."""
+    flow = flowinv.glow((8, 8, 1), levels=1, steps=1, width=8)
+    x = data.load_dataset("digits", "train", limit=16)
+    params = flow.init(jax.random.PRNGKey(0), x)
+    path = tmp_path_factory.mktemp("prior") / "glow-tiny"
+    checkpoints.save(path, params, {"kind": "flow",
+                                    "architecture": checkpoints.flow_config(flow)})
+    return str(path)
+
+
+def _read(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def inpainting_result(tiny_prior, tmp_path_factory):
+    out = tmp_path_factory.mktemp("inpainting")
+    config = inpainting.Config(
+        dataset="digits", ood_dataset="lfw", prior=tiny_prior, gan="none",
+        masks=("box", "random"), fractions=(0.25, 0.5), num_images=2, val_images=1,
+        maxiter=3, gammas=(0.0, 0.1), batch_size=8, out=str(out), progress=False)
+    return config, inpainting.run(config)
+
+
+@pytest.fixture(scope="module")
+def subpixel_result(tiny_prior, tmp_path_factory):
+    out = tmp_path_factory.mktemp("subpixel")
+    config = subpixel.Config(dataset="digits", prior=tiny_prior, num_images=2, val_images=1,
+                             maxiter=3, betas=(0.1, 1.0), gammas=(0.0,), out=str(out),
+                             progress=False)
+    return config, subpixel.run(config)
+
+
+def test_inpainting_results_csv(inpainting_result):
+    config, result = inpainting_result
+    rows = _read(f"{result['out']}/results.csv")
+    assert tuple(rows[0]) == common.RESULT_COLUMNS
+    # 2 test sets × 4 mask settings × 2 images × (2 γ values + the masked input)
+    assert len(rows) == len(result["rows"]) == 2 * 4 * 2 * 3
+    assert {r["dataset"] for r in rows} == {"digits", "lfw"}
+    assert {r["setting_value"] for r in rows} == {"box:0.25", "box:0.5", "random:0.25",
+                                                  "random:0.5"}
+    assert {r["method"] for r in rows} == {"masked", "glow"}
+    assert all(math.isfinite(float(r["psnr"])) and math.isfinite(float(r["ssim"]))
+               for r in rows)
+
+
+def test_inpainting_summary_and_figures(inpainting_result):
+    config, result = inpainting_result
+    summary = _read(f"{result['out']}/summary.csv")
+    # per test set × mask setting: masked and glow (no DCGAN with gan="none")
+    assert len(summary) == len(result["summary"]) == 2 * 4 * 2
+    assert {r["test_set"] for r in summary} == {"in-dist:digits", "ood:lfw"}
+    assert all(float(r["param_value"]) in config.gammas
+               for r in summary if r["method"] == "glow")
+    for name in ("psnr_vs_missing.png", "samples_in-dist_box.png", "samples_in-dist_random.png",
+                 "samples_ood_box.png", "samples_ood_random.png"):
+        path = f"{result['out']}/{name}"
+        with open(path, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n", name
+
+
+def test_inpainting_masks_hide_the_requested_fraction():
+    key = jax.random.PRNGKey(0)
+    box = inpainting.make_masks(key, (28, 28, 1), "box", 0.25, 3)
+    assert box.shape == (3, 28, 28, 1)
+    assert np.mean(1 - box) == pytest.approx(0.25)  # a 14×14 hole
+    rnd = inpainting.make_masks(key, (28, 28, 3), "random", 0.5, 4)
+    assert rnd.shape == (4, 28, 28, 3)
+    assert np.all(rnd == rnd[..., :1])  # whole pixels go missing
+    assert not np.array_equal(rnd[0], rnd[1])  # one mask per image
+    assert abs(np.mean(1 - rnd) - 0.5) < 0.1
+
+
+def test_inpainting_missing_gan_is_skipped(capsys):
+    config = inpainting.Config(dataset="digits", gan="/nonexistent/dcgan")
+    assert inpainting._load_gan(config, (8, 8, 1)) is None
+    assert "DCGAN baseline skipped" in capsys.readouterr().err
+
+
+def test_solve_clock_separates_compilation():
+    f = jax.jit(lambda x: x * 2.0 + 1.0)
+    with inpainting.SolveClock() as clock:
+        np.asarray(f(np.arange(7.0)))
+    assert clock.compile_seconds > 0
+    assert clock.seconds >= 0
+    assert clock.seconds + clock.compile_seconds == pytest.approx(clock.wall)
+
+
+def test_subpixel_outputs(subpixel_result):
+    config, result = subpixel_result
+    rows = _read(f"{result['out']}/results.csv")
+    assert tuple(rows[0]) == common.RESULT_COLUMNS
+    # 2 images × (2 β values + 1 γ value + the masked input)
+    assert len(rows) == 2 * 4
+    assert {r["method"] for r in rows} == {"masked", "map", "asim"}
+    assert all(math.isfinite(float(r["psnr"])) for r in rows)
+    summary = {r["method"]: r for r in _read(f"{result['out']}/summary.csv")}
+    assert set(summary) == {"masked", "map", "asim"}
+    assert float(summary["map"]["param_value"]) in config.betas
+    for r in (summary["map"], summary["asim"]):
+        assert math.isfinite(float(r["psnr"]))
+        assert 0 <= int(r["diverged"]) <= 2
+        assert float(r["seconds_per_image"]) >= 0
+    for name in ("psnr_vs_param.png", "samples.png"):
+        with open(f"{result['out']}/{name}", "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n", name
+
+
+@pytest.mark.parametrize("module", [inpainting, subpixel])
+def test_help_exits_zero(module, capsys):
+    with pytest.raises(SystemExit) as e:
+        module.main(["--help"])
+    assert e.value.code == 0
+    assert "usage" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("module, argv", [
+    (inpainting, ["--fractions", "1.5"]),
+    (inpainting, ["--fractions", "0"]),
+    (inpainting, ["--masks", "oval"]),
+    (inpainting, ["--num-images", "0"]),
+    (inpainting, ["--gammas", "-1"]),
+    (subpixel, ["--drop", "1"]),
+    (subpixel, ["--noise-sigma", "0"]),
+    (subpixel, ["--betas", "x"]),
+    (subpixel, ["--maxiter", "-3"]),
+    (subpixel, ["--solver", "newton"]),
+])
+def test_bad_cli_values_exit_2(module, argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        module.main(argv)
+    assert e.value.code == 2
+    assert "error" in capsys.readouterr().err

@@ -1,0 +1,190 @@
+"""Smoke tests of the Whang et al. experiments (structured noise, noisy CS, 1-bit CS): each runs
+end to end on a tiny prior, which also serves as the digit-noise flow, and writes the tidy
+outputs every experiment promises; plus the pieces the experiments add (digit noise model,
+1-bit channel, scaled identity) and the CLI contract."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import flowinv
+from experiments import common
+from flowinv import checkpoints, noise, operators
+
+
+@pytest.fixture(scope="module")
+def tiny_prior(tmp_path_factory):
+    flow = flowinv.glow((8, 8, 1), levels=1, steps=1, width=8)
+    # jit: one compilation instead of one per primitive dispatched eagerly
+    params = jax.jit(flow.init)(jax.random.PRNGKey(0),
+                                jax.random.uniform(jax.random.PRNGKey(1), (8, 8, 8, 1)))
+    path = tmp_path_factory.mktemp("prior") / "tiny-glow"
+    checkpoints.save(path, params, {"kind": "flow", "architecture": checkpoints.flow_config(flow)})
+    return str(path)
+
+
+def _check_results(out, n_rows):
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == common.RESULT_COLUMNS
+    assert len(rows) == n_rows
+    assert all(math.isfinite(float(r["psnr"])) for r in rows)
+    return rows
+
+
+def test_structured_noise_runs_end_to_end(tiny_prior, tmp_path):
+    from experiments import structured_noise as sn
+
+    config = sn.Config(dataset="digits", prior=tiny_prior, gan="none", noise_flow=tiny_prior,
+                       noise_digits="digits", digit_scales=(1.0,), sine_scales=(0.2,),
+                       radial_scales=(0.1, 0.2), num_images=2, val_images=1, maxiter=3,
+                       betas=(1.0,), gammas=(0.1,), out=str(tmp_path), progress=False)
+    result = sn.run(config)
+    # 4 (noise, scale) pairs × (map, asim, bm3d, noisy) × 2 test images
+    rows = _check_results(tmp_path, 4 * 4 * 2)
+    assert {r["method"] for r in rows} == {"map", "asim", "bm3d", "noisy"}
+    assert {r["setting_name"] for r in rows} == {"digits_scale", "sinusoidal_scale",
+                                                 "radial_scale"}
+    assert len(result["summary"]) == 4 * 4
+    assert all(math.isfinite(r["psnr"]) for r in result["summary"])
+    for name in ("summary.csv", "curves.csv", "psnr_vs_scale.png", "samples_digits.png",
+                 "samples_sinusoidal.png", "samples_radial.png"):
+        assert (tmp_path / name).stat().st_size > 0
+
+
+def test_structured_noise_skips_digits_without_noise_flow(tiny_prior, tmp_path, capsys):
+    from experiments import structured_noise as sn
+
+    config = sn.Config(dataset="digits", prior=tiny_prior, gan="none",
+                       noise_flow=str(tmp_path / "missing"), noises=("digits", "sinusoidal"),
+                       sine_scales=(0.2,), methods=("noisy",), num_images=2, val_images=1,
+                       out=str(tmp_path / "out"), progress=False)
+    sn.run(config)
+    assert "note: digit noise skipped" in capsys.readouterr().out
+    rows = _check_results(tmp_path / "out", 2)
+    assert {r["setting_name"] for r in rows} == {"sinusoidal_scale"}
+
+
+def test_noisy_cs_runs_end_to_end(tiny_prior, tmp_path):
+    from experiments import noisy_cs
+
+    config = noisy_cs.Config(dataset="digits", prior=tiny_prior, gan="none", num_images=2,
+                             val_images=1, maxiter=3, ratios=(0.25, 0.5), betas=(1.0,),
+                             gammas=(0.0,), out=str(tmp_path), progress=False)
+    result = noisy_cs.run(config)
+    rows = _check_results(tmp_path, 2 * 2 * 2)  # m ∈ {16, 32} × (map, asim) × 2 images
+    assert {r["setting_value"] for r in rows} == {"16", "32"}  # m = ratio · 64
+    assert {r["method"] for r in rows} == {"map", "asim"}
+    assert len(result["summary"]) == 4
+    for name in ("summary.csv", "psnr_vs_m.png", "samples_m16.png", "samples_m32.png"):
+        assert (tmp_path / name).stat().st_size > 0
+
+
+def test_one_bit_cs_runs_end_to_end(tiny_prior, tmp_path):
+    from experiments import one_bit_cs
+
+    config = one_bit_cs.Config(dataset="digits", prior=tiny_prior, gan="none", num_images=2,
+                               val_images=1, maxiter=3, ratios=(0.5, 2.0), betas=(1.0,),
+                               gammas=(0.0,), out=str(tmp_path), progress=False)
+    one_bit_cs.run(config)
+    # m ∈ {32, 128} (more bits than pixels too) × (map, map-probit, asim) × 2 images
+    rows = _check_results(tmp_path, 2 * 3 * 2)
+    assert {r["setting_value"] for r in rows} == {"32", "128"}
+    assert {r["method"] for r in rows} == {"map", "map-probit", "asim"}
+    assert (tmp_path / "psnr_vs_m.png").stat().st_size > 0
+
+
+MODULES = ("structured_noise", "noisy_cs", "one_bit_cs")
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_help_exits_cleanly(module, capsys):
+    import importlib
+
+    with pytest.raises(SystemExit) as e:
+        importlib.import_module(f"experiments.{module}").main(["--help"])
+    assert e.value.code == 0
+    assert "usage:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("module, argv", [
+    ("structured_noise", ["--noises", "snow"]),
+    ("structured_noise", ["--sine-scales", "0"]),
+    ("structured_noise", ["--digit-scales", "x"]),
+    ("structured_noise", ["--methods", "lasso"]),
+    ("structured_noise", ["--num-images", "0"]),
+    ("noisy_cs", ["--ratios", "1.5"]),
+    ("noisy_cs", ["--noise-scale", "0"]),
+    ("noisy_cs", ["--methods", "map-probit"]),
+    ("noisy_cs", ["--betas", "-1"]),
+    ("one_bit_cs", ["--ratios", "0"]),
+    ("one_bit_cs", ["--ratios", "9"]),
+    ("one_bit_cs", ["--maxiter", "-3"]),
+])
+def test_bad_cli_values_exit_with_usage_error(module, argv, capsys):
+    import importlib
+
+    with pytest.raises(SystemExit) as e:
+        importlib.import_module(f"experiments.{module}").main(argv)
+    assert e.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+# ---- the pieces the experiments add -------------------------------------------------------
+
+
+def test_digit_noise_is_the_flow_density_inside_the_box_and_finite_outside(tiny_prior):
+    import dataclasses
+
+    from experiments.structured_noise import DigitNoise
+
+    flow, params = flowinv.load_prior(tiny_prior)
+    # the same weights behind a logit preprocessing (no parameters): density on (0, 1) only
+    flow = dataclasses.replace(flow, preprocess="logit")
+    scale = 0.7
+    base = noise.flow_noise(flow, params, scale=scale)
+    model = DigitNoise(base=base)
+    base_lp, model_lp = jax.jit(base.log_prob), jax.jit(model.log_prob)
+    inside = scale * jax.random.uniform(jax.random.PRNGKey(2), (8, 8, 1), minval=0.1,
+                                        maxval=0.9)
+    np.testing.assert_allclose(model_lp(inside), base_lp(inside), rtol=1e-6)
+    outside = inside.at[0, 0, 0].set(-0.3 * scale).at[1, 1, 0].set(1.2 * scale)
+    assert not np.isfinite(float(base_lp(outside)))  # what DigitNoise guards against
+    value, grad = jax.jit(jax.value_and_grad(model.log_prob))(outside)
+    assert np.isfinite(float(value)) and bool(jnp.all(jnp.isfinite(grad)))
+    projected = scale * jnp.clip(outside / scale, model.eps, 1 - model.eps)
+    assert float(value) < float(model_lp(projected))  # the Gaussian falloff outside
+    assert float(grad[0, 0, 0]) > 0 > float(grad[1, 1, 0])  # pulled back into the box
+
+
+def test_sign_channel_is_the_probit_likelihood_and_ignores_padding():
+    from scipy.stats import norm
+
+    from experiments._whang_cs import SignChannel
+
+    rng = np.random.default_rng(0)
+    ax = rng.normal(size=6).astype(np.float32)
+    signs = np.array([1.0, -1.0, 1.0, -1.0, 0.0, 0.0], np.float32)  # last two: padding
+    mean = np.full(6, 0.2, np.float32)
+    std = rng.uniform(0.1, 1.0, size=6).astype(np.float32)
+    channel = SignChannel(signs=jnp.asarray(signs), mean=jnp.asarray(mean),
+                          std=jnp.asarray(std))
+    # P(sign(a·x + δ) = y) = Φ(y (a·x + μ) / σ), δ ~ N(μ, σ²), over the 4 real entries
+    want = norm.logcdf(signs[:4] * (ax[:4] + mean[:4]) / std[:4]).sum()
+    np.testing.assert_allclose(float(channel.log_prob(jnp.asarray(signs - ax))), want,
+                               rtol=1e-5)
+
+
+def test_scaled_identity_is_linear_and_self_adjoint():
+    from experiments.structured_noise import ScaledIdentity
+
+    op = ScaledIdentity(in_shape=(4, 4, 1), factor=0.5)
+    x = jnp.ones((4, 4, 1))
+    np.testing.assert_allclose(op(x), 0.5 * x)
+    assert float(operators.adjoint_check(op, jax.random.PRNGKey(0))) < 1e-6
