@@ -1,0 +1,176 @@
+"""Smoke tests of the benchmarks: each one's quick mode runs on the CPU and writes a complete JSON.
+
+The benchmarks are meant for a GPU; these runs (tiny models, a few L-BFGS iterations, the
+smallest sweep each quick mode allows) only make sure the scripts cannot rot: every required
+field is recorded, ratios are positive finite numbers, out-of-memory handling and the goals
+check work. The scaling benchmark runs its workers in subprocesses with forced host devices.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+
+import pytest
+
+from benchmarks import _common as C
+from benchmarks import all as bench_all
+from benchmarks import compile_time, goals, precision, recovery, scaling, training
+
+ENV_FIELDS = ("device", "platform", "device_count", "jax", "dtype", "matmul_precision")
+MEASURE_FIELDS = ("device", "precision", "batch", "image_shape", "num_params", "compile_s",
+                  "run_s", "images_per_s", "ratio_vs_floor", "floor_images_per_s",
+                  "peak_memory_bytes", "peak_memory_source", "status")
+
+
+def _positive_finite(value) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
+
+
+def _load(payload: dict) -> dict:
+    """The JSON as written to disk (not the in-memory dict), checked for the common fields."""
+    path = pathlib.Path(payload["paths"]["json"])
+    assert path.is_file() and pathlib.Path(payload["paths"]["md"]).is_file()
+    data = json.loads(path.read_text())
+    assert data["quick"] is True and data["rows"]
+    for field in ENV_FIELDS:
+        assert data["environment"].get(field) is not None, field
+    assert data["environment"]["dtype"] == "float32"
+    assert any("quick mode" in n for n in data["notes"])
+    return data
+
+
+def _check_rows(rows, fields=MEASURE_FIELDS, ratios=("ratio_vs_floor",)):
+    for row in rows:
+        assert row["status"] == "ok", row
+        for field in fields:
+            assert field in row and row[field] is not None, (field, row)
+        for field in ("images_per_s", "run_s", "compile_s", "peak_memory_bytes", *ratios):
+            assert _positive_finite(row[field]), (field, row[field])
+        assert "RSS" in row["peak_memory_source"] or "peak_bytes_in_use" in \
+            row["peak_memory_source"]
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory):
+    return tmp_path_factory.mktemp("bench")
+
+
+@pytest.fixture(scope="module")
+def recovery_payload(out):
+    return recovery.main(["--quick", "--out", str(out), "--models", "tiny8",
+                          "--tasks", "cs-dense", "--batches", "1,2"])
+
+
+@pytest.fixture(scope="module")
+def compile_payload(out):
+    return compile_time.main(["--quick", "--out", str(out), "--cases", "tiny8:scan",
+                              "--functions", "inverse"])
+
+
+def test_recovery_quick(recovery_payload):
+    data = _load(recovery_payload)
+    rows = data["rows"]
+    assert [(r["task"], r["operator"], r["batch"]) for r in rows] == [("cs", "dense", 1),
+                                                                      ("cs", "dense", 2)]
+    _check_rows(rows, MEASURE_FIELDS + ("iterations_max", "s_per_image", "psnr_mean"))
+    for r in rows:
+        assert r["iterations_max"] == r["maxiter"] == 5  # tol=0: every image runs them all
+        assert r["iterations_note"] and "300" in r["iterations_note"]
+        assert r["num_params"] > 0 and r["devices_used"] == 1
+    assert any("fewer than the paper setting" in n for n in data["notes"])
+    assert all(_positive_finite(r["speedup_vs_batch1"]) for r in rows)
+
+
+def test_recovery_out_of_memory_is_a_result(monkeypatch):
+    def boom(cfg):
+        raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 9 GiB")
+
+    monkeypatch.setattr(recovery, "_measure", boom)
+    rows = recovery.sweep(dict(models=("tiny16",), groups={"tiny16": (("cs", "dense"),)},
+                               batches={"tiny16": (1, 2, 4)}, maxiter=1, floor_iters=1,
+                               repeats=1, precision="default"), isolate=False)
+    assert len(rows) == 1 and rows[0]["status"] == "does not fit"  # the sweep stops there
+    assert "RESOURCE_EXHAUSTED" in rows[0]["error"]
+
+
+def test_training_quick(out):
+    data = _load(training.main(["--quick", "--out", str(out), "--models", "tiny8",
+                                "--batches", "2", "--steps", "2"]))
+    _check_rows(data["rows"], ("device", "precision", "batch", "image_shape", "num_params",
+                               "iterations", "compile_s", "run_s", "images_per_s",
+                               "ratio_vs_floor", "peak_memory_bytes", "status"))
+    assert all(r["loss_finite"] for r in data["rows"])
+
+
+def test_compile_time_quick(compile_payload):
+    data = _load(compile_payload)
+    assert [r["function"] for r in data["rows"]] == ["inverse"]
+    for r in data["rows"]:
+        assert r["status"] == "ok" and r["num_params"] > 0
+        assert all(_positive_finite(r[k]) for k in ("lower_s", "compile_s", "total_s"))
+
+
+def test_precision_quick(out):
+    data = _load(precision.main(["--quick", "--out", str(out), "--modes",
+                                 "bfloat16-dtype", "--tasks", "denoise", "--batch", "1",
+                                 "--model", "tiny8"]))
+    rows = data["rows"]
+    assert {r["precision"] for r in rows} == {"highest", "bfloat16-dtype"}
+    assert {r["task"] for r in rows} == {"denoise"}
+    _check_rows(rows, MEASURE_FIELDS + ("psnr_mean", "psnr_vs_highest_db", "speedup"),
+                ratios=("ratio_vs_floor", "speedup"))
+    for r in rows:
+        if r["precision"] == "highest":
+            assert r["psnr_vs_highest_db"] > 100  # the reference against itself
+    assert data["recommendation"]
+
+
+def test_scaling_quick_in_subprocesses(out):
+    # One worker (2 forced host devices) keeps the test short; the 1-device baseline and the
+    # efficiency column are exercised by `python -m benchmarks.scaling --quick`.
+    data = _load(scaling.main(["--quick", "--out", str(out), "--devices", "2",
+                               "--model", "tiny8"]))
+    rows = data["rows"]
+    assert [r["devices_requested"] for r in rows] == [2]
+    _check_rows(rows, MEASURE_FIELDS + ("devices_used", "local_device_count"))
+    assert rows[0]["local_device_count"] == 2 and rows[0]["devices_used"] == 2  # sharded
+    assert rows[0]["batch"] == 4  # 2 images per device
+    assert "xla_force_host_platform_device_count=2" in data["environment"]["env"]["XLA_FLAGS"]
+
+
+def test_goals_and_summary(out, recovery_payload, compile_payload):
+    payloads = {"recovery": recovery_payload, "compile_time": compile_payload}
+    rows = goals.evaluate(payloads)
+    assert [g["id"] for g in rows] == ["cs64_time", "solver_overhead", "fit128", "compile"]
+    for g in rows:
+        assert g["status"] in ("PASS", "MISS", "NOT MEASURED")
+    by_id = {g["id"]: g for g in rows}
+    assert by_id["cs64_time"]["status"] in ("PASS", "MISS")
+    assert "quick mode" in by_id["cs64_time"]["caveat"]
+    assert by_id["fit128"]["status"] == "NOT MEASURED"  # no 128×128 stand-in in this sweep
+    summary = bench_all.summarize(out, payloads, quick=True)
+    text = pathlib.Path(summary["path"]).read_text()
+    assert pathlib.Path(summary["path"]).name == "summary_quick_cpu.md"
+    assert "Goals" in text and ("PASS" in text or "MISS" in text)
+
+
+def test_goal_verdicts():
+    g = goals.GOALS["cs64_time"]
+    assert goals._verdict(g, 0.25) == ("PASS", "2.00x under the target")
+    assert goals._verdict(g, 1.0) == ("MISS", "2.00x over the target")
+    assert goals._verdict(goals.GOALS["fit128"], 8)[0] == "MISS"
+    assert goals._verdict(goals.GOALS["fit128"], 8, at_least=True)[0] == "NOT MEASURED"
+    assert goals._verdict(goals.GOALS["compile"], 60.0)[0] == "MISS"  # strictly under 60 s
+    assert goals._verdict(g, None)[0] == "NOT MEASURED"
+
+
+def test_helpers():
+    assert C.powers_of_two(8) == (1, 2, 4, 8) and C.powers_of_two(6) == (1, 2, 4)
+    assert C.iterations_note(300) is None and "10" in C.iterations_note(10)
+    assert C.is_oom(RuntimeError("RESOURCE_EXHAUSTED: out of memory"))
+    assert not C.is_oom(ValueError("shape mismatch"))
+    assert scaling.device_env("cpu", 4)["XLA_FLAGS"].endswith("device_count=4")
+    env = C.environment("bfloat16")
+    assert env["matmul_precision"] == "bfloat16" and "TF32" in env["matmul_precision_meaning"]
