@@ -1,0 +1,229 @@
+"""Every bad input at the public boundary gets a ValueError/TypeError (or a CLI usage error)
+whose message names the argument: one table of cases over recover, operators, noise models,
+checkpoints, data loaders and the experiment CLIs."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import flowinv
+from flowinv import checkpoints, data, noise, operators
+
+SHAPE = (4, 4, 1)
+KEY = jax.random.PRNGKey(0)
+
+
+@pytest.fixture(scope="module")
+def prior():
+    flow = flowinv.glow(SHAPE, levels=1, steps=1, width=4)
+    x = jax.random.uniform(KEY, (4, *SHAPE))
+    return flow, flow.init(KEY, x)
+
+
+@pytest.fixture(scope="module")
+def saved_prior(prior, tmp_path_factory):
+    flow, params = prior
+    path = tmp_path_factory.mktemp("ckpt") / "tiny"
+    checkpoints.save(path, params, {"kind": "flow", "architecture": checkpoints.flow_config(flow)})
+    return path
+
+
+def _y(*shape, fill=0.5):
+    return jnp.full(shape or SHAPE, fill, jnp.float32)
+
+
+def _recover(prior, y=None, **kw):
+    kw.setdefault("operator", operators.identity(SHAPE))
+    kw.setdefault("maxiter", 2)
+    return flowinv.recover(prior, _y() if y is None else y, **kw)
+
+
+def _mismatched_checkpoint(saved_prior, tmp_path):
+    meta = json.loads((saved_prior / "metadata.json").read_text())
+    meta["architecture"]["width"] = 8
+    bad = tmp_path / "mismatch"
+    import shutil
+
+    shutil.copytree(saved_prior, bad)
+    (bad / "metadata.json").write_text(json.dumps(meta))
+    return bad
+
+
+def _corrupted_checkpoint(saved_prior, tmp_path):
+    import shutil
+
+    bad = tmp_path / "corrupt"
+    shutil.copytree(saved_prior, bad)
+    for f in (bad / "params").rglob("*"):
+        if f.is_file() and f.name != "_CHECKPOINT_METADATA":
+            f.write_bytes(b"garbage")
+    return bad
+
+
+def _bad_sidecar(saved_prior, tmp_path):
+    import shutil
+
+    bad = tmp_path / "badjson"
+    shutil.copytree(saved_prior, bad)
+    (bad / "metadata.json").write_text("{not json")
+    return bad
+
+
+def _unreadable_image_folder(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"this is not a png")
+    return str(tmp_path)
+
+
+def _cli(module, argv):
+    import importlib
+
+    with pytest.raises(SystemExit) as e:
+        importlib.import_module(module).main(argv)
+    assert e.value.code == 2  # argparse usage error, before any work
+
+
+# (id, function of (prior, saved_prior, tmp_path), exception, words the message must contain)
+CASES = [
+    # recover
+    ("y-wrong-shape", lambda p, s, t: _recover(p, _y(5, 5, 1)), ValueError, ["y", "shape"]),
+    ("y-int-dtype", lambda p, s, t: _recover(p, jnp.ones(SHAPE, jnp.int32)), TypeError,
+     ["y", "floating"]),
+    ("y-nan", lambda p, s, t: _recover(p, _y().at[0, 0, 0].set(jnp.nan)), ValueError,
+     ["y", "nan"]),
+    ("y-inf", lambda p, s, t: _recover(p, _y().at[0, 0, 0].set(jnp.inf)), ValueError,
+     ["y", "inf"]),
+    ("gamma-negative", lambda p, s, t: _recover(p, gamma=-1.0), ValueError, ["gamma", "-1"]),
+    ("gamma-nan", lambda p, s, t: _recover(p, gamma=float("nan")), ValueError, ["gamma"]),
+    ("gamma-string", lambda p, s, t: _recover(p, gamma="big"), TypeError, ["gamma"]),
+    ("beta-negative", lambda p, s, t: _recover(p, method="map", noise=noise.gaussian(0.1),
+                                               beta=-2.0), ValueError, ["beta"]),
+    ("unknown-method", lambda p, s, t: _recover(p, method="magic"), ValueError,
+     ["method", "magic"]),
+    ("unknown-solver", lambda p, s, t: _recover(p, solver="newton"), ValueError, ["solver"]),
+    ("unknown-init", lambda p, s, t: _recover(p, init="ones"), ValueError, ["init"]),
+    ("maxiter-zero", lambda p, s, t: _recover(p, maxiter=0), ValueError, ["maxiter"]),
+    ("map-without-noise", lambda p, s, t: _recover(p, method="map"), ValueError, ["noise"]),
+    ("operator-shape-mismatch", lambda p, s, t: _recover(
+        p, operator=operators.identity((5, 5, 1)), y=_y(5, 5, 1)), ValueError, ["in_shape"]),
+    ("operator-not-callable", lambda p, s, t: _recover(p, operator="identity"), TypeError,
+     ["operator"]),
+    ("prior-not-a-prior", lambda p, s, t: _recover(42), TypeError, ["prior"]),
+    ("x0-wrong-shape", lambda p, s, t: _recover(p, init="inverse", x0=_y(1, 5, 5, 1)),
+     ValueError, ["x0"]),
+    ("x0-out-of-range", lambda p, s, t: _recover(p, init="inverse", x0=_y(1, *SHAPE, fill=1.5)),
+     ValueError, ["x0", "[0, 1]"]),
+    # operators
+    ("cs-m-zero", lambda p, s, t: operators.gaussian_cs(KEY, SHAPE, 0), ValueError, ["m"]),
+    ("cs-m-above-n", lambda p, s, t: operators.gaussian_cs(KEY, SHAPE, 17), ValueError, ["m"]),
+    ("fast-cs-m-above-n", lambda p, s, t: operators.fast_cs(KEY, SHAPE, 100), ValueError, ["m"]),
+    ("mask-wrong-ndim", lambda p, s, t: operators.inpainting(jnp.ones(4)), ValueError, ["mask"]),
+    ("mask-not-binary", lambda p, s, t: operators.inpainting(jnp.full((4, 4), 0.5)), ValueError,
+     ["mask"]),
+    ("mask-shape-vs-image", lambda p, s, t: operators.inpainting(jnp.ones((4, 4, 1)), (5, 5, 1)),
+     ValueError, ["mask"]),
+    ("subpixel-p-above-1", lambda p, s, t: operators.subpixel(KEY, SHAPE, 1.5), ValueError, ["p"]),
+    ("downsample-bad-factor", lambda p, s, t: operators.downsample(SHAPE, 3), ValueError,
+     ["factor"]),
+    # noise
+    ("sigma-zero", lambda p, s, t: noise.gaussian(0.0), ValueError, ["sigma"]),
+    ("sigma-negative", lambda p, s, t: noise.gaussian(-0.1), ValueError, ["sigma"]),
+    ("std-map-negative", lambda p, s, t: noise.diagonal_gaussian(-jnp.ones(SHAPE)), ValueError,
+     ["std"]),
+    ("cs-noise-m-zero", lambda p, s, t: noise.cs_gaussian(0), ValueError, ["m"]),
+    # checkpoints
+    ("unknown-prior", lambda p, s, t: flowinv.load_prior("glow-imagenet-9000"), ValueError,
+     ["unknown prior", "glow-imagenet-9000"]),
+    ("missing-checkpoint-folder", lambda p, s, t: checkpoints.load(t / "nowhere"), ValueError,
+     ["does not exist"]),
+    ("checkpoint-without-sidecar", lambda p, s, t: checkpoints.load(t), ValueError,
+     ["sidecar"]),
+    ("sidecar-not-json", lambda p, s, t: flowinv.load_prior(_bad_sidecar(s, t)), ValueError,
+     ["json"]),
+    ("corrupted-checkpoint", lambda p, s, t: flowinv.load_prior(_corrupted_checkpoint(s, t)),
+     ValueError, ["could not be restored"]),
+    ("architecture-mismatch", lambda p, s, t: flowinv.load_prior(_mismatched_checkpoint(s, t)),
+     ValueError, ["could not be restored"]),
+    ("gan-from-flow-checkpoint", lambda p, s, t: checkpoints.load_gan(s), ValueError,
+     ["not a dcgan"]),
+    ("prior-name-not-str", lambda p, s, t: flowinv.load_prior(3), TypeError, ["name"]),
+    # data
+    ("unknown-dataset", lambda p, s, t: data.load_dataset("imagenet"), ValueError,
+     ["unknown dataset", "imagenet"]),
+    ("unknown-split", lambda p, s, t: data.load_dataset("mnist", "validation"), ValueError,
+     ["split"]),
+    ("empty-image-folder", lambda p, s, t: data.load_dataset(f"folder:{t}"), ValueError,
+     ["no image"]),
+    ("unreadable-image-file", lambda p, s, t: data.load_dataset(
+        f"folder:{_unreadable_image_folder(t)}"), ValueError, ["a.png"]),
+    ("bad-image-shape", lambda p, s, t: data.load_dataset("mnist", image_shape=(28, 28)),
+     ValueError, ["image_shape"]),
+    ("bits-zero", lambda p, s, t: data.quantize(jnp.zeros(SHAPE), 0), ValueError, ["bits"]),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_rejected_with_a_clear_message(case, prior, saved_prior, tmp_path):
+    _, fn, exc, words = case
+    with pytest.raises(exc) as e:
+        fn(prior, saved_prior, tmp_path)
+    message = str(e.value).lower()
+    missing = [w for w in words if w.lower() not in message]
+    assert not missing, f"message {str(e.value)!r} does not mention {missing}"
+
+
+CLI_CASES = [
+    ("experiments.denoise", ["--sigmas", "-0.1"]),
+    ("experiments.denoise", ["--sigmas", "abc"]),
+    ("experiments.denoise", ["--num-images", "0"]),
+    ("experiments.denoise", ["--maxiter", "-3"]),
+    ("experiments.denoise", ["--gammas", "nan"]),
+    ("experiments.denoise", ["--no-such-flag"]),
+    ("experiments.train", ["--prior", "glow-imagenet"]),
+    ("experiments.train", ["--prior", "glow-mnist", "--lr", "0"]),
+    ("experiments.train_gan", ["--gan", "dcgan-imagenet"]),
+    ("experiments.compressed_sensing", ["--num-images", "x"]),
+]
+
+
+@pytest.mark.parametrize("module,argv", CLI_CASES, ids=[f"{m}:{' '.join(a)}" for m, a in
+                                                        CLI_CASES])
+def test_bad_cli_values_are_usage_errors(module, argv, capsys):
+    _cli(module, argv)
+    err = capsys.readouterr().err
+    assert "usage:" in err and "error:" in err
+
+
+def test_checks_run_before_compilation(prior, monkeypatch):
+    """A bad argument must fail fast: the batched solve is never traced."""
+    from flowinv import recover as recover_module
+
+    def boom(*a, **k):
+        raise AssertionError("compiled before validating")
+
+    monkeypatch.setattr(recover_module, "_solve_batch", boom)
+    with pytest.raises(ValueError):
+        _recover(prior, gamma=-1.0)
+    with pytest.raises(ValueError):
+        _recover(prior, _y().at[0, 0, 0].set(jnp.nan))
+
+
+def test_unknown_dataset_in_experiment_is_an_error_not_a_trace(tmp_path):
+    from experiments import denoise
+
+    with pytest.raises(ValueError, match="imagenet"):
+        denoise.run(denoise.Config(dataset="imagenet", prior=None, gan="none",
+                                   out=str(tmp_path), progress=False))
+
+
+def test_checkpoint_path_written_by_us_loads(saved_prior, prior):
+    flow, params = flowinv.load_prior(saved_prior)
+    x = jnp.full(SHAPE, 0.5)
+    np.testing.assert_allclose(flow.log_prob(params, x), prior[0].log_prob(prior[1], x),
+                               rtol=1e-6)
+    assert pathlib.Path(saved_prior).is_dir()
