@@ -142,7 +142,7 @@ def _measure(cfg: dict) -> tuple[dict, Any]:
     else:
         raise ValueError(f"compute_dtype must be 'float32' or 'bfloat16', "
                          f"got {cfg['compute_dtype']!r}")
-    kw = dict(operator=op, method="asim", gamma=gamma, solver="lbfgs",
+    kw = dict(operator=op, method="asim", gamma=gamma, solver=cfg.get("solver", "lbfgs"),
               maxiter=int(cfg["maxiter"]), tol=0.0)
 
     with C.precision_context(cfg["precision"]):

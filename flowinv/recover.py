@@ -103,7 +103,8 @@ def _solve_one(spec: _Spec, params, y, z0, op, noise, gamma, beta) -> Recovery:
 def _solve_batch(spec, params, y, z0, op, noise, gamma, beta, *, op_batched, noise_batched):
     return jax.vmap(
         _solve_one, in_axes=(None, None, 0, 0, 0 if op_batched else None,
-                             0 if noise_batched else None, None, None),
+                             0 if noise_batched else None, 0 if gamma.ndim else None,
+                             0 if beta.ndim else None),
     )(spec, params, y, z0, op, noise, gamma, beta)
 
 
@@ -117,6 +118,22 @@ def _prior_parts(prior) -> tuple[Any, Any]:
         return prior
     raise TypeError("prior must be a (flow, params) or (Generator, params) tuple, or the name "
                     f"of a shipped prior; got {type(prior).__name__}")
+
+
+def _check_weight(name: str, value, batch: int):
+    """A loss weight: a number, or one number per image (shape ``(batch,)``), all ≥ 0."""
+    if np.ndim(value) == 0:
+        return _check_finite_number(name, value)
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number or a 1-D array of numbers") from None
+    if arr.shape != (batch,):
+        raise ValueError(f"{name} must be a number or have shape ({batch},) (one per image), "
+                         f"got shape {arr.shape}")
+    if not (np.all(np.isfinite(arr)) and np.all(arr >= 0)):
+        raise ValueError(f"{name} must hold finite numbers >= 0, got {arr}")
+    return arr
 
 
 def _check_finite_number(name: str, value, low: float = 0.0) -> float:
@@ -211,8 +228,8 @@ def recover(
     operator,
     noise=None,
     method: str = "asim",
-    gamma: float = 0.0,
-    beta: float = 1.0,
+    gamma: float | Array = 0.0,
+    beta: float | Array = 1.0,
     penalty: str = "sq",
     space: str = "z",
     solver: str = "lbfgs",
@@ -237,9 +254,11 @@ def recover(
       method: ``"asim"`` (``‖f(G(z))−y‖² + γ‖z‖²``, or ``γ‖z‖`` with ``penalty="norm"``),
         ``"map"`` (``−log p_Δ(y−f(G(z))) − β log p_G(G(z))``), ``"mle"``
         (``−log p_Δ(y−f(G(z)))``) or ``"bora"`` (``‖f(G(z))−y‖² + γ‖z‖²`` for a GAN).
-      gamma, beta: the weights above.
+      gamma, beta: the weights above: numbers, or one per image (shape ``(B,)``) to sweep a
+        weight over a batch in one compiled solve.
       space: ``"z"`` or ``"x"`` (MAP only): optimise the latent or the image.
-      solver: ``"lbfgs"`` (jaxopt), ``"optax-lbfgs"`` or ``"adam"``.
+      solver: ``"lbfgs"`` (jaxopt, default), ``"optax-lbfgs"`` or ``"adam"``; see
+        :mod:`flowinv.solvers` for how the default was chosen.
       init: see :func:`initial_latents`; ``init_scale``, ``x0`` and ``key`` feed it.
       maxiter, tol: stopping rule (gradient norm ≤ tol, or relative loss change ≤ tol·1e-3).
       solver_kwargs: extra keyword arguments of the solver (e.g. ``learning_rate`` for Adam).
@@ -258,8 +277,6 @@ def recover(
         raise ValueError(f"penalty must be one of {losses.PENALTIES}, got {penalty!r}")
     if space not in ("z", "x"):
         raise ValueError(f"space must be 'z' or 'x', got {space!r}")
-    gamma = _check_finite_number("gamma", gamma)
-    beta = _check_finite_number("beta", beta)
     init_scale = _check_finite_number("init_scale", init_scale)
     if not isinstance(maxiter, int | np.integer) or maxiter < 1:
         raise ValueError(f"maxiter must be a positive int, got {maxiter!r}")
@@ -293,6 +310,8 @@ def recover(
     if not bool(jnp.all(jnp.isfinite(y))):
         raise ValueError("y contains NaN or inf")
     batch = y.shape[0]
+    gamma = _check_weight("gamma", gamma, batch)
+    beta = _check_weight("beta", beta, batch)
     for flag, obj, name in ((per_image_operator, operator, "operator"),
                             (per_image_noise, noise, "noise")):
         if flag and _leading_axis(obj) != batch:

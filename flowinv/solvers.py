@@ -7,14 +7,23 @@ estimate). Every solver returns a :class:`SolveResult` with the best *finite* it
 iteration diagnostics, and converged/diverged flags; a loss that becomes NaN or inf stops that
 problem and keeps its best iterate.
 
+Under ``vmap`` a ``while_loop`` keeps running its body for every problem until the last one
+stops, and discards the results of the stopped ones. Their inner line searches would still run
+to their trial limit on every outer iteration (measured on glow-mnist: 3.5× the time of the
+same solves run to completion), so every solver masks the loss of a stopped problem to
+``-inf`` with zero gradient, which any line search accepts at its first trial.
+
 Solvers:
 
-* ``"lbfgs"`` (default): jaxopt's L-BFGS with a backtracking line search (strong Wolfe,
-  halving, up to 30 trials) that starts at step 1 each iteration (``linesearch_init="max"``).
-  A vmapped zoom line search runs its nested loops until the slowest image finishes;
-  backtracking from 1 usually accepts at once, so an iteration costs
-  about one batched value-and-gradient (see ``benchmarks/recovery.py``).
-* ``"optax-lbfgs"``: optax's L-BFGS with its zoom line search.
+* ``"lbfgs"`` (default): jaxopt's L-BFGS with a backtracking Armijo line search (halving from
+  step 1, up to 30 trials) that skips curvature pairs with ``sᵀy ≤ 10⁻⁸‖s‖‖y‖`` (Nocedal &
+  Wright §7.2), so the inverse-Hessian estimate stays positive definite. Chosen by measurement
+  (denoising 10 MNIST test images with glow-mnist, σ = 0.1, γ = 0.01, 100 iterations, batched):
+  this reached 28.9 dB mean PSNR in 19.7 s; jaxopt's strong-Wolfe backtracking (its usual
+  pairing) stalled at 10–11 dB on 2 of the 10 (25.4 dB mean), jaxopt's zoom search likewise
+  (25.1 dB, 729 s), and optax's L-BFGS reached 28.8 dB in 45.9 s. A backtracking step usually
+  costs one value-and-gradient, while a vmapped zoom search runs until its slowest image ends.
+* ``"optax-lbfgs"``: optax's L-BFGS with its zoom line search (strong Wolfe).
 * ``"adam"``: optax Adam with a fixed learning rate.
 """
 
@@ -53,12 +62,24 @@ class SolveResult(NamedTuple):
     znorm_history: Array
 
 
+def _masked(loss: Callable[[Array, Array], Array]) -> Callable:
+    """``loss(z, y)`` as ``f(z, (y, active))``: ``-inf`` (zero gradient) where not ``active``."""
+
+    def f(z, y_active):
+        y, active = y_active
+        return jnp.where(active, loss(z, y), -jnp.inf)
+
+    return f
+
+
 def _run(step: Callable, state0, z0: Array, loss0: Array, maxiter: int, tol: float,
          grad_norm: Callable, rel_change_stop: bool = True) -> SolveResult:
-    """Generic loop: ``step(z, state) -> (z, state, loss)`` until convergence or ``maxiter``.
+    """Generic loop: ``step(z, state, active) -> (z, state, loss)`` until a stop or ``maxiter``.
 
     Stops when the gradient norm is ≤ ``tol`` or (``rel_change_stop``) the relative loss change
     of one iteration is ≤ ``tol·1e-3``; stops at once on a non-finite loss or iterate.
+    ``active`` is False once the problem has stopped (its step is then computed under ``vmap``
+    and discarded: see the module docstring).
     """
     dtype = z0.dtype
     nan_hist = jnp.full((maxiter,), jnp.nan, dtype)
@@ -73,7 +94,7 @@ def _run(step: Callable, state0, z0: Array, loss0: Array, maxiter: int, tol: flo
         return (c["i"] < maxiter) & ~c["converged"] & ~c["diverged"]
 
     def body(c):
-        z, state, loss = step(c["z"], c["state"])
+        z, state, loss = step(c["z"], c["state"], cond(c))
         finite = jnp.isfinite(loss) & jnp.all(jnp.isfinite(z))
         better = finite & (loss < c["best_loss"])
         rel_change = jnp.abs(c["loss"] - loss) / jnp.maximum(jnp.abs(loss), 1e-12)
@@ -94,23 +115,35 @@ def _run(step: Callable, state0, z0: Array, loss0: Array, maxiter: int, tol: flo
 
 def lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter: int = 300,
           tol: float = 1e-5, history_size: int = 10) -> SolveResult:
-    """jaxopt L-BFGS with backtracking from step 1 on ``loss(z, y)``, for one problem."""
+    """jaxopt L-BFGS with Armijo backtracking from step 1 on ``loss(z, y)``, for one problem.
+
+    Curvature pairs ``(s, y)`` with ``sᵀy ≤ 10⁻⁸‖s‖‖y‖`` are skipped: Armijo steps do not
+    guarantee ``sᵀy > 0``, and one such pair turns the two-loop recursion's direction uphill.
+    """
     import jaxopt
 
     # Halving from step 1 (jaxopt's default factor is 0.8): a first step along a huge gradient
     # (MAP losses reach ‖∇‖ ~ 1e4 at z0 = 0) must shrink by 1e4 or more before G(z) is finite,
     # which 30 halvings reach and 20 steps of 0.8 do not. A non-finite trial value fails the
     # Armijo test, so the search backtracks past it.
-    linesearch = jaxopt.BacktrackingLineSearch(fun=loss, maxiter=30, decrease_factor=0.5,
-                                               max_stepsize=1.0)
-    solver = jaxopt.LBFGS(fun=loss, maxiter=maxiter, tol=tol, linesearch=linesearch,
+    fun = _masked(loss)
+    linesearch = jaxopt.BacktrackingLineSearch(fun=fun, maxiter=30, decrease_factor=0.5,
+                                               max_stepsize=1.0, condition="armijo")
+    solver = jaxopt.LBFGS(fun=fun, maxiter=maxiter, tol=tol, linesearch=linesearch,
                           linesearch_init="max", max_stepsize=1.0,
                           history_size=history_size, implicit_diff=False)
-    state0 = solver.init_state(z0, y)
+    state0 = solver.init_state(z0, (y, True))
 
-    def step(z, state):
-        z, state = solver.update(z, state, y)
-        return z, state, state.value
+    def step(z, old, active):
+        z_new, state = solver.update(z, old, (y, active))
+        s, yv = z_new - z, state.grad - old.grad
+        bad = jnp.vdot(s, yv) <= 1e-8 * jnp.linalg.norm(s) * jnp.linalg.norm(yv)
+        keep_old = lambda a, b: jnp.where(bad, a, b)
+        state = state._replace(s_history=keep_old(old.s_history, state.s_history),
+                               y_history=keep_old(old.y_history, state.y_history),
+                               rho_history=keep_old(old.rho_history, state.rho_history),
+                               gamma=keep_old(old.gamma, state.gamma))
+        return z_new, state, state.value
 
     return _run(step, state0, z0, state0.value, maxiter, tol, lambda s: s.error)
 
@@ -120,12 +153,13 @@ def optax_lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *,
     """optax L-BFGS (zoom line search) on ``loss(z, y)``, for one problem."""
     import optax
 
-    fun = lambda z: loss(z, y)
+    masked = _masked(loss)
     opt = optax.lbfgs(memory_size=history_size)
-    value_and_grad = optax.value_and_grad_from_state(fun)
     state0 = (opt.init(z0), jnp.full_like(z0, jnp.inf))
 
-    def step(z, state):
+    def step(z, state, active):
+        fun = lambda v: masked(v, (y, active))
+        value_and_grad = optax.value_and_grad_from_state(fun)
         opt_state, _ = state
         value, grad = value_and_grad(z, state=opt_state)
         updates, opt_state = opt.update(grad, opt_state, z, value=value, grad=grad,
@@ -133,7 +167,7 @@ def optax_lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *,
         # The zoom line search already evaluated the new point: reuse its value.
         return z + updates, (opt_state, grad), optax.tree_utils.tree_get(opt_state, "value")
 
-    return _run(step, state0, z0, fun(z0), maxiter, tol,
+    return _run(step, state0, z0, loss(z0, y), maxiter, tol,
                 lambda s: jnp.linalg.norm(s[1]))
 
 
@@ -145,7 +179,7 @@ def adam(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter:
     opt = optax.adam(learning_rate)
     value_and_grad = jax.value_and_grad(loss)
 
-    def step(z, state):
+    def step(z, state, active):
         # One evaluation per iteration: the loop's iterate is the point just evaluated, and the
         # Adam update from it waits in the state as the next point to evaluate.
         opt_state, _, pending = state
