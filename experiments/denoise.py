@@ -161,10 +161,11 @@ def run(config: Config) -> dict:
         with common.Timer() as t:
             if method == "dcgan":
                 r = flowinv.recover(gan, y, operator=op, method="bora", gamma=weights,
-                                    maxiter=config.maxiter)
+                                    maxiter=config.maxiter, chunk_size=common.chunk_size())
             else:
                 r = flowinv.recover((flow, params), y, operator=op, method="asim",
                                     gamma=weights, maxiter=config.maxiter,
+                                    chunk_size=common.chunk_size(),
                                     penalty="sq" if method == "glow-sq" else "norm")
             x_hat = np.asarray(r.x).reshape(len(pairs), *images.shape)
         for (s, w), xh in zip(pairs, x_hat, strict=True):

@@ -89,6 +89,13 @@ def _solve_one(spec: _Spec, params, y, z0, op, noise, gamma, beta) -> Recovery:
     prior = spec.prior
     v0 = prior.forward(params, z0)[0].ravel() if in_x else z0
     r = solve(loss, v0, y, maxiter=spec.maxiter, tol=spec.tol, **dict(spec.solver_kwargs))
+    # No finite iterate at all (the initial point was already non-finite): fall back to the
+    # latent z = 0 (its image under G when optimising x), flagged as diverged.
+    zero = jnp.zeros_like(z0)
+    v_safe = prior.forward(params, zero)[0].ravel() if in_x else zero
+    found = jnp.isfinite(r.loss)
+    r = r._replace(z=jnp.where(found, r.z, v_safe),
+                   loss=jnp.where(found, r.loss, loss(v_safe, y)))
     if in_x:
         x = r.z.reshape(prior.image_shape)
         z = prior.inverse(params, x)[0]
@@ -242,6 +249,7 @@ def recover(
     per_image_operator: bool = False,
     per_image_noise: bool = False,
     solver_kwargs: dict | None = None,
+    chunk_size: int | None = None,
 ) -> Recovery:
     """Recovers images from measurements ``y = f(x) + δ`` with a generative prior.
 
@@ -262,10 +270,15 @@ def recover(
       init: see :func:`initial_latents`; ``init_scale``, ``x0`` and ``key`` feed it.
       maxiter, tol: stopping rule (gradient norm ≤ tol, or relative loss change ≤ tol·1e-3).
       solver_kwargs: extra keyword arguments of the solver (e.g. ``learning_rate`` for Adam).
+      chunk_size: solve the batch in chunks of at most this many images, one after another
+        (one compiled solve for all chunks). ``None``: the whole batch at once, best on a GPU.
+        On a CPU smaller chunks can be faster: a vmapped line search runs until its slowest
+        image accepts a step, so a wide batch pays for the worst image at every iteration.
 
     Returns:
       A :class:`Recovery`; every image keeps its own optimiser state, and each result is the
-      best finite iterate, with ``diverged`` set where the loss became non-finite.
+      best finite iterate, with ``diverged`` set where the loss became non-finite (an image
+      whose initial point is already non-finite falls back to ``z = 0``, also flagged).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -281,6 +294,9 @@ def recover(
     if not isinstance(maxiter, int | np.integer) or maxiter < 1:
         raise ValueError(f"maxiter must be a positive int, got {maxiter!r}")
     tol = _check_finite_number("tol", tol)
+    if chunk_size is not None and (not isinstance(chunk_size, int | np.integer)
+                                   or chunk_size < 1):
+        raise ValueError(f"chunk_size must be None or a positive int, got {chunk_size!r}")
     if method in ("map", "mle") and noise is None:
         raise ValueError(f"method={method!r} needs a noise model (noise=...)")
     if method == "map" and not isinstance(_prior_parts(prior)[0], Flow):
@@ -343,12 +359,28 @@ def recover(
                              init_scale=init_scale, x0=x0, dim=dim)
     spec = _Spec(prior, method, penalty, space, solver, int(maxiter), float(tol),
                  tuple(sorted((solver_kwargs or {}).items())))
-    y, z0 = _shard((y, z0), batch)
-    if per_image_operator:
-        operator = _shard(operator, batch)
-    result = _solve_batch(spec, params, y, z0, operator, noise, jnp.asarray(gamma, y.dtype),
-                          jnp.asarray(beta, y.dtype), op_batched=per_image_operator,
-                          noise_batched=per_image_noise)
+    gamma, beta = jnp.asarray(gamma, y.dtype), jnp.asarray(beta, y.dtype)
+    per_image = (y, z0, operator if per_image_operator else None,
+                 noise if per_image_noise else None, gamma if gamma.ndim else None,
+                 beta if beta.ndim else None)
+    size = batch if chunk_size is None else min(chunk_size, batch)
+    chunks = []
+    for start in range(0, batch, size):
+        # Every chunk has `size` images (the last is padded by repeating its final image), so
+        # all chunks share one compiled solve.
+        idx = np.minimum(np.arange(start, start + size), batch - 1)
+        cy, cz, cop, cnoise, cg, cb = jax.tree.map(lambda a, idx=idx: a[idx], per_image)
+        cy, cz = _shard((cy, cz), size)
+        if per_image_operator:
+            cop = _shard(cop, size)
+        r = _solve_batch(spec, params, cy, cz, cop if per_image_operator else operator,
+                         cnoise if per_image_noise else noise,
+                         gamma if cg is None else cg, beta if cb is None else cb,
+                         op_batched=per_image_operator, noise_batched=per_image_noise)
+        n = min(size, batch - start)
+        chunks.append(jax.tree.map(lambda a, n=n: a[:n], r))
+    result = chunks[0] if len(chunks) == 1 else jax.tree.map(
+        lambda *a: jnp.concatenate(a), *chunks)
     if single:
         result = jax.tree.map(lambda a: a[0], result)
     return result

@@ -165,6 +165,21 @@ def test_per_image_weights_equal_separate_solves(tiny):
     np.testing.assert_allclose(rm.z[1], r1.z, rtol=1e-4, atol=1e-5)
 
 
+def test_chunked_batch_equals_whole_batch(tiny):
+    """Chunks of 2 (the last one padded) give the whole-batch result with one compile."""
+    flow, params, x = tiny
+    op = operators.identity(flow.image_shape)
+    gammas = jnp.array([0.0, 0.1, 0.3, 1.0, 3.0])
+    whole = flowinv.recover((flow, params), x[:5], operator=op, gamma=gammas, maxiter=5)
+    before = _solve_batch._cache_size()
+    chunked = flowinv.recover((flow, params), x[:5], operator=op, gamma=gammas, maxiter=5,
+                              chunk_size=2)
+    assert _solve_batch._cache_size() == before + 1
+    assert chunked.x.shape == whole.x.shape
+    np.testing.assert_allclose(chunked.z, whole.z, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(chunked.iterations, whole.iterations)
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(method="nope"), "method"),
     (dict(solver="sgd"), "solver"),

@@ -113,6 +113,7 @@ CASES = [
     ("unknown-solver", lambda p, s, t: _recover(p, solver="newton"), ValueError, ["solver"]),
     ("unknown-init", lambda p, s, t: _recover(p, init="ones"), ValueError, ["init"]),
     ("maxiter-zero", lambda p, s, t: _recover(p, maxiter=0), ValueError, ["maxiter"]),
+    ("chunk-size-zero", lambda p, s, t: _recover(p, chunk_size=0), ValueError, ["chunk_size"]),
     ("map-without-noise", lambda p, s, t: _recover(p, method="map"), ValueError, ["noise"]),
     ("operator-shape-mismatch", lambda p, s, t: _recover(
         p, operator=operators.identity((5, 5, 1)), y=_y(5, 5, 1)), ValueError, ["in_shape"]),
