@@ -42,9 +42,11 @@ def test_denoise_runs_end_to_end(tiny_prior, tmp_path):
 
     config = denoise.Config(dataset="digits", prior=tiny_prior, gan="none", sigmas=(0.1,),
                             num_images=2, val_images=1, maxiter=3, gammas=(0.0, 0.1),
-                            norm_gammas=(0.1,), out=str(tmp_path), progress=False)
+                            norm_gammas=(0.1,), reference_gammas=None, out=str(tmp_path),
+                            progress=False)
     result = denoise.run(config)
-    # per test image: bm3d + noisy at σ=0.1, glow-sq at σ∈{0, 0.1} × 2 γ, glow-norm × 1
+    # per test image: bm3d + noisy at σ=0.1, glow-sq at σ∈{0, 0.1} × 2 γ (reference_gammas=None:
+    # the σ = 0 reference sweeps every γ), glow-norm × 1
     rows = _check_results(tmp_path, 2 * (2 + 2 * 2 + 1))
     assert {r["method"] for r in rows} == {"bm3d", "noisy", "glow-sq", "glow-norm"}
     assert {"glow-sq", "glow-norm", "bm3d"} <= {r["method"] for r in result["summary"]}
