@@ -155,17 +155,18 @@ def run(config: Config) -> dict:
         score(x_bm3d, s, "bm3d", "", "", t.seconds / len(images))
         score(noisy[s], s, "noisy", "", "", 0.0)
 
+    chunk = common.chunk_size()
     for method, pairs in tqdm(groups.items(), desc="denoise", disable=not config.progress):
         y = jnp.asarray(np.concatenate([noisy[s] for s, _ in pairs]))
         weights = jnp.repeat(jnp.asarray([w for _, w in pairs], y.dtype), len(images))
         with common.Timer() as t:
             if method == "dcgan":
                 r = flowinv.recover(gan, y, operator=op, method="bora", gamma=weights,
-                                    maxiter=config.maxiter, chunk_size=common.chunk_size())
+                                    maxiter=config.maxiter, chunk_size=chunk)
             else:
                 r = flowinv.recover((flow, params), y, operator=op, method="asim",
                                     gamma=weights, maxiter=config.maxiter,
-                                    chunk_size=common.chunk_size(),
+                                    chunk_size=chunk,
                                     penalty="sq" if method == "glow-sq" else "norm")
             x_hat = np.asarray(r.x).reshape(len(pairs), *images.shape)
         for (s, w), xh in zip(pairs, x_hat, strict=True):

@@ -369,7 +369,8 @@ def recover(
         # Every chunk has `size` images (the last is padded by repeating its final image), so
         # all chunks share one compiled solve.
         idx = np.minimum(np.arange(start, start + size), batch - 1)
-        cy, cz, cop, cnoise, cg, cb = jax.tree.map(lambda a, idx=idx: a[idx], per_image)
+        cy, cz, cop, cnoise, cg, cb = per_image if size == batch else jax.tree.map(
+            lambda a, idx=idx: a[idx], per_image)
         cy, cz = _shard((cy, cz), size)
         if per_image_operator:
             cop = _shard(cop, size)
