@@ -2,7 +2,7 @@ r"""Shared code of the Whang et al. experiments: noisy and 1-bit compressed sens
 
 :mod:`experiments.noisy_cs` and :mod:`experiments.one_bit_cs` differ only in the measurement
 model and the methods, so both run through :func:`run_cs` here. The generic pieces
-(:func:`load_images`, :func:`load_gan`, :class:`Sweep`, :func:`summarise`, :func:`plot_vs`) are
+(:class:`Sweep`, :func:`summarise`, :func:`plot_vs`) are
 also used by :mod:`experiments.structured_noise`.
 
 Measurements, with ``A`` an ``m × n`` matrix of i.i.d. :math:`\mathcal N(0, 1/m)` entries (one
@@ -71,45 +71,6 @@ SOLVERS = solvers.SOLVERS
 
 
 # ---- data and models --------------------------------------------------------------------
-
-
-def load_images(dataset: str, shape, num_images: int,
-                val_images: int) -> tuple[np.ndarray, np.ndarray]:
-    """Test images (test split) and validation images (training split) of ``dataset``.
-
-    Datasets with a test split only (the out-of-distribution sets) validate on further test
-    images after the ones reported.
-    """
-    from flowinv import data
-
-    test = data.load_dataset(dataset, "test", image_shape=shape, limit=num_images)
-    try:
-        val = data.load_dataset(dataset, "train", image_shape=shape, limit=val_images)
-    except ValueError:
-        more = data.load_dataset(dataset, "test", image_shape=shape,
-                                 limit=num_images + val_images)
-        val = more[len(test):]
-    if len(val) == 0:
-        raise ValueError(f"dataset {dataset!r} has no images left for validation")
-    return test, val
-
-
-def load_gan(gan: str | None, dataset: str):
-    """``(Generator, params)`` of the DCGAN baseline, or None (with a printed note)."""
-    if gan == "none":
-        return None
-    from flowinv import checkpoints
-
-    name = gan or common.DEFAULT_GAN.get(dataset)
-    if name is None:
-        print(f"note: DCGAN baselines skipped (no shipped DCGAN for dataset {dataset!r}; "
-              "pass --gan)")
-        return None
-    try:
-        return checkpoints.load_gan(name)
-    except ValueError as e:
-        print(f"note: DCGAN baselines skipped ({e})")
-        return None
 
 
 def finite_images(x: Any) -> np.ndarray:
@@ -330,11 +291,12 @@ def run_cs(config, *, one_bit: bool, experiment: str) -> dict:
     prior_name = config.prior or common.DEFAULT_PRIOR.get(config.dataset, "glow-mnist")
     flow, params = flowinv.load_prior(prior_name)
     shape, n = tuple(flow.image_shape), flow.dim
-    test, val = load_images(config.dataset, shape, config.num_images, config.val_images)
+    test, val = common.load_test_and_val(config.dataset, shape, config.num_images,
+                                         config.val_images)
     images = jnp.asarray(np.concatenate([test, val]))
     batch = images.shape[0]
-    gan = load_gan(config.gan, config.dataset) if set(GAN_METHODS) & set(config.methods) \
-        else None
+    gan = (common.load_gan_or_none(config.gan, config.dataset, shape)
+           if set(GAN_METHODS) & set(config.methods) else None)
     methods = [m for m in config.methods if gan is not None or m not in GAN_METHODS]
     grids = {"map": config.betas, "map-probit": config.betas, "asim": config.gammas,
              "bora": config.gan_lams, "mle": ("",)}

@@ -179,3 +179,54 @@ def chunk_size() -> int | None:
     import jax
 
     return 8 if jax.default_backend() == "cpu" else None
+
+
+def load_gan_or_none(gan: str | None, dataset: str, image_shape: tuple | None = None):
+    """``(Generator, params)`` of the DCGAN baseline, or None with a note on stderr.
+
+    ``gan`` is ``"none"`` (skip), None (the shipped DCGAN for ``dataset``, if there is one) or a
+    shipped name / checkpoint folder. A missing or unreadable checkpoint, or one whose images
+    do not have ``image_shape``, skips the baseline instead of stopping the experiment.
+    """
+    import sys
+
+    from flowinv import checkpoints
+
+    if gan == "none":
+        return None
+    name = gan or DEFAULT_GAN.get(dataset)
+    if name is None:
+        print(f"note: DCGAN baseline skipped (no shipped DCGAN for dataset {dataset!r}; "
+              "pass --gan)", file=sys.stderr)
+        return None
+    try:
+        generator, params = checkpoints.load_gan(name)
+    except ValueError as e:
+        print(f"note: DCGAN baseline skipped ({e})", file=sys.stderr)
+        return None
+    if image_shape is not None and tuple(generator.image_shape) != tuple(image_shape):
+        print(f"note: DCGAN baseline skipped (its images are {tuple(generator.image_shape)}, "
+              f"the prior's {tuple(image_shape)})", file=sys.stderr)
+        return None
+    return generator, params
+
+
+def load_test_and_val(spec: str, shape, num_test: int,
+                      num_val: int) -> tuple[np.ndarray, np.ndarray]:
+    """``num_test`` test images and ``num_val`` validation images from the *training* split.
+
+    Datasets without a training split (evaluation-only sets such as ``lfw``) validate on test
+    images beyond the first ``num_test``, which are then never reported on.
+    """
+    from flowinv import data
+
+    test = data.load_dataset(spec, "test", image_shape=shape, limit=num_test)[:num_test]
+    try:
+        val = data.load_dataset(spec, "train", image_shape=shape, limit=num_val)[:num_val]
+    except ValueError:
+        more = data.load_dataset(spec, "test", image_shape=shape, limit=num_test + num_val)
+        val = more[num_test: num_test + num_val]
+    if len(test) == 0 or len(val) == 0:
+        raise ValueError(f"dataset {spec!r} gave {len(test)} test and {len(val)} validation "
+                         "images; need at least one of each")
+    return test, val

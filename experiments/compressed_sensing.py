@@ -134,14 +134,8 @@ def run(config: Config) -> dict:
     ood = config.ood_dataset or OOD.get(config.dataset)
     if ood and ood != "none":
         sets["ood"] = ood
-    gan = None
-    if "dcgan" in config.methods and config.gan != "none":
-        from flowinv import checkpoints
-
-        try:
-            gan = checkpoints.load_gan(config.gan or common.DEFAULT_GAN[config.dataset])
-        except (ValueError, KeyError) as e:
-            print(f"note: DCGAN baseline skipped ({e})")
+    gan = (common.load_gan_or_none(config.gan, config.dataset, shape)
+           if "dcgan" in config.methods else None)
     val = data.load_dataset(config.dataset, "train", image_shape=shape,
                             limit=config.val_images)
     table = common.ResultTable("compressed_sensing", config.dataset, prior_name)

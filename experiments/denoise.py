@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import pathlib
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -87,21 +86,6 @@ def config_from_args(args: argparse.Namespace) -> Config:
         progress=not args.no_progress)
 
 
-def _load_images(config: Config, shape) -> tuple[np.ndarray, np.ndarray]:
-    from flowinv import data
-
-    test = data.load_dataset(config.dataset, "test", image_shape=shape,
-                             limit=config.num_images)[: config.num_images]
-    try:
-        val = data.load_dataset(config.dataset, "train", image_shape=shape,
-                                limit=config.val_images)[: config.val_images]
-    except ValueError:  # datasets with a test split only (OOD sets): validate on other images
-        more = data.load_dataset(config.dataset, "test", image_shape=shape,
-                                 limit=config.num_images + config.val_images)
-        val = more[config.num_images: config.num_images + config.val_images]
-    return test, val
-
-
 def run(config: Config) -> dict:
     """Runs the experiment; returns ``{"rows": [...], "summary": [...], "out": path}``."""
     from tqdm.auto import tqdm
@@ -114,11 +98,12 @@ def run(config: Config) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     prior_name = config.prior or common.DEFAULT_PRIOR.get(config.dataset, "glow-mnist")
     flow, params = flowinv.load_prior(prior_name)
-    test, val = _load_images(config, flow.image_shape)
+    test, val = common.load_test_and_val(config.dataset, flow.image_shape,
+                                         config.num_images, config.val_images)
     images = np.concatenate([test, val])  # one batch: val images ride along for γ selection
     n_test = len(test)
     op = operators.identity(flow.image_shape)
-    gan = _load_gan(config)
+    gan = common.load_gan_or_none(config.gan, config.dataset, flow.image_shape)
 
     table = common.ResultTable("denoise", config.dataset, prior_name)
     curves = []  # (sigma, method, param, mean test psnr, mean val psnr)
@@ -248,21 +233,6 @@ def _plot_curves(path: pathlib.Path, curves: list[dict], config: Config, prior: 
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def _load_gan(config: Config):
-    if config.gan == "none":
-        return None
-    from flowinv import checkpoints
-
-    name = config.gan or common.DEFAULT_GAN.get(config.dataset)
-    if name is None:
-        return None
-    try:
-        return checkpoints.load_gan(name)
-    except ValueError as e:
-        print(f"note: DCGAN baseline skipped ({e})", file=sys.stderr)
-        return None
 
 
 def main(argv: list[str] | None = None) -> dict:

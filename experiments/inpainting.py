@@ -39,7 +39,6 @@ import argparse
 import dataclasses
 import math
 import pathlib
-import sys
 import time
 
 import jax
@@ -161,27 +160,6 @@ class SolveClock:
         self.seconds = self.wall - self.compile_seconds
 
 
-def load_test_and_val(spec: str, shape, num_test: int,
-                      num_val: int) -> tuple[np.ndarray, np.ndarray]:
-    """``num_test`` test images and ``num_val`` validation images from the *training* split.
-
-    Datasets without a training split (evaluation-only sets such as ``lfw``) validate on test
-    images beyond the first ``num_test``, which are then never reported on.
-    """
-    from flowinv import data
-
-    test = data.load_dataset(spec, "test", image_shape=shape, limit=num_test)[:num_test]
-    try:
-        val = data.load_dataset(spec, "train", image_shape=shape, limit=num_val)[:num_val]
-    except ValueError:
-        more = data.load_dataset(spec, "test", image_shape=shape, limit=num_test + num_val)
-        val = more[num_test: num_test + num_val]
-    if len(test) == 0 or len(val) == 0:
-        raise ValueError(f"dataset {spec!r} gave {len(test)} test and {len(val)} validation "
-                         "images; need at least one of each")
-    return test, val
-
-
 def recover_in_chunks(prior, y, operator, *, batch_size: int, key=None, **kwargs):
     """``flowinv.recover`` with a per-image operator, in chunks of at most ``batch_size``.
 
@@ -231,28 +209,6 @@ def make_masks(key, shape, kind: str, fraction: float, count: int) -> np.ndarray
     return np.asarray(jax.vmap(lambda k: operators.random_mask(k, shape, 1.0 - fraction))(keys))
 
 
-def _load_gan(config: Config, shape):
-    if config.gan == "none":
-        return None
-    from flowinv import checkpoints
-
-    name = config.gan or common.DEFAULT_GAN.get(config.dataset)
-    if name is None:
-        print(f"note: DCGAN baseline skipped (no shipped DCGAN for {config.dataset!r}; "
-              "pass --gan)", file=sys.stderr)
-        return None
-    try:
-        gan = checkpoints.load_gan(name)
-    except ValueError as e:
-        print(f"note: DCGAN baseline skipped ({e})", file=sys.stderr)
-        return None
-    if tuple(gan[0].image_shape) != tuple(shape):
-        print(f"note: DCGAN baseline skipped (its images are {gan[0].image_shape}, the prior's "
-              f"{tuple(shape)})", file=sys.stderr)
-        return None
-    return gan
-
-
 def run(config: Config) -> dict:
     """Runs the experiment; returns ``{"rows": [...], "summary": [...], "out": path}``."""
     from tqdm.auto import tqdm
@@ -265,13 +221,14 @@ def run(config: Config) -> dict:
     prior_name = config.prior or common.DEFAULT_PRIOR.get(config.dataset, "glow-mnist")
     flow, params = flowinv.load_prior(prior_name)
     shape = tuple(flow.image_shape)
-    test, val = load_test_and_val(config.dataset, shape, config.num_images, config.val_images)
+    test, val = common.load_test_and_val(config.dataset, shape, config.num_images,
+                                         config.val_images)
     sets = {"in-dist": (config.dataset, test)}
     ood = config.ood_dataset or OOD.get(config.dataset)
     if ood and ood != "none":
         sets["ood"] = (ood, data.load_dataset(ood, "test", image_shape=shape,
                                               limit=config.num_images)[: config.num_images])
-    gan = _load_gan(config, shape)
+    gan = common.load_gan_or_none(config.gan, config.dataset, shape)
 
     # One batch: for every mask setting, all test sets then the validation images.
     groups = [(name, spec, imgs) for name, (spec, imgs) in sets.items()]

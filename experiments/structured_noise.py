@@ -283,11 +283,11 @@ def run(config: Config) -> dict:
     prior_name = config.prior or common.DEFAULT_PRIOR.get(config.dataset, "glow-mnist")
     flow, params = flowinv.load_prior(prior_name)
     shape = tuple(flow.image_shape)
-    test, val = _whang_cs.load_images(config.dataset, shape, config.num_images,
-                                      config.val_images)
+    test, val = common.load_test_and_val(config.dataset, shape, config.num_images,
+                                           config.val_images)
     images = jnp.asarray(np.concatenate([test, val]))
     batch, nt = images.shape[0], len(test)
-    gan = (_whang_cs.load_gan(config.gan, config.dataset)
+    gan = (common.load_gan_or_none(config.gan, config.dataset, shape)
            if set(_whang_cs.GAN_METHODS) & set(config.methods) else None)
     noise_flow = digits = None
     if "digits" in config.noises:

@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import common
-from experiments.inpainting import SolveClock, load_test_and_val, recover_in_chunks, with_holes
+from experiments.inpainting import SolveClock, recover_in_chunks, with_holes
 
 QUICK = dict(num_images=2, val_images=2, maxiter=100, betas=(0.1, 1.0), gammas=(0.0, 0.01))
 # Whang et al.'s grids (appendix B) for β and γ, plus smaller values: σ of the noise model is a
@@ -127,7 +127,8 @@ def run(config: Config) -> dict:
     prior_name = config.prior or common.DEFAULT_PRIOR.get(config.dataset, "glow-patches64")
     flow, params = flowinv.load_prior(prior_name)
     shape = tuple(flow.image_shape)
-    test, val = load_test_and_val(config.dataset, shape, config.num_images, config.val_images)
+    test, val = common.load_test_and_val(config.dataset, shape, config.num_images,
+                                         config.val_images)
     nt = len(test)
     images = np.concatenate([test, val])  # one batch; the validation images pick β and γ
     keys = jax.random.split(jax.random.PRNGKey(config.seed), len(images))

@@ -97,8 +97,7 @@ def test_inpainting_masks_hide_the_requested_fraction():
 
 
 def test_inpainting_missing_gan_is_skipped(capsys):
-    config = inpainting.Config(dataset="digits", gan="/nonexistent/dcgan")
-    assert inpainting._load_gan(config, (8, 8, 1)) is None
+    assert common.load_gan_or_none("/nonexistent/dcgan", "digits", (8, 8, 1)) is None
     assert "DCGAN baseline skipped" in capsys.readouterr().err
 
 
