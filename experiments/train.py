@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--levels", type=_positive_int, default=None, help="override Glow levels")
     p.add_argument("--flow-steps", type=_positive_int, default=None,
                    help="override Glow steps per level")
+    p.add_argument("--actnorm-eps", type=_nonnegative_float, default=None,
+                   help="Glow only: constant added to every actnorm scale (default 5e-4, the "
+                        "Asim et al. supplement's stabiliser; 0 for plain Glow)")
     p.add_argument("--eval-every", type=_positive_int, default=None)
     p.add_argument("--ckpt-every", type=_positive_int, default=None)
     p.add_argument("--export", action="store_true",
@@ -62,10 +65,21 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
 def config_from_args(args: argparse.Namespace) -> train.TrainConfig:
     config = priors.prior_config(args.prior)
     arch = dict(config.architecture)
-    for key, value in (("width", args.width), ("levels", args.levels), ("steps", args.flow_steps)):
+    for key, value in (("width", args.width), ("levels", args.levels), ("steps", args.flow_steps),
+                       ("actnorm_eps", args.actnorm_eps)):
         if value is not None:
             arch[key] = value
     overrides = {"architecture": arch}

@@ -38,8 +38,18 @@ def flow_from_config(arch: dict) -> Flow:
     if not isinstance(arch, dict) or arch.get("type") not in FLOW_BUILDERS:
         raise ValueError(
             f"architecture must be a dict with 'type' in {sorted(FLOW_BUILDERS)}, got {arch!r}")
+    import inspect
+
+    builder = FLOW_BUILDERS[arch["type"]]
     kwargs = {k: v for k, v in arch.items() if k not in ("type", "image_shape")}
-    return FLOW_BUILDERS[arch["type"]](tuple(arch["image_shape"]), **kwargs)
+    known = set(inspect.signature(builder).parameters) - {"image_shape"}
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        raise ValueError(f"architecture of type {arch['type']!r} has unknown keys {unknown}; "
+                         f"expected some of {sorted(known)}")
+    if "image_shape" not in arch:
+        raise ValueError(f"architecture must give 'image_shape', got {arch!r}")
+    return builder(tuple(arch["image_shape"]), **kwargs)
 
 
 def flow_config(flow: Flow) -> dict:

@@ -50,6 +50,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 import flowinv
+from flowinv import checkpoints
 from flowinv.flows import StepStack
 from flowinv.flows.layers import (
     ActNorm,
@@ -192,6 +193,7 @@ class Case:
 S3, S4, S2 = (4, 4, 3), (4, 4, 4), (4, 4, 2)
 CASES: dict[str, Case] = {
     "actnorm": Case(lambda: LayerView(ActNorm()), S3),
+    "actnorm-eps0": Case(lambda: LayerView(ActNorm(0.0)), S3),
     "invconv-lu": Case(lambda: LayerView(InvConv1x1(4, seed=(1,))), S4),
     "invconv-plain": Case(lambda: LayerView(InvConv1x1(4, seed=(1,), lu=False)), S4),
     "coupling-affine": Case(lambda: LayerView(ChannelCoupling(3, 8)), S3),
@@ -518,6 +520,23 @@ def test_flows_are_hashable_values():
 # --------------------------------------------------------------------------------------------
 
 
+def test_glow_actnorm_eps_reaches_every_actnorm():
+    """``actnorm_eps`` is the ``ε`` of every actnorm (``s = exp(ℓ) + ε``), and it is part of
+    the function: the same params give a different ``G⁻¹`` for another ``ε``."""
+    eps = 0.25
+    flow = flowinv.glow((8, 8, 1), levels=2, steps=2, width=8, actnorm_eps=eps)
+    for level in range(flow.levels):
+        actnorms = [layer for step in flow._stack(level).steps for layer in step
+                    if isinstance(layer, ActNorm)]
+        assert len(actnorms) == flow.steps
+        assert all(layer.eps == eps for layer in actnorms)
+    x = jnp.asarray(np.random.default_rng(0).uniform(0.1, 0.9, (2, 8, 8, 1)), jnp.float32)
+    params = flow.init(jax.random.key(0), x)
+    plain = flowinv.glow((8, 8, 1), levels=2, steps=2, width=8, actnorm_eps=0.0)
+    assert not np.allclose(flow.inverse(params, x[0])[0], plain.inverse(params, x[0])[0])
+    assert checkpoints.flow_from_config(checkpoints.flow_config(flow)) == flow
+
+
 @pytest.mark.parametrize(("kwargs", "match"), [
     (dict(image_shape=(8, 8)), "image_shape"),
     (dict(image_shape=(8, 8, 0)), "image_shape"),
@@ -529,6 +548,8 @@ def test_flows_are_hashable_values():
     (dict(coupling="spline"), "coupling"),
     (dict(preprocess="log"), "preprocess"),
     (dict(clip=-1.0), "clip"),
+    (dict(actnorm_eps=-1e-3), "actnorm_eps"),
+    (dict(actnorm_eps=float("nan")), "actnorm_eps"),
 ])
 def test_glow_builder_validation(kwargs, match):
     kw = dict(image_shape=(8, 8, 3), levels=2, steps=2, width=16) | kwargs

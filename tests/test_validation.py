@@ -155,6 +155,12 @@ CASES = [
      ValueError, ["could not be restored"]),
     ("architecture-mismatch", lambda p, s, t: flowinv.load_prior(_mismatched_checkpoint(s, t)),
      ValueError, ["could not be restored"]),
+    ("sidecar-unknown-architecture-key", lambda p, s, t: checkpoints.flow_from_config(
+        {"type": "realnvp", "image_shape": [4, 4, 1], "actnorm_eps": 0.0}), ValueError,
+     ["unknown keys", "actnorm_eps"]),
+    ("actnorm-eps-negative", lambda p, s, t: flowinv.glow(SHAPE, levels=1, steps=1, width=4,
+                                                          actnorm_eps=-1e-3),
+     ValueError, ["actnorm_eps", "-0.001"]),
     ("gan-from-flow-checkpoint", lambda p, s, t: checkpoints.load_gan(s), ValueError,
      ["not a dcgan"]),
     ("prior-name-not-str", lambda p, s, t: flowinv.load_prior(3), TypeError, ["name"]),
@@ -192,8 +198,12 @@ CLI_CASES = [
     ("experiments.denoise", ["--no-such-flag"]),
     ("experiments.train", ["--prior", "glow-imagenet"]),
     ("experiments.train", ["--prior", "glow-mnist", "--lr", "0"]),
+    ("experiments.train", ["--prior", "glow-mnist", "--actnorm-eps", "-1"]),
+    ("experiments.train", ["--prior", "realnvp-mnist", "--actnorm-eps", "0"]),
     ("experiments.train_gan", ["--gan", "dcgan-imagenet"]),
     ("experiments.compressed_sensing", ["--num-images", "x"]),
+    ("experiments.stabilisers", ["--clip", "0"]),
+    ("experiments.stabilisers", ["--train-prior", "glow-imagenet"]),
 ]
 
 

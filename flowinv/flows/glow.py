@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from flowinv.flows.base import Array, Flow, Params, StepStack
 from flowinv.flows.layers import (
+    ACTNORM_EPS,
     ActNorm,
     ChannelCoupling,
     InvConv1x1,
@@ -50,6 +51,7 @@ class Glow(Flow):
     seed: int = 0
     unroll: int | bool | None = None
     preprocess: str = "center"
+    actnorm_eps: float = ACTNORM_EPS
 
     # ---- structure ------------------------------------------------------------------------
 
@@ -74,7 +76,7 @@ class Glow(Flow):
     def _stack(self, level: int) -> StepStack:
         c = self._level_shapes()[level][2]
         steps = tuple(
-            (ActNorm(),
+            (ActNorm(self.actnorm_eps),
              InvConv1x1(c, seed=(self.seed, level, k), lu=self.lu),
              ChannelCoupling(c, self.width, additive=self.coupling == "additive"))
             for k in range(self.steps))
@@ -177,6 +179,7 @@ def glow(
     seed: int = 0,
     unroll: int | bool | None = None,
     preprocess: str = "center",
+    actnorm_eps: float = ACTNORM_EPS,
 ) -> Glow:
     """Builds a Glow for images of ``image_shape = (H, W, C)``.
 
@@ -196,6 +199,8 @@ def glow(
         (see :class:`flowinv.flows.StepStack`).
       preprocess: ``"center"`` (``h = x − ½``, Glow) or ``"logit"``
         (``h = logit(α + (1−2α)x)``, RealNVP; α = 1e-6), a fixed bijection with its log-det.
+      actnorm_eps: the constant added to every actnorm scale (default 5e-4, the supplement's
+        stabiliser; 0 gives plain Glow actnorm). It is part of the trained function.
     """
     image_shape = tuple(int(d) for d in image_shape)
     if len(image_shape) != 3 or min(image_shape) < 1:
@@ -214,5 +219,9 @@ def glow(
         raise ValueError(f"preprocess must be 'center' or 'logit', got {preprocess!r}")
     if clip is not None and not clip > 0:
         raise ValueError(f"clip must be None or > 0, got {clip!r}")
+    if isinstance(actnorm_eps, bool) or not isinstance(actnorm_eps, int | float) \
+            or not actnorm_eps >= 0 or actnorm_eps == float("inf"):
+        raise ValueError(f"actnorm_eps must be a finite number >= 0, got {actnorm_eps!r}")
     return Glow(image_shape, levels, steps, width, coupling, bool(learn_prior), bool(lu),
-                None if clip is None else float(clip), int(seed), unroll, preprocess)
+                None if clip is None else float(clip), int(seed), unroll, preprocess,
+                float(actnorm_eps))
