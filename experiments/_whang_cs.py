@@ -323,7 +323,8 @@ def run_cs(config, *, one_bit: bool, experiment: str) -> dict:
         eta_pad = noise.diagonal_gaussian(std, mean)
         for meth in methods:
             for value in grids[meth]:
-                kw = dict(operator=op, maxiter=config.maxiter, solver=config.solver)
+                kw = dict(operator=op, maxiter=config.maxiter, solver=config.solver,
+                          chunk_size=common.chunk_size())
                 with common.Timer() as t:
                     if meth == "map":
                         r = flowinv.recover((flow, params), y, noise=eta_pad, method="map",
@@ -333,7 +334,8 @@ def run_cs(config, *, one_bit: bool, experiment: str) -> dict:
                                               std=jnp.broadcast_to(std, y.shape))
                         r = flowinv.recover((flow, params), y, operator=linear, noise=channel,
                                             method="map", beta=value, per_image_noise=True,
-                                            maxiter=config.maxiter, solver=config.solver)
+                                            maxiter=config.maxiter, solver=config.solver,
+                                            chunk_size=common.chunk_size())
                     elif meth == "asim":
                         r = flowinv.recover((flow, params), y, method="asim", gamma=value, **kw)
                     elif meth == "bora":

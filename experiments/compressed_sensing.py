@@ -109,7 +109,8 @@ def _csgm(gan, y, op, key, restarts, maxiter):
     best_x, best_loss = None, None
     for r in range(restarts):
         res = flowinv.recover(gan, y, operator=op, method="bora", gamma=0.1, init="normal",
-                              init_scale=1.0, key=jax.random.fold_in(key, r), maxiter=maxiter)
+                              init_scale=1.0, key=jax.random.fold_in(key, r), maxiter=maxiter,
+                              chunk_size=common.chunk_size())
         if best_x is None:
             best_x, best_loss = res.x, res.loss
         else:
@@ -156,7 +157,8 @@ def run(config: Config) -> dict:
         if "glow" in config.methods:
             with common.Timer() as t:
                 r = flowinv.recover((flow, params), y[:nt], operator=op, gamma=0.0,
-                                    init="zeros", maxiter=config.maxiter)
+                                    init="zeros", maxiter=config.maxiter,
+                                    chunk_size=common.chunk_size())
                 results["glow"] = (np.asarray(r.x), t)
         for basis in ("dct", "wavelet"):
             meth = f"lasso-{basis}"

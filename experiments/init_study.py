@@ -288,11 +288,13 @@ def run(config: Config) -> dict:
                 with common.Timer() as t:
                     if nm == "zeros":
                         r = flowinv.recover((flow, params), y, operator=op, gamma=gamma,
-                                            init="zeros", maxiter=config.maxiter)
+                                            init="zeros", maxiter=config.maxiter,
+                                            chunk_size=common.chunk_size())
                     else:
                         r = flowinv.recover((flow, params), y, operator=op, gamma=gamma,
                                             init="normal", init_scale=names[nm],
-                                            key=k_init, maxiter=config.maxiter)
+                                            key=k_init, maxiter=config.maxiter,
+                                            chunk_size=common.chunk_size())
                     r = jax.block_until_ready(r)
                 rec[nm] = (r, t.seconds)
                 bar.update()
@@ -301,7 +303,7 @@ def run(config: Config) -> dict:
                 with common.Timer() as t:
                     r = flowinv.recover((flow, params), jnp.tile(y, (len(inv_names), 1)),
                                         operator=op, gamma=gamma, init="inverse", x0=x0,
-                                        maxiter=config.maxiter)
+                                        maxiter=config.maxiter, chunk_size=common.chunk_size())
                     r = jax.block_until_ready(r)
                 for j, nm in enumerate(inv_names):
                     rec[nm] = (jax.tree.map(lambda a, j=j: a[j * nt:(j + 1) * nt], r),

@@ -323,7 +323,8 @@ def run(config: Config) -> dict:
                                               for yy in np.asarray(y)]) / a
                         else:
                             x_hat = _recover(meth, value, flow, params, gan, y, op, model,
-                                             maxiter=config.maxiter, solver=config.solver)
+                                             maxiter=config.maxiter, solver=config.solver,
+                                             chunk_size=common.chunk_size())
                     sweep.score(x_hat, setting_name=setting, setting_value=s, method=meth,
                                 param_value=value, seconds=t.seconds)
                     bar.update()

@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import common
-from experiments.inpainting import SolveClock, recover_in_chunks, with_holes
+from experiments.inpainting import SolveClock, with_holes
 
 QUICK = dict(num_images=2, val_images=2, maxiter=100, betas=(0.1, 1.0), gammas=(0.0, 0.01))
 # Whang et al.'s grids (appendix B) for β and γ, plus smaller values: σ of the noise model is a
@@ -68,7 +68,7 @@ class Config:
     betas: tuple[float, ...] = QUICK["betas"]
     gammas: tuple[float, ...] = QUICK["gammas"]
     solver: str = "optax-lbfgs"
-    batch_size: int = 64
+    batch_size: int | None = None  # None: common.chunk_size()
     seed: int = 0
     out: str = "results/subpixel"
     progress: bool = True
@@ -94,8 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="validation images (from the training split) used to pick β and γ")
     p.add_argument("--solver", choices=("optax-lbfgs", "lbfgs", "adam"),
                    default="optax-lbfgs", help="solver of both methods (default optax-lbfgs)")
-    p.add_argument("--batch-size", type=common.positive_int, default=64,
-                   help="images per solver call; larger batches are split (default 64)")
+    p.add_argument("--batch-size", type=common.positive_int, default=None,
+                   help="images per compiled solve; larger batches run in chunks (default 8 "
+                        "on a CPU, the whole batch elsewhere)")
     return p
 
 
@@ -159,10 +160,11 @@ def run(config: Config) -> dict:
     for method, value in tqdm(jobs, desc="sub-pixel imputation", disable=not config.progress):
         weights = {"beta": value} if method == "map" else {"gamma": value}
         with SolveClock() as clock:
-            r = recover_in_chunks((flow, params), y, op, batch_size=config.batch_size,
-                                  method=method, noise=model if method == "map" else None,
-                                  init="zeros", solver=config.solver,
-                                  maxiter=config.maxiter, **weights)
+            r = flowinv.recover((flow, params), y, operator=op, per_image_operator=True,
+                                chunk_size=config.batch_size or common.chunk_size(),
+                                method=method, noise=model if method == "map" else None,
+                                init="zeros", solver=config.solver,
+                                maxiter=config.maxiter, **weights)
             x_hat = np.asarray(r.x)
         score(x_hat, method, "beta" if method == "map" else "gamma", value, clock,
               jax.tree.map(np.asarray, r))
