@@ -225,6 +225,7 @@ def _plot(path, summary, n, prior):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     sets = sorted({r["test_set"] for r in summary})
     fig, axes = plt.subplots(2, len(sets), figsize=(5 * len(sets), 7), squeeze=False)
@@ -237,8 +238,11 @@ def _plot(path, summary, n, prior):
             ms = [p[0] / n for p in pts]
             axes[0, j].plot(ms, [p[1] for p in pts], "o-", label=meth)
             axes[1, j].plot(ms, [p[2] for p in pts], "o-", label=meth)
+        ratios = sorted({r["m"] / n for r in summary if r["test_set"] == s})
         for i, lab in enumerate(("PSNR (dB)", "SSIM")):
             axes[i, j].set_xscale("log")
+            axes[i, j].set_xticks(ratios, [f"{v:.2g}" for v in ratios], fontsize=7)
+            axes[i, j].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             axes[i, j].set_xlabel("m / n")
             axes[i, j].set_ylabel(lab)
             axes[i, j].grid(alpha=0.3)
