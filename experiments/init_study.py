@@ -174,8 +174,11 @@ def null_space_images(key: jax.Array, op, x_true: jax.Array, scale: float,
 
 @functools.partial(jax.jit, static_argnames=("flow",))
 def _inverse_batch(flow, params, xs):
-    """``G⁻¹(x_b)`` for a batch ``(B, H, W, C)`` (params traced, not baked in as constants)."""
-    return jax.vmap(lambda x: flow.inverse(params, x)[0])(xs)
+    """``G⁻¹(x_b)`` for a batch ``(B, H, W, C)`` (params traced, not baked in as constants), of
+    the images as ``recover`` inverts them (:func:`flowinv.recover.to_flow_support`)."""
+    from flowinv.recover import to_flow_support
+
+    return jax.vmap(lambda x: flow.inverse(params, x)[0])(to_flow_support(flow, xs))
 
 
 @functools.partial(jax.jit, static_argnames=("flow",))

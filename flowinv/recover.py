@@ -180,6 +180,13 @@ def initial_latents(prior, params, y: Array, op, *, init: str, key: Array | None
       with ``‖p‖ = init_scale·√n`` (Asim et al. supplement: an initialisation consistent with
       the measurements that is not the truth), clipped to ``[0, 1]`` where ``G⁻¹`` is defined
       (a flow with logit preprocessing has no preimage outside it).
+
+    For a flow with logit preprocessing every image is first moved to the centre of its 8-bit
+    dequantisation bin, ``x ↦ x·(1 − 2δ) + δ`` with ``δ = 1/512`` (:func:`to_flow_support`):
+    the flows train on ``(k + u)/256``, so pixels at exactly 0 or 1 sit at ``logit(α) ≈ ±13.8``,
+    far in tails the flow never saw, where L-BFGS stalls (measured: CS at m/n = 0.25 from
+    ``G⁻¹`` of another training digit, 4 training images, ``glow-mnist``, 60 iterations:
+    9.2 dB mean from the raw image, 12.6 dB from its bin centres).
     """
     batch = y.shape[0]
     if init == "zeros":
@@ -189,7 +196,9 @@ def initial_latents(prior, params, y: Array, op, *, init: str, key: Array | None
         return init_scale * jax.random.normal(key, (batch, dim), y.dtype)
     if not isinstance(prior, Flow):
         raise ValueError(f"init={init!r} needs an invertible (flow) prior")
-    inverse = functools.partial(_batched_inverse, prior, params)
+    def inverse(x):
+        return _batched_inverse(prior, params, to_flow_support(prior, x))
+
     if init == "lasso-wavelet":
         from flowinv.baselines import classical
 
@@ -210,6 +219,20 @@ def initial_latents(prior, params, y: Array, op, *, init: str, key: Array | None
     norms = jnp.sqrt(jnp.sum(p**2, axis=(1, 2, 3), keepdims=True))
     p = p * init_scale * math.sqrt(dim) / jnp.maximum(norms, 1e-12)
     return inverse(jnp.clip(x0 + p, 0.0, 1.0))
+
+
+BIN_CENTRE = 1.0 / 512  # half an 8-bit quantisation level
+
+
+def to_flow_support(flow, x: Array) -> Array:
+    """Images ``x`` in ``[0, 1]`` as ``G⁻¹`` of ``flow`` should see them.
+
+    Flows with logit preprocessing: ``x·(1 − 2δ) + δ``, ``δ = 1/512``, the centre of each 8-bit
+    dequantisation bin (at most ``δ`` from ``x``); other flows: ``x`` unchanged.
+    """
+    if getattr(flow, "preprocess", None) == "logit":
+        return x * (1 - 2 * BIN_CENTRE) + BIN_CENTRE
+    return x
 
 
 @functools.partial(jax.jit, static_argnums=0)
