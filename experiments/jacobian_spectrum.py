@@ -1,7 +1,9 @@
 """Jacobian of the Glow generator: singular-value decay and latent-perturbation sensitivity
 (Asim et al., supplement §1.6, Figs. 19–20).
 
-For test images ``x`` and their latents ``z = G⁻¹(x)``:
+For test images ``x`` and their latents ``z = G⁻¹(x)`` (for logit-preprocessed flows ``x`` at
+its 8-bit bin centres, as ``flowinv.recover`` inverts images: exact 0/1 pixels would put ``z``
+in tails where ``G(z + εv)`` overflows already at ``ε ≈ 0.003``):
 
 * **Spectrum** (Fig. 20): the singular values ``σ_1 ≥ … ≥ σ_n`` of ``J = ∂G/∂z`` at ``z``,
   plotted log-log (index ``i`` vs ``σ_i``), one curve per image. Since ``G`` is invertible,
@@ -210,8 +212,12 @@ def randomized_singular_values(flow, params, zs: jax.Array, key: jax.Array, rank
 
 @functools.partial(jax.jit, static_argnames=("flow",))
 def _inverse_batch(flow, params, xs):
-    """``(G⁻¹(x_b), log|det ∂G⁻¹/∂x|)`` for a batch ``(B, H, W, C)``."""
-    return jax.vmap(flow.inverse, in_axes=(None, 0))(params, xs)
+    """``(G⁻¹(x_b), log|det ∂G⁻¹/∂x|)`` for a batch ``(B, H, W, C)``, of the images as
+    ``recover`` inverts them (8-bit bin centres for logit flows,
+    :func:`flowinv.recover.to_flow_support`)."""
+    from flowinv.recover import to_flow_support
+
+    return jax.vmap(flow.inverse, in_axes=(None, 0))(params, to_flow_support(flow, xs))
 
 
 @functools.partial(jax.jit, static_argnames=("flow",))
