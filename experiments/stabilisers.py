@@ -22,7 +22,7 @@ with ``ε = 0``, then the same recoveries and its test bits/dim. Retrained model
 checkpoint.
 
 Writes ``results.csv``, ``summary.csv`` (mean PSNR and the number of images flagged
-``diverged`` per model × task × test set), ``psnr.png`` and ``samples_ood_cs.png`` under
+``diverged`` per model × task × test set), ``psnr.png`` and ``samples_ood_cs_part{1,2}.png`` under
 ``--out``.
 """
 
