@@ -296,3 +296,35 @@ def test_sharded_batch_matches_single_device():
         outs.append((res.stdout.strip().splitlines()[-1], np.load(os.path.join(cwd, "out.npy"))))
     assert outs[0][0] == "4"  # the result lives on all four devices
     np.testing.assert_allclose(outs[0][1], outs[1][1], rtol=1e-4, atol=1e-5)
+
+
+def test_batched_recovery_of_patches64_finishes():
+    """A vmapped solve of two 64×64×3 patches with the shipped ``glow-patches64`` returns.
+
+    It used to deadlock on a 2-core CPU with either L-BFGS (a batch of one, or Adam, did not):
+    the 1×1 convolutions' ``W⁻¹`` came from LAPACK triangular solves, custom calls that wait on
+    XLA's intra-op thread pool from inside it (see
+    ``test_flows.py::test_flows_compile_without_lapack_calls``). Run in a subprocess so a hang
+    fails this test after ``timeout`` seconds instead of stalling the suite; the solve itself
+    takes ~35 s on 2 cores.
+    """
+    script = textwrap.dedent("""
+        import jax.numpy as jnp, numpy as np, flowinv
+        from flowinv import data, operators
+        prior = flowinv.load_prior("glow-patches64")
+        x = jnp.asarray(data.load_dataset("patches64", "test", limit=2))
+        for solver in ("lbfgs", "optax-lbfgs"):
+            r = flowinv.recover(prior, x, operator=operators.identity(x.shape[1:]),
+                                gamma=0.01, maxiter=3, solver=solver)
+            assert r.x.shape == x.shape and bool(np.all(np.isfinite(np.asarray(r.x))))
+            print(solver, "ok", flush=True)
+    """)
+    timeout = 480
+    try:
+        res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                             timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"batched glow-patches64 recovery did not return in {timeout} s "
+                    f"(stdout: {e.stdout!r})")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split() == ["lbfgs", "ok", "optax-lbfgs", "ok"]
