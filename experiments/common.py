@@ -99,6 +99,16 @@ class ResultTable:
             w.writerows(self.rows)
 
 
+def parse_config(parser: argparse.ArgumentParser, config_from_args, argv: list[str] | None):
+    """Parses ``argv`` into an experiment's config; a ``ValueError`` from ``config_from_args``
+    becomes the CLI's usage error (exit status 2, message on stderr)."""
+    args = parser.parse_args(argv)
+    try:
+        return config_from_args(args)
+    except ValueError as e:
+        parser.error(str(e))
+
+
 def write_csv(path: pathlib.Path, rows: list[dict]) -> None:
     if not rows:
         path.write_text("")

@@ -236,13 +236,7 @@ def _plot_curves(path: pathlib.Path, curves: list[dict], config: Config, prior: 
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        config = config_from_args(args)
-    except ValueError as e:
-        parser.error(str(e))
-    return run(config)
+    return run(common.parse_config(build_parser(), config_from_args, argv))
 
 
 if __name__ == "__main__":

@@ -173,15 +173,6 @@ def null_space_images(key: jax.Array, op, x_true: jax.Array, scale: float,
 
 
 @functools.partial(jax.jit, static_argnames=("flow",))
-def _inverse_batch(flow, params, xs):
-    """``G⁻¹(x_b)`` for a batch ``(B, H, W, C)`` (params traced, not baked in as constants), of
-    the images as ``recover`` inverts them (:func:`flowinv.recover.to_flow_support`)."""
-    from flowinv.recover import to_flow_support
-
-    return jax.vmap(lambda x: flow.inverse(params, x)[0])(to_flow_support(flow, xs))
-
-
-@functools.partial(jax.jit, static_argnames=("flow",))
 def _forward_batch(flow, params, zs):
     """``G(z_b)`` for a batch ``(B, n)``."""
     return jax.vmap(lambda z: flow.forward(params, z)[0])(zs)
@@ -224,7 +215,7 @@ def run(config: Config) -> dict:
     import flowinv
     from flowinv import data, metrics, noise, operators
     from flowinv.baselines import classical
-    from flowinv.recover import initial_latents
+    from flowinv.recover import initial_latents, invert_images
 
     out = pathlib.Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -239,7 +230,7 @@ def run(config: Config) -> dict:
     rng = np.random.default_rng(config.seed)
     train_imgs = (_training_images(config, shape, nt, rng)
                   if "inverse-train" in config.inits else None)
-    inverse = lambda xs: _inverse_batch(flow, params, xs)
+    inverse = lambda xs: invert_images(flow, params, xs)[0]
     generate = lambda zs: _forward_batch(flow, params, zs)
     names = _init_names(config)
     g0 = min(config.gammas)  # the histories and sample sheets are shown at the smallest γ
@@ -504,13 +495,7 @@ def _plot_vs_z0(path, latents, names, config: Config, prior: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        config = config_from_args(args)
-    except ValueError as e:
-        parser.error(str(e))
-    return run(config)
+    return run(common.parse_config(build_parser(), config_from_args, argv))
 
 
 if __name__ == "__main__":

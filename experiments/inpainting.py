@@ -376,13 +376,7 @@ def _sample_sheets(out, summary, recovered, sets, settings, masks, y, slices,
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        config = config_from_args(args)
-    except ValueError as e:
-        parser.error(str(e))
-    return run(config)
+    return run(common.parse_config(build_parser(), config_from_args, argv))
 
 
 if __name__ == "__main__":

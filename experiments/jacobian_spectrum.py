@@ -211,16 +211,6 @@ def randomized_singular_values(flow, params, zs: jax.Array, key: jax.Array, rank
 
 
 @functools.partial(jax.jit, static_argnames=("flow",))
-def _inverse_batch(flow, params, xs):
-    """``(G⁻¹(x_b), log|det ∂G⁻¹/∂x|)`` for a batch ``(B, H, W, C)``, of the images as
-    ``recover`` inverts them (8-bit bin centres for logit flows,
-    :func:`flowinv.recover.to_flow_support`)."""
-    from flowinv.recover import to_flow_support
-
-    return jax.vmap(flow.inverse, in_axes=(None, 0))(params, to_flow_support(flow, xs))
-
-
-@functools.partial(jax.jit, static_argnames=("flow",))
 def _forward_batch(flow, params, zs):
     """``(G(z_b), log|det ∂G/∂z|)`` for a batch ``(B, n)``."""
     return jax.vmap(flow.forward, in_axes=(None, 0))(params, zs)
@@ -284,6 +274,7 @@ def run(config: Config) -> dict:
 
     import flowinv
     from flowinv import data
+    from flowinv.recover import invert_images
 
     if config.num_images < 2:
         raise ValueError("num_images must be >= 2 (natural directions join two test images)")
@@ -309,7 +300,7 @@ def run(config: Config) -> dict:
     bar = tqdm(total=3, desc="jacobian spectrum", disable=not config.progress)
 
     bar.set_postfix_str("latents")
-    zs = _inverse_batch(flow, params, jnp.asarray(test))[0]
+    zs = invert_images(flow, params, jnp.asarray(test))[0]
     bar.update()
 
     bar.set_postfix_str(f"spectrum ({solver})")
@@ -318,7 +309,7 @@ def run(config: Config) -> dict:
     with common.Timer() as t, jax.enable_x64(config.float64):
         dt = jnp.float64 if config.float64 else jnp.float32
         p_hi = jax.tree.map(lambda a: jnp.asarray(a, dt), params)
-        z_hi, logdet_inv = _inverse_batch(flow, p_hi, jnp.asarray(test[:ns], dt))
+        z_hi, logdet_inv = invert_images(flow, p_hi, jnp.asarray(test[:ns], dt))
         logdet = np.asarray(_forward_batch(flow, p_hi, z_hi)[1], np.float64)
         logdet_inv = np.asarray(logdet_inv, np.float64)
         if solver == "dense":
@@ -500,13 +491,7 @@ def _perturbation_sheet(path, flow, params, zs, nat, rnd, eps, truth) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        config = config_from_args(args)
-    except ValueError as e:
-        parser.error(str(e))
-    return run(config)
+    return run(common.parse_config(build_parser(), config_from_args, argv))
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from experiments import _whang_cs
+from experiments import _whang_cs, common
 
 METHODS = ("map", "map-probit", "mle", "asim", "bora")
 QUICK = dict(num_images=4, val_images=2, maxiter=50, ratios=(0.5, 2.0), noise_scale=0.1,
@@ -92,13 +92,7 @@ def run(config: Config) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        config = config_from_args(args)
-    except ValueError as e:
-        parser.error(str(e))
-    return run(config)
+    return run(common.parse_config(build_parser(), config_from_args, argv))
 
 
 if __name__ == "__main__":

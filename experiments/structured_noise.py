@@ -383,13 +383,7 @@ def _recover(method: str, value, flow, params, gan, y, op, model, **kw) -> np.nd
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        config = config_from_args(args)
-    except ValueError as e:
-        parser.error(str(e))
-    return run(config)
+    return run(common.parse_config(build_parser(), config_from_args, argv))
 
 
 if __name__ == "__main__":

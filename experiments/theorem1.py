@@ -221,13 +221,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        config = config_from_args(args)
-    except ValueError as e:
-        parser.error(str(e))
-    result = run(config)
+    result = run(common.parse_config(build_parser(), config_from_args, argv))
     print(common.format_table([{k: _cell(r[k]) for k in COLUMNS} for r in result["rows"]]))
     print()
     print(common.format_table(result["summary"]))

@@ -3,7 +3,7 @@
 The curated public API; submodules hold the rest:
 
 * flows: :func:`glow`, :func:`realnvp` (pure-function flows with explicit log-dets);
-* recovery: :func:`recover`, :class:`Recovery`, :class:`Generator`;
+* recovery: :func:`recover`, :class:`Recovery`, :class:`Generator`, :func:`invert_images`;
 * priors: :func:`load_prior`;
 * submodules ``operators``, ``noise``, ``losses``, ``solvers``, ``theory``, ``data``,
   ``metrics``, ``train``, ``checkpoints``, ``baselines``.
@@ -11,9 +11,9 @@ The curated public API; submodules hold the rest:
 
 from flowinv.checkpoints import load_prior
 from flowinv.flows import Flow, Glow, RealNVP, glow, num_params, realnvp
-from flowinv.recover import Generator, Recovery, recover
+from flowinv.recover import Generator, Recovery, invert_images, recover
 
 __version__ = "0.1.0"
 
-__all__ = ["Flow", "Generator", "Glow", "RealNVP", "Recovery", "glow", "load_prior",
-           "num_params", "realnvp", "recover"]
+__all__ = ["Flow", "Generator", "Glow", "RealNVP", "Recovery", "glow", "invert_images",
+           "load_prior", "num_params", "realnvp", "recover"]

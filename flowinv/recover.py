@@ -197,7 +197,7 @@ def initial_latents(prior, params, y: Array, op, *, init: str, key: Array | None
     if not isinstance(prior, Flow):
         raise ValueError(f"init={init!r} needs an invertible (flow) prior")
     def inverse(x):
-        return _batched_inverse(prior, params, to_flow_support(prior, x))
+        return invert_images(prior, params, x)[0]
 
     if init == "lasso-wavelet":
         from flowinv.baselines import classical
@@ -236,9 +236,14 @@ def to_flow_support(flow, x: Array) -> Array:
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _batched_inverse(flow: Flow, params, x: Array) -> Array:
-    """``G⁻¹`` of a batch of images ``(B, H, W, C) -> (B, n)``, compiled once per flow."""
-    return jax.vmap(lambda xx: flow.inverse(params, xx)[0])(x)
+def invert_images(flow: Flow, params, x: Array) -> tuple[Array, Array]:
+    """Latents of a batch of images in ``[0, 1]``, as :func:`recover` inverts them.
+
+    ``(B, H, W, C) -> (z, log_det)`` with ``z = G⁻¹(s(x_b))`` of shape ``(B, n)`` and
+    ``log_det = log|det ∂G⁻¹/∂x|`` at ``s(x_b)`` of shape ``(B,)``, where ``s`` is
+    :func:`to_flow_support`. Compiled once per flow and input shape (params are traced).
+    """
+    return jax.vmap(flow.inverse, in_axes=(None, 0))(params, to_flow_support(flow, x))
 
 
 def null_space_projection(op, v: Array, iters: int = 200) -> Array:

@@ -240,9 +240,9 @@ def test_initialisations(tiny):
 
 @pytest.mark.parametrize("preprocess", ["logit", "center"])
 def test_image_initialisations_use_the_flows_support(preprocess):
-    """``init="inverse"`` inverts logit flows at the 8-bit bin centres ``x(1 − 2δ) + δ``
-    (``δ = 1/512``), so saturated pixels do not land at ``logit(α) ≈ ±13.8``; centred flows
-    invert ``x`` itself."""
+    """``init="inverse"`` and ``invert_images`` invert logit flows at the 8-bit bin centres
+    ``x(1 − 2δ) + δ`` (``δ = 1/512``), so saturated pixels do not land at
+    ``logit(α) ≈ ±13.8``; centred flows invert ``x`` itself."""
     from flowinv.recover import initial_latents
 
     flow = flowinv.glow((4, 4, 1), levels=1, steps=1, width=4, preprocess=preprocess)
@@ -252,8 +252,12 @@ def test_image_initialisations_use_the_flows_support(preprocess):
     z0 = initial_latents(flow, params, x, operators.identity((4, 4, 1)), init="inverse",
                          key=None, init_scale=0.0, x0=x, dim=flow.dim)
     d = 1 / 512 if preprocess == "logit" else 0.0
-    expect = jax.vmap(lambda a: flow.inverse(params, a)[0])(x * (1 - 2 * d) + d)
+    expect, expect_logdet = jax.vmap(flow.inverse, in_axes=(None, 0))(params, x * (1 - 2 * d) + d)
     np.testing.assert_allclose(z0, expect, rtol=1e-5, atol=1e-5)
+    z, logdet = flowinv.invert_images(flow, params, x)
+    assert z.shape == (2, flow.dim) and logdet.shape == (2,)
+    np.testing.assert_allclose(z, expect, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(logdet, expect_logdet, rtol=1e-5, atol=1e-4)
     if preprocess == "logit":  # logit(1/512) ≈ −6.2 instead of logit(1e-6) ≈ −13.8
         raw = jax.vmap(lambda a: flow.inverse(params, a)[0])(x)
         assert float(jnp.abs(z0).max()) < 0.6 * float(jnp.abs(raw).max())
