@@ -71,7 +71,7 @@ NOISES = ("digits", "sinusoidal", "radial")
 METHODS = ("map", "asim", "bora", "mle", "bm3d", "noisy")
 DIGIT_FACTOR = 0.5
 QUICK = dict(num_images=4, val_images=2, maxiter=50, digit_scales=(0.25, 1.0),
-             sine_scales=(0.1, 0.3), radial_scales=(0.1, 0.3), betas=(0.01, 0.1),
+             sine_scales=(0.1, 0.3), radial_scales=(0.1, 0.3), betas=(0.01, 0.1, 1.0),
              gammas=(0.03, 0.3), gan_lams=(0.01, 0.1))
 FULL = dict(num_images=100, val_images=10, maxiter=300, digit_scales=(0.25, 0.75, 1.0),
             sine_scales=(0.05, 0.1, 0.2, 0.3, 0.5, 1.0),
