@@ -144,8 +144,11 @@ class InvConv1x1:
     with a fixed permutation ``P`` and fixed signs (constants drawn from ``seed``), ``L`` unit
     lower-triangular and ``U`` strictly upper-triangular, so ``log|det W| = Σ log s`` and any
     real parameters give an invertible ``W``. Params: ``{"lower", "upper": (C, C),
-    "log_s": (C,)}``. With ``lu=False``, ``W`` is a free ``(C, C)`` matrix (``{"weight"}``),
-    initialised to a random rotation, with ``log|det W|`` from ``slogdet``.
+    "log_s": (C,)}``; ``W⁻¹`` is computed with matmuls only
+    (:func:`lower_triangular_inverse`). With ``lu=False``, ``W`` is a free ``(C, C)`` matrix
+    (``{"weight"}``), initialised to a random rotation, with ``log|det W|`` from ``slogdet`` and
+    ``W⁻¹`` from ``inv``: LAPACK custom calls on the CPU, which can deadlock a vmapped solve on
+    a machine with few cores (see :func:`lower_triangular_inverse`); prefer ``lu=True`` there.
     """
 
     channels: int
