@@ -148,12 +148,23 @@ def checkpoint_root() -> pathlib.Path:
     return pathlib.Path(__file__).resolve().parents[1] / "checkpoints"
 
 
-def available_priors() -> list[str]:
-    """Names of the checkpoints under :func:`checkpoint_root` that have a sidecar."""
+def available_priors(kind: str | None = None) -> list[str]:
+    """Names of the checkpoints under :func:`checkpoint_root` that have a sidecar; with
+    ``kind`` (``"flow"`` or ``"dcgan"``), only those whose sidecar declares that kind."""
     root = checkpoint_root()
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if (p / SIDECAR).is_file())
+    names = sorted(p.name for p in root.iterdir() if (p / SIDECAR).is_file())
+    if kind is None:
+        return names
+    out = []
+    for name in names:
+        try:
+            if read_metadata(root / name).get("kind") == kind:
+                out.append(name)
+        except ValueError:
+            continue
+    return out
 
 
 def load_prior(name: str) -> tuple[Flow, Params]:
@@ -170,7 +181,7 @@ def load_prior(name: str) -> tuple[Flow, Params]:
     if not path.is_dir():
         raise ValueError(
             f"unknown prior {str(name)!r}: not a checkpoint folder and not one of "
-            f"{available_priors()} (under {checkpoint_root()})")
+            f"{available_priors('flow')} (under {checkpoint_root()})")
     metadata = read_metadata(path)
     if "architecture" not in metadata:
         raise ValueError(f"checkpoint {str(path)!r}: sidecar has no 'architecture'")
@@ -211,7 +222,7 @@ def load_gan(name: str | os.PathLike):
     if not path.is_dir():
         raise ValueError(
             f"unknown GAN {str(name)!r}: not a checkpoint folder and not one of "
-            f"{available_priors()} (under {checkpoint_root()})")
+            f"{available_priors('dcgan')} (under {checkpoint_root()})")
     metadata = read_metadata(path)
     if metadata.get("kind") != "dcgan" or "dcgan" not in metadata:
         raise ValueError(f"checkpoint {str(path)!r} is not a DCGAN (sidecar kind "

@@ -58,6 +58,17 @@ def test_checkpoint_round_trip_and_validation(tmp_path):
         checkpoints.load_prior("no-such-prior")
 
 
+def test_available_priors_filters_by_kind():
+    """Error messages list only checkpoints of the kind asked for (a GAN name is never offered
+    a flow, and the other way round)."""
+    flows, gans = checkpoints.available_priors("flow"), checkpoints.available_priors("dcgan")
+    assert sorted(flows + gans) == checkpoints.available_priors()
+    assert "glow-mnist" in flows and "dcgan-mnist" in gans
+    with pytest.raises(ValueError, match="unknown GAN") as e:
+        checkpoints.load_gan("no-such-gan")
+    assert "glow-mnist" not in str(e.value) and "dcgan-mnist" in str(e.value)
+
+
 def _train_cmd(workdir, steps):
     return [sys.executable, "-m", "experiments.train", "--prior", "glow-digits", "--steps",
             str(steps), "--width", "8", "--flow-steps", "2", "--batch-size", "32",
