@@ -197,7 +197,7 @@ def initial_latents(prior, params, y: Array, op, *, init: str, key: Array | None
     if not isinstance(prior, Flow):
         raise ValueError(f"init={init!r} needs an invertible (flow) prior")
     def inverse(x):
-        return invert_images(prior, params, x)[0]
+        return _invert_images(prior, params, x)[0]
 
     if init == "lasso-wavelet":
         from flowinv.baselines import classical
@@ -235,14 +235,38 @@ def to_flow_support(flow, x: Array) -> Array:
     return x
 
 
-@functools.partial(jax.jit, static_argnums=0)
 def invert_images(flow: Flow, params, x: Array) -> tuple[Array, Array]:
     """Latents of a batch of images in ``[0, 1]``, as :func:`recover` inverts them.
 
     ``(B, H, W, C) -> (z, log_det)`` with ``z = G⁻¹(s(x_b))`` of shape ``(B, n)`` and
     ``log_det = log|det ∂G⁻¹/∂x|`` at ``s(x_b)`` of shape ``(B,)``, where ``s`` is
     :func:`to_flow_support`. Compiled once per flow and input shape (params are traced).
+    Raises ``TypeError``/``ValueError`` for a non-flow, non-float images, a shape other than
+    ``(B, *flow.image_shape)``, or pixels outside ``[0, 1]`` (where ``G⁻¹`` is undefined).
     """
+    if not isinstance(flow, Flow):
+        raise TypeError(f"flow must be a flowinv Flow, got {type(flow).__name__}")
+    x = jnp.asarray(x)
+    if x.ndim != 1 + len(flow.image_shape) or tuple(x.shape[1:]) != tuple(flow.image_shape):
+        raise ValueError(f"x must have shape (B, *{tuple(flow.image_shape)}), "
+                         f"got {tuple(x.shape)}")
+    _check_pixels("x", x)
+    return _invert_images(flow, params, x)
+
+
+def _check_pixels(name: str, x: Array) -> None:
+    """Floating point images with every pixel in ``[0, 1]`` (so no NaN or inf either)."""
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"{name} must be floating point images, got dtype {x.dtype}")
+    lo, hi = float(jnp.min(x)), float(jnp.max(x))
+    if not (0.0 <= lo and hi <= 1.0):
+        raise ValueError(f"{name} must hold images with pixel values in [0, 1] (G⁻¹ is only "
+                         f"defined there), got values in [{lo:.4g}, {hi:.4g}]")
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _invert_images(flow: Flow, params, x: Array) -> tuple[Array, Array]:
+    """:func:`invert_images` without the checks."""
     return jax.vmap(flow.inverse, in_axes=(None, 0))(params, to_flow_support(flow, x))
 
 
@@ -367,12 +391,7 @@ def recover(
                 ((tuple(prior.image_shape)),) if single else ()):
             raise ValueError(f"x0 must have shape {(batch, *prior.image_shape)}, "
                              f"got {tuple(x0.shape)}")
-        if not jnp.issubdtype(x0.dtype, jnp.floating):
-            raise TypeError(f"x0 must be floating point images, got dtype {x0.dtype}")
-        lo, hi = float(jnp.min(x0)), float(jnp.max(x0))
-        if not (0.0 <= lo and hi <= 1.0):
-            raise ValueError(f"x0 must hold images with pixel values in [0, 1] (G⁻¹ is only "
-                             f"defined there), got values in [{lo:.4g}, {hi:.4g}]")
+        _check_pixels("x0", x0)
     dim = prior.latent_dim if isinstance(prior, Generator) else prior.dim
 
     if init in ("lasso-wavelet", "null-space") and per_image_operator:

@@ -163,6 +163,15 @@ CASES = [
      ValueError, ["actnorm_eps", "-0.001"]),
     ("gan-from-flow-checkpoint", lambda p, s, t: checkpoints.load_gan(s), ValueError,
      ["not a dcgan"]),
+    # invert_images
+    ("invert-images-wrong-shape", lambda p, s, t: flowinv.invert_images(*p, _y(2, 4, 4, 3)),
+     ValueError, ["x", "(2, 4, 4, 3)"]),
+    ("invert-images-pixels-outside-unit-interval",
+     lambda p, s, t: flowinv.invert_images(*p, _y(2, *SHAPE, fill=1.5)), ValueError,
+     ["x", "[0, 1]"]),
+    ("invert-images-integer-dtype",
+     lambda p, s, t: flowinv.invert_images(*p, jnp.zeros((2, *SHAPE), jnp.int32)), TypeError,
+     ["x", "int32"]),
     ("prior-name-not-str", lambda p, s, t: flowinv.load_prior(3), TypeError, ["name"]),
     # data
     ("unknown-dataset", lambda p, s, t: data.load_dataset("imagenet"), ValueError,
