@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import platform
 import shlex
 import sys
@@ -34,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_positive_int, default=None, help="override training steps")
     p.add_argument("--batch-size", type=_positive_int, default=None, help="override batch size")
     p.add_argument("--seed", type=int, default=None, help="override the seed")
+    p.add_argument("--r1", type=_nonnegative_float, default=None,
+                   help="override the weight of the R1 gradient penalty (0: none)")
     p.add_argument("--export", action="store_true",
                    help="write the result to checkpoints/NAME (replacing the shipped one)")
     p.add_argument("--export-to", default=None, help="write the result to this folder")
@@ -48,6 +51,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
     return value
 
 
@@ -67,7 +80,7 @@ def run(config: priors.GANConfig, *, export_to: str | None = None, command: str 
     t0 = time.time()
     params, history = dcgan.train_dcgan(
         jax.random.PRNGKey(config.seed), images, config=arch, steps=config.steps,
-        batch_size=config.batch_size, lr=config.lr, b1=config.b1, progress=progress,
+        batch_size=config.batch_size, lr=config.lr, b1=config.b1, r1=config.r1, progress=progress,
         return_history=True)
     seconds = time.time() - t0
     tail = max(1, min(100, config.steps // 10))
@@ -102,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
     config = priors.gan_config(args.gan)
-    overrides = {k: getattr(args, k) for k in ("steps", "batch_size", "seed")
+    overrides = {k: getattr(args, k) for k in ("steps", "batch_size", "seed", "r1")
                  if getattr(args, k) is not None}
     config = dataclasses.replace(config, **overrides)
     export_to = args.export_to or (str(checkpoints.checkpoint_root() / args.gan)

@@ -53,6 +53,7 @@ class GANConfig:
       dataset: training data (``flowinv.data.load_dataset`` spec; train split only).
       image_shape, latent_dim, base_channels: the :class:`flowinv.baselines.dcgan.DCGANConfig`.
       steps, batch_size, lr, b1, seed: the adversarial training (Radford et al. defaults).
+      r1: weight of the R1 gradient penalty on the discriminator (0: none).
     """
 
     dataset: str
@@ -63,6 +64,7 @@ class GANConfig:
     batch_size: int = 64
     lr: float = 2e-4
     b1: float = 0.5
+    r1: float = 0.0
     seed: int = 0
 
 
@@ -70,7 +72,7 @@ GANS: dict[str, GANConfig] = {
     "dcgan-mnist": GANConfig(dataset="mnist", image_shape=(28, 28, 1), latent_dim=100,
                              base_channels=32, batch_size=32, steps=2000),
     "dcgan-patches64": GANConfig(dataset="patches64", image_shape=(64, 64, 3), latent_dim=100,
-                                 base_channels=16, batch_size=32, steps=1500),
+                                 base_channels=16, batch_size=32, steps=1500, r1=1.0),
 }
 
 

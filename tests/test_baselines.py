@@ -4,6 +4,8 @@ do not depend on flowinv.operators."""
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -264,6 +266,21 @@ def test_dcgan_training_runs_and_is_deterministic():
     assert x.shape == (16, 16, 1)
 
 
+def test_dcgan_r1_penalty_is_the_mean_squared_pixel_gradient_of_each_real_logit():
+    cfg = dcgan.DCGANConfig((16, 16, 1), latent_dim=8, base_channels=4)
+    params = dcgan.init_params(jax.random.PRNGKey(0), cfg)
+    real = jnp.asarray(np.stack([piecewise_smooth((16, 16, 1), seed=s) for s in range(4)]))
+    z = jax.random.normal(jax.random.PRNGKey(1), (4, 8))
+    loss = functools.partial(dcgan.discriminator_loss, params["discriminator"],
+                             params["generator"], real, z, config=cfg)
+    # one image at a time (the discriminator has no coupling across its batch)
+    logit = lambda x: dcgan.discriminator_apply(params["discriminator"], x, config=cfg)
+    sq_norms = jax.vmap(lambda x: jnp.sum(jax.grad(logit)(x) ** 2))(real)
+    assert float(jnp.min(sq_norms)) > 0
+    np.testing.assert_allclose(loss(r1=4.0) - loss(r1=0.0), 2.0 * jnp.mean(sq_norms),
+                               rtol=1e-4)
+
+
 def test_dcgan_validation():
     with pytest.raises(ValueError, match="image_shape"):
         dcgan.DCGANConfig((7, 7, 1))
@@ -275,6 +292,8 @@ def test_dcgan_validation():
         dcgan.generator_apply(params, jnp.zeros((2, 4)), image_shape=cfg)
     with pytest.raises(ValueError, match="images must have shape"):
         dcgan.train_dcgan(jax.random.PRNGKey(0), np.zeros((4, 8, 8, 3)), config=cfg, steps=1)
+    with pytest.raises(ValueError, match="r1"):
+        dcgan.train_dcgan(jax.random.PRNGKey(0), np.zeros((4, 8, 8, 1)), config=cfg, r1=-1.0)
     with pytest.raises(ValueError, match=r"in \[0, 1\]"):
         dcgan.train_dcgan(jax.random.PRNGKey(0), np.full((4, 8, 8, 1), 2.0), config=cfg,
                           steps=1)

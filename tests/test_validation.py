@@ -210,6 +210,7 @@ CLI_CASES = [
     ("experiments.train", ["--prior", "glow-mnist", "--actnorm-eps", "-1"]),
     ("experiments.train", ["--prior", "realnvp-mnist", "--actnorm-eps", "0"]),
     ("experiments.train_gan", ["--gan", "dcgan-imagenet"]),
+    ("experiments.train_gan", ["--gan", "dcgan-mnist", "--r1", "-1"]),
     ("experiments.compressed_sensing", ["--num-images", "x"]),
     ("experiments.stabilisers", ["--clip", "0"]),
     ("experiments.stabilisers", ["--train-prior", "glow-imagenet"]),
