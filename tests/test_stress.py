@@ -8,7 +8,8 @@ could have learned, which is the point. Each solve is checked for:
 * consistent flags: each image stopped for a reason (``converged``, ``diverged`` or
   ``iterations == maxiter``), and ``diverged`` is set exactly when the last loss it reached is
   non-finite;
-* independence: an image solved beside the stress batch gives the same result as alone.
+* independence: an image solved beside the stress batch gives the same result as beside
+  benign images, and the loss it reaches alone.
 """
 
 from __future__ import annotations
@@ -90,14 +91,25 @@ def test_stress_batch_stays_finite_and_flagged(prior, case):
     _check(r)
 
 
-def test_an_image_beside_the_stress_batch_is_solved_as_if_alone(prior):
-    flow, params = prior
+def test_an_image_beside_the_stress_batch_is_solved_as_beside_benign_images(prior):
+    """One bad image never spoils the others: the good image's solve beside the stress batch
+    is bit-for-bit its solve beside copies of itself (the same compiled program, so any
+    difference is leakage between images), and it reaches the loss it reaches alone.
+
+    Not ``x`` against the solve alone: a batch of 8 and a batch of 1 compile to programs whose
+    convolutions and W⁻¹ round differently in the last bit, and on the flat valley of this
+    random prior that moves the relative-change stop by up to 8 iterations and ``x`` by ~1e-4
+    while the loss agrees to 1e-6.
+    """
     op = operators.identity(SHAPE)
     good = jnp.clip(0.5 + 0.1 * jax.random.normal(jax.random.PRNGKey(3), SHAPE), 0, 1)
-    batch = jnp.concatenate([good[None], _stress_batch()])
-    rb = flowinv.recover(prior, batch, operator=op, gamma=0.1, maxiter=MAXITER)
-    r1 = flowinv.recover(prior, good, operator=op, gamma=0.1, maxiter=MAXITER)
-    # Not bitwise: XLA's convolutions round differently at batch 8 and batch 1, which can move
-    # the relative-change stop by an iteration, but the recovered image agrees.
-    np.testing.assert_allclose(rb.x[0], r1.x, rtol=1e-4, atol=1e-5)
-    assert not bool(rb.diverged[0])
+    stress = jnp.concatenate([good[None], _stress_batch()])
+    benign = jnp.broadcast_to(good, stress.shape)
+    r_stress, r_benign = (flowinv.recover(prior, b, operator=op, gamma=0.1, maxiter=MAXITER)
+                          for b in (stress, benign))
+    for field in ("x", "z", "loss", "iterations", "converged", "diverged"):
+        np.testing.assert_array_equal(getattr(r_stress, field)[0], getattr(r_benign, field)[0],
+                                      err_msg=field)
+    assert not bool(r_stress.diverged[0])
+    alone = flowinv.recover(prior, good, operator=op, gamma=0.1, maxiter=MAXITER)
+    np.testing.assert_allclose(r_stress.loss[0], alone.loss, rtol=1e-5)
