@@ -6,6 +6,20 @@ import jax
 import pytest
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drops JAX's compiled programs after each test module.
+
+    A worker of ``pytest -n 2`` runs ~300 tests in one process, and JAX keeps every compiled
+    executable alive in its caches; by the end of the suite a worker held several GB, and in
+    two CI runs a worker died with a segfault inside XLA's compiler near the end (in
+    ``tests/test_stress.py``, which passes in a process of its own). Modules share no compiled
+    programs worth keeping, so clearing between modules bounds the worker's memory.
+    """
+    yield
+    jax.clear_caches()
+
+
 @pytest.fixture
 def x64():
     """Runs one test with float64 enabled in JAX, restoring the previous setting afterwards.
