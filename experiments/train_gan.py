@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import platform
 import shlex
 import sys
@@ -22,6 +21,7 @@ import time
 import jax
 import numpy as np
 
+from experiments import common
 from flowinv import checkpoints, data, priors
 from flowinv.baselines import dcgan
 from flowinv.flows import num_params
@@ -32,36 +32,18 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--gan", required=True, choices=sorted(priors.GANS),
                    help="which shipped DCGAN to train")
-    p.add_argument("--steps", type=_positive_int, default=None, help="override training steps")
-    p.add_argument("--batch-size", type=_positive_int, default=None, help="override batch size")
+    p.add_argument("--steps", type=common.positive_int, default=None,
+                   help="override training steps")
+    p.add_argument("--batch-size", type=common.positive_int, default=None,
+                   help="override batch size")
     p.add_argument("--seed", type=int, default=None, help="override the seed")
-    p.add_argument("--r1", type=_nonnegative_float, default=None,
+    p.add_argument("--r1", type=common.nonnegative_float, default=None,
                    help="override the weight of the R1 gradient penalty (0: none)")
     p.add_argument("--export", action="store_true",
                    help="write the result to checkpoints/NAME (replacing the shipped one)")
     p.add_argument("--export-to", default=None, help="write the result to this folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _nonnegative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
 
 
 def training_images(config: priors.GANConfig) -> np.ndarray:

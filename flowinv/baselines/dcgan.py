@@ -310,10 +310,12 @@ def discriminator_loss(d_params: Any, g_params: Any, real: Array, z: Array, *,
     """
     gen, disc = Generator.from_config(config), Discriminator.from_config(config)
     fake = lax.stop_gradient(gen.apply(g_params, z))
-    loss = (jnp.mean(jax.nn.softplus(-disc.apply(d_params, real)))
+    real_logits, pull_back = jax.vjp(lambda x: disc.apply(d_params, x), real)
+    loss = (jnp.mean(jax.nn.softplus(-real_logits))
             + jnp.mean(jax.nn.softplus(disc.apply(d_params, fake))))
     if r1:
-        grad = jax.grad(lambda x: jnp.sum(disc.apply(d_params, x)))(real)
+        # D scores each image alone, so one pull-back of ones gives every ∇_x D(x_i).
+        (grad,) = pull_back(jnp.ones_like(real_logits))
         loss = loss + 0.5 * r1 * jnp.mean(jnp.sum(grad**2, axis=(1, 2, 3)))
     return loss
 
