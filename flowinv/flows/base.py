@@ -74,21 +74,41 @@ class StepStack:
                                       (params, self._consts()), unroll=self._unroll())
         return z, logdet
 
+    def _prepare_forward(self, params: Params, consts: tuple[Any, ...]) -> tuple[Any, ...]:
+        """Per layer position, the result of ``prepare_forward`` (a layer's ``z``-independent
+        work in the generative direction, e.g. the 1×1 convolution's ``W⁻¹``) for all ``K``
+        steps in one batched call; ``None`` where a layer has no such hook. Done before the
+        scan, it appears once in the compiled program rather than once per unrolled step."""
+        out = []
+        for j, layer in enumerate(self.steps[0]):
+            if not hasattr(layer, "prepare_forward"):
+                out.append(None)
+            elif consts[j] is None:
+                out.append(jax.vmap(layer.prepare_forward)(params[j]))
+            else:
+                out.append(jax.vmap(layer.prepare_forward)(params[j], consts[j]))
+        return tuple(out)
+
     def forward_and_log_det(self, params: Params, z: Array) -> tuple[Array, Array]:
         template = self.steps[0]
+        consts = self._consts()
+        prepared = self._prepare_forward(params, consts)
 
         def body(carry, xs):
             h, logdet = carry
-            p, c = xs
+            p, c, prep = xs
             for j in reversed(range(len(template))):
-                h, ld = self._apply_layer(template[j], p[j], c[j], h, "forward")
+                if prep[j] is None:
+                    h, ld = self._apply_layer(template[j], p[j], c[j], h, "forward")
+                else:
+                    h, ld = template[j].forward_prepared(prep[j], h)
                 logdet = logdet + ld
             if self.clip is not None:
                 h = jnp.clip(h, -self.clip, self.clip)
             return (h, logdet), None
 
         (x, logdet), _ = jax.lax.scan(
-            body, (z, jnp.zeros((), z.dtype)), (params, self._consts()), reverse=True,
+            body, (z, jnp.zeros((), z.dtype)), (params, consts, prepared), reverse=True,
             unroll=self._unroll())
         return x, logdet
 

@@ -192,8 +192,23 @@ class InvConv1x1:
         return x @ w.T, x.shape[0] * x.shape[1] * logdet
 
     def forward_and_log_det(self, params: Params, z: Array, consts=None) -> tuple[Array, Array]:
+        return self.forward_prepared(self.prepare_forward(params, consts), z)
+
+    def prepare_forward(self, params: Params, consts=None) -> dict[str, Array]:
+        """What the generative direction needs, computed once per set of params:
+        ``{"inverse_weight": W⁻¹ (C, C), "log_det": log|det W|}``.
+
+        :class:`~flowinv.flows.base.StepStack` computes it for all ``K`` steps at once, before
+        its scan, so a compiled Glow holds one batched ``W⁻¹`` per level instead of ``K``.
+        """
         _, logdet = self.weight(params, consts)
-        return z @ self.inverse_weight(params, consts).T, -z.shape[0] * z.shape[1] * logdet
+        return {"inverse_weight": self.inverse_weight(params, consts), "log_det": logdet}
+
+    def forward_prepared(self, prepared: dict[str, Array], z: Array) -> tuple[Array, Array]:
+        """``x = W⁻¹ z`` at every pixel, log-det ``-HW log|det W|``; ``prepared`` from
+        :meth:`prepare_forward`."""
+        x = z @ prepared["inverse_weight"].T
+        return x, -z.shape[0] * z.shape[1] * prepared["log_det"]
 
     def init(self, key: Array, x_batch: Array) -> tuple[Params, Array]:
         del key
