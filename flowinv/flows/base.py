@@ -79,15 +79,9 @@ class StepStack:
         work in the generative direction, e.g. the 1×1 convolution's ``W⁻¹``) for all ``K``
         steps in one batched call; ``None`` where a layer has no such hook. Done before the
         scan, it appears once in the compiled program rather than once per unrolled step."""
-        out = []
-        for j, layer in enumerate(self.steps[0]):
-            if not hasattr(layer, "prepare_forward"):
-                out.append(None)
-            elif consts[j] is None:
-                out.append(jax.vmap(layer.prepare_forward)(params[j]))
-            else:
-                out.append(jax.vmap(layer.prepare_forward)(params[j], consts[j]))
-        return tuple(out)
+        return tuple(jax.vmap(layer.prepare_forward)(params[j], consts[j])
+                     if hasattr(layer, "prepare_forward") else None
+                     for j, layer in enumerate(self.steps[0]))
 
     def forward_and_log_det(self, params: Params, z: Array) -> tuple[Array, Array]:
         template = self.steps[0]

@@ -160,29 +160,33 @@ class InvConv1x1:
         p, _, _, sign = _lu_constants(self.channels, self.seed)
         return p, sign
 
-    def weight(self, params: Params, consts=None) -> tuple[Array, Array]:
-        """Returns ``(W, log|det W|)``."""
-        if not self.lu:
-            w = params["weight"]
-            return w, jnp.linalg.slogdet(w)[1]
+    def _lu_factors(self, params: Params, consts=None) -> tuple[Array, Array, Array]:
+        """``(P, L, U)`` with ``W = P L U`` (LU case): ``L`` unit lower-, ``U`` upper-triangular."""
         dtype = params["log_s"].dtype
         p, sign = self.constants() if consts is None else consts
         p, sign = jnp.asarray(p, dtype), jnp.asarray(sign, dtype)
-        eye = jnp.eye(self.channels, dtype=dtype)
-        lower = jnp.tril(params["lower"], -1) + eye
+        lower = jnp.tril(params["lower"], -1) + jnp.eye(self.channels, dtype=dtype)
         upper = jnp.triu(params["upper"], 1) + jnp.diag(sign * jnp.exp(params["log_s"]))
-        return p @ lower @ upper, jnp.sum(params["log_s"])
+        return p, lower, upper
+
+    def _log_abs_det(self, params: Params) -> Array:
+        """``log|det W|``: ``Σ log s`` in the LU case."""
+        if not self.lu:
+            return jnp.linalg.slogdet(params["weight"])[1]
+        return jnp.sum(params["log_s"])
+
+    def weight(self, params: Params, consts=None) -> tuple[Array, Array]:
+        """Returns ``(W, log|det W|)``."""
+        if not self.lu:
+            return params["weight"], self._log_abs_det(params)
+        p, lower, upper = self._lu_factors(params, consts)
+        return p @ lower @ upper, self._log_abs_det(params)
 
     def inverse_weight(self, params: Params, consts=None) -> Array:
         """``W⁻¹``, from the inverses of its triangular factors in the LU case."""
         if not self.lu:
             return jnp.linalg.inv(params["weight"])
-        dtype = params["log_s"].dtype
-        p, sign = self.constants() if consts is None else consts
-        p, sign = jnp.asarray(p, dtype), jnp.asarray(sign, dtype)
-        eye = jnp.eye(self.channels, dtype=dtype)
-        lower = jnp.tril(params["lower"], -1) + eye
-        upper = jnp.triu(params["upper"], 1) + jnp.diag(sign * jnp.exp(params["log_s"]))
+        p, lower, upper = self._lu_factors(params, consts)
         lower_inv = lower_triangular_inverse(lower)
         upper_inv = lower_triangular_inverse(upper.T).T
         return upper_inv @ lower_inv @ p.T
@@ -201,8 +205,8 @@ class InvConv1x1:
         :class:`~flowinv.flows.base.StepStack` computes it for all ``K`` steps at once, before
         its scan, so a compiled Glow holds one batched ``W⁻¹`` per level instead of ``K``.
         """
-        _, logdet = self.weight(params, consts)
-        return {"inverse_weight": self.inverse_weight(params, consts), "log_det": logdet}
+        return {"inverse_weight": self.inverse_weight(params, consts),
+                "log_det": self._log_abs_det(params)}
 
     def forward_prepared(self, prepared: dict[str, Array], z: Array) -> tuple[Array, Array]:
         """``x = W⁻¹ z`` at every pixel, log-det ``-HW log|det W|``; ``prepared`` from
