@@ -65,7 +65,7 @@ Solver: every method runs the same optimiser, optax's L-BFGS (``--solver``) by d
 solver these experiments were developed and measured with. The MAP losses weight the residual
 by 1/σ² of the noise, so their gradient at z0 = 0 has a norm of ~10³; optax's L-BFGS caps the
 first step at norm 1 and its zoom line search backs off non-finite trials. flowinv's default
-(``--solver lbfgs``, jaxopt with Armijo backtracking) handles this too and is faster per
+(``--solver lbfgs``, L-BFGS with Armijo backtracking) handles this too and is faster per
 iteration."""
 SOLVERS = solvers.SOLVERS
 

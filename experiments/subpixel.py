@@ -20,7 +20,7 @@ default; ``--dataset mnist`` for 28×28×1). Two recoveries, both with the same 
 of each is chosen on validation images from the *training* split, never on the test images. The
 masked input (missing sub-pixels at 0) is reported as the floor.
 
-The solver defaults to optax's L-BFGS (zoom line search) for both methods: with jaxopt's
+The solver defaults to optax's L-BFGS (zoom line search) for both methods: with flowinv's
 backtracking L-BFGS (``--solver lbfgs``) the very first MAP step can land on a non-finite loss
 for priors with logit preprocessing (``glow-digits``, ``glow-mnist``), which stops the solve at
 iteration 1. ``diverged`` in the summary counts test images whose loss became non-finite.

@@ -94,8 +94,10 @@ def _solve_one(spec: _Spec, params, y, z0, op, noise, gamma, beta) -> Recovery:
     zero = jnp.zeros_like(z0)
     v_safe = prior.forward(params, zero)[0].ravel() if in_x else zero
     found = jnp.isfinite(r.loss)
-    r = r._replace(z=jnp.where(found, r.z, v_safe),
-                   loss=jnp.where(found, r.loss, loss(v_safe, y)))
+    v = jnp.where(found, r.z, v_safe)
+    # loss(v) rather than loss(v_safe): G(v) below is then the same computation, which XLA
+    # merges, so the fallback adds no copy of the prior to the compiled program.
+    r = r._replace(z=v, loss=jnp.where(found, r.loss, loss(v, y)))
     if in_x:
         x = r.z.reshape(prior.image_shape)
         z = prior.inverse(params, x)[0]
@@ -317,7 +319,7 @@ def recover(
       gamma, beta: the weights above: numbers, or one per image (shape ``(B,)``) to sweep a
         weight over a batch in one compiled solve.
       space: ``"z"`` or ``"x"`` (MAP only): optimise the latent or the image.
-      solver: ``"lbfgs"`` (jaxopt, default), ``"optax-lbfgs"`` or ``"adam"``; see
+      solver: ``"lbfgs"`` (default), ``"jaxopt-lbfgs"``, ``"optax-lbfgs"`` or ``"adam"``; see
         :mod:`flowinv.solvers` for how the default was chosen.
       init: see :func:`initial_latents`; ``init_scale``, ``x0`` and ``key`` feed it.
       maxiter, tol: stopping rule (gradient norm ≤ tol, or relative loss change ≤ tol·1e-3).

@@ -59,24 +59,67 @@ def test_solver_reaches_the_minimiser_of_a_convex_quadratic(name):
         int(r.iterations):]))
 
 
-def test_vmapped_solver_equals_per_image_solves():
+def _rosenbrock(z, y):
+    """Rosenbrock's valley shifted by ``y``: non-convex, so L-BFGS backtracks on it."""
+    v = z - y
+    return jnp.sum(100.0 * (v[1:] - v[:-1] ** 2) ** 2 + (1.0 - v[:-1]) ** 2)
+
+
+LBFGS_SOLVERS = ("lbfgs", "jaxopt-lbfgs")
+ROSENBROCK_START = (-1.2, 1.0, -0.5, 0.3, 2.0, -1.0)
+
+
+def test_lbfgs_takes_the_iterates_of_jaxopt_lbfgs():
+    """``lbfgs`` (one evaluation per loop pass) is jaxopt's L-BFGS with the same Armijo
+    backtracking and pair skipping, rearranged: every iterate must agree.
+
+    float64, so rounding (≈1e-16 per operation) stays far below 1e-9 over 25 iterations of a
+    problem on which both backtrack; a different trial step, acceptance rule or memory order
+    would change the loss history at O(1)."""
+    with jax.enable_x64(True):
+        z0 = jnp.asarray(ROSENBROCK_START, jnp.float64)
+        run = lambda name: jax.jit(lambda z: solvers.get_solver(name)(
+            _rosenbrock, z, 0.0, maxiter=25, tol=0.0, history_size=3))(z0)
+        ours, ref = run("lbfgs"), run("jaxopt-lbfgs")
+    assert int(ours.iterations) == int(ref.iterations) == 25
+    np.testing.assert_allclose(ours.loss_history, ref.loss_history, rtol=1e-9)
+    np.testing.assert_allclose(ours.znorm_history, ref.znorm_history, rtol=1e-9)
+    np.testing.assert_allclose(ours.z, ref.z, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", LBFGS_SOLVERS)
+def test_vmapped_solver_equals_per_image_solves(name):
     """Each image keeps its own L-BFGS state: batching must not change any result.
 
-    float64, so that reduction-order rounding (≈1e-16) stays far below the 1e-9 tolerance; a
-    shared curvature memory would change the iterates at O(1).
+    On shifted Rosenbrock valleys the images backtrack at different iterations, so in ``lbfgs``
+    they are in different phases of the loop at the same pass. float64, so that
+    reduction-order rounding (≈1e-16) stays far below the 1e-9 tolerance; a shared curvature
+    memory or step would change the iterates at O(1).
     """
     with jax.enable_x64(True):
-        a = jax.random.normal(jax.random.PRNGKey(0), (10, 6), jnp.float64)
-        ys = jax.random.normal(jax.random.PRNGKey(1), (5, 10), jnp.float64)
-        ys = ys * jnp.arange(1, 6)[:, None]
-        loss = _quadratic(a, 0.01)
-        solve = lambda z0, y: solvers.lbfgs(loss, z0, y, maxiter=12, tol=0.0)
-        batched = jax.jit(jax.vmap(solve))(jnp.zeros((5, 6)), ys)
-        singles = [jax.jit(solve)(jnp.zeros(6), ys[i]) for i in range(5)]
+        ys = 0.3 * jax.random.normal(jax.random.PRNGKey(1), (5, 6), jnp.float64)
+        z0 = jnp.asarray(ROSENBROCK_START, jnp.float64)
+        solve = lambda z, y: solvers.get_solver(name)(_rosenbrock, z, y, maxiter=15, tol=0.0)
+        batched = jax.jit(jax.vmap(solve))(jnp.tile(z0, (5, 1)), ys)
+        singles = [jax.jit(solve)(z0, ys[i]) for i in range(5)]
     for i, single in enumerate(singles):
         np.testing.assert_allclose(batched.z[i], single.z, rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(batched.loss_history[i], single.loss_history, rtol=1e-9)
         assert int(batched.iterations[i]) == int(single.iterations)
+
+
+@pytest.mark.parametrize("name", LBFGS_SOLVERS)
+def test_lbfgs_accepts_the_last_trial_and_stops_when_no_step_is_finite(name):
+    """Every trial point ``t > 0`` of the first line search is NaN: after ``max_trials``
+    halvings the solver takes the last one (as jaxopt does), flags the divergence and returns
+    the initial point, the best finite iterate."""
+    loss = lambda z, y: jnp.where(z[0] > 0.0, jnp.nan, -z[0]) + 0.0 * y
+    r = jax.jit(lambda z0: solvers.get_solver(name)(loss, z0, 0.0, maxiter=50))(jnp.zeros(2))
+    assert bool(r.diverged) and not bool(r.converged)
+    assert int(r.iterations) == 1
+    np.testing.assert_array_equal(r.z, np.zeros(2))
+    assert float(r.loss) == 0.0
+    assert np.isnan(float(r.loss_history[0])) and np.all(np.isnan(r.loss_history[1:]))
 
 
 def test_solver_flags_divergence_and_keeps_best_finite_iterate():
