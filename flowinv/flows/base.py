@@ -23,6 +23,11 @@ class StepStack:
     stacked params. Params: a tuple with one entry per layer position, each leaf of shape
     ``(K, ...)``.
 
+    A layer may offer ``prepare_forward(params, consts)`` and ``forward_prepared(prepared, h)``
+    (the 1×1 convolution does, for ``W⁻¹`` and ``log|det W|``): its ``z``-independent work in
+    the generative direction is then done for all ``K`` steps in one vmapped call before the
+    scan, instead of once inside every (unrolled) step.
+
     ``clip``: in the generative direction, activations are clipped to ``[-clip, clip]`` after
     every step (Asim et al. supplement §1.2.1). Clipping only acts where the flow would otherwise
     overflow; the log-det ignores it.
