@@ -326,8 +326,10 @@ def recover(
       solver_kwargs: extra keyword arguments of the solver (e.g. ``learning_rate`` for Adam).
       chunk_size: solve the batch in chunks of at most this many images, one after another
         (one compiled solve for all chunks). ``None``: the whole batch at once, best on a GPU.
-        On a CPU smaller chunks can be faster: a vmapped line search runs until its slowest
-        image accepts a step, so a wide batch pays for the worst image at every iteration.
+        On a CPU smaller chunks can be faster with ``"jaxopt-lbfgs"`` and ``"optax-lbfgs"``:
+        their vmapped line search runs until its slowest image accepts a step, so a wide batch
+        pays for the worst image at every iteration (``"lbfgs"`` has no nested search: a
+        batch runs as many loop passes as its image that needs the most evaluations).
 
     Returns:
       A :class:`Recovery`; every image keeps its own optimiser state, and each result is the
