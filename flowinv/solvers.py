@@ -194,7 +194,7 @@ def lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter
         point = c["z"] + c["t"] * c["d"]
         f, g = value_and_grad(point, y)
         excess = f - (c["f"] + c1 * c["t"] * c["slope"])
-        armijo = jnp.maximum(jnp.where(jnp.isnan(excess), jnp.inf, excess), 0.0) <= 0.0
+        armijo = excess <= 0.0  # False for a NaN or +inf trial value
         step = ~first & (armijo | (c["trial"] + 1 >= max_trials))
         moved = first | step
 
@@ -202,9 +202,9 @@ def lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter
         sy = jnp.vdot(s, yv)
         store = step & (sy > 1e-8 * jnp.linalg.norm(s) * jnp.linalg.norm(yv))
         slot = c["k"] % history_size
-        s_hist = jnp.where(store, c["s_hist"].at[slot].set(s), c["s_hist"])
-        y_hist = jnp.where(store, c["y_hist"].at[slot].set(yv), c["y_hist"])
-        rho = jnp.where(store, c["rho"].at[slot].set(1.0 / sy), c["rho"])
+        write = lambda buf, new: buf.at[slot].set(jnp.where(store, new, buf[slot]))
+        s_hist, y_hist = write(c["s_hist"], s), write(c["y_hist"], yv)
+        rho = write(c["rho"], 1.0 / sy)
         yy = jnp.vdot(yv, yv)
         gamma = jnp.where(store, jnp.where(yy > 0, sy / yy, 1.0), c["gamma"])
         k = c["k"] + step.astype(jnp.int32)
