@@ -148,7 +148,7 @@ def _two_loop(g: Array, s_hist: Array, y_hist: Array, rho: Array, gamma: Array,
 
 def lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter: int = 300,
           tol: float = 1e-5, history_size: int = 10, max_trials: int = 30,
-          c1: float = 1e-4) -> SolveResult:
+          c1: float = 1e-4, first_step: float | None = None) -> SolveResult:
     """L-BFGS with Armijo backtracking from step 1 on ``loss(z, y)``, for one problem.
 
     Each iteration tries ``z + t·d`` with ``t = 1, ½, ¼, …`` and accepts the first ``t`` with
@@ -156,7 +156,13 @@ def lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter
     stores the pair ``s = t·d``, ``y = ∇f(z + t·d) − ∇f(z)`` unless ``sᵀy ≤ 10⁻⁸‖s‖‖y‖``
     (Armijo steps do not guarantee ``sᵀy > 0``, and one such pair turns the two-loop
     direction uphill; a skipped pair leaves its slot of the circular memory as it was).
-    ``H₀ = (sᵀy / yᵀy)·I`` from the newest stored pair.
+    ``H₀ = (sᵀy / yᵀy)·I`` from the newest stored pair; before the first stored pair
+    ``H₀ = I`` (jaxopt's choice), or with ``first_step`` given
+    ``H₀ = min(1, first_step / ‖∇f(z0)‖)·I``, so the first trial step has a norm of at most
+    ``first_step`` (optax's and SciPy's L-BFGS scale their first step likewise). That matters
+    for steep losses: the MLE loss of a DCGAN under the digit-noise model has
+    ``‖∇f(0)‖ ≈ 10¹²``; every one of 30 halvings from ``t = 1`` still saturates the generator,
+    so Armijo rejects them all and the forced 30th step lands where the gradient vanishes.
 
     The iterates are those of jaxopt's ``LBFGS`` with ``BacktrackingLineSearch(condition=
     "armijo", decrease_factor=0.5)`` and the same pair skipping (:func:`jaxopt_lbfgs`; a test
@@ -170,6 +176,8 @@ def lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter
     """
     if history_size < 1 or max_trials < 1:
         raise ValueError("history_size and max_trials must be >= 1")
+    if first_step is not None and not first_step > 0:
+        raise ValueError(f"first_step must be > 0 or None, got {first_step}")
     value_and_grad = jax.value_and_grad(loss)
     dtype = z0.dtype
     zeros = jnp.zeros_like(z0)
@@ -207,6 +215,8 @@ def lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter
         rho = write(c["rho"], 1.0 / sy)
         yy = jnp.vdot(yv, yv)
         gamma = jnp.where(store, jnp.where(yy > 0, sy / yy, 1.0), c["gamma"])
+        if first_step is not None:
+            gamma = jnp.where(first, jnp.minimum(1.0, first_step / jnp.linalg.norm(g)), gamma)
         k = c["k"] + step.astype(jnp.int32)
         d = _two_loop(g, s_hist, y_hist, rho, gamma, k)
 

@@ -122,6 +122,25 @@ def test_lbfgs_accepts_the_last_trial_and_stops_when_no_step_is_finite(name):
     assert np.isnan(float(r.loss_history[0])) and np.all(np.isnan(r.loss_history[1:]))
 
 
+def test_lbfgs_first_step_bounds_the_first_trial_and_escapes_saturation():
+    """``f(z) = 10¹²‖tanh(z) − y‖²`` has ``‖∇f(0)‖ ≈ 10¹²``. From ``t = 1`` every one of 30
+    halvings still saturates ``tanh`` (a step of norm ≥ 10³), Armijo rejects them all and the
+    forced step lands where ``∇f ≈ 0``: the solve stalls far from the minimum. With
+    ``first_step = 1`` the first accepted iterate has norm exactly 1 (here the first trial
+    passes Armijo) and the solve reaches the minimum ``z = artanh(y)``."""
+    y = jnp.array([0.5, -0.3, 0.2])
+    loss = lambda z, y: 1e12 * jnp.sum((jnp.tanh(z) - y) ** 2)
+    solve = lambda **kw: jax.jit(lambda z0: solvers.lbfgs(loss, z0, y, maxiter=50, **kw))(
+        jnp.zeros(3))
+    unit, scaled = solve(), solve(first_step=1.0)
+    loss0 = float(loss(jnp.zeros(3), y))
+    assert float(unit.loss) > 0.1 * loss0
+    assert float(scaled.znorm_history[0]) == pytest.approx(1.0, rel=1e-6)
+    np.testing.assert_allclose(scaled.z, np.arctanh(np.asarray(y)), atol=1e-4)
+    with pytest.raises(ValueError, match="first_step"):
+        solvers.lbfgs(loss, jnp.zeros(3), y, first_step=0.0)
+
+
 def test_solver_flags_divergence_and_keeps_best_finite_iterate():
     # Finite while z < 3 and decreasing towards it, NaN beyond: the solver walks into NaN.
     loss = lambda z, y: jnp.where(z[0] < 3.0, -z[0] + 0.0 * y, jnp.nan)
