@@ -42,7 +42,7 @@ import dataclasses
 from experiments import _whang_cs, common
 
 METHODS = ("map", "map-probit", "mle", "asim", "bora")
-QUICK = dict(num_images=4, val_images=2, maxiter=50, ratios=(0.5, 2.0), noise_scale=0.1,
+QUICK = dict(num_images=4, val_images=2, maxiter=100, ratios=(0.5, 2.0), noise_scale=0.1,
              betas=(0.01, 0.1), gammas=(0.0, 1.0), gan_lams=(0.01, 0.1))
 FULL = dict(num_images=100, val_images=10, maxiter=300, ratios=(0.1, 0.25, 0.5, 1.0, 2.0, 4.0),
             noise_scale=0.1, betas=(0.003, 0.01, 0.03, 0.1, 0.5, 1.0, 5.0, 10.0),
@@ -65,7 +65,7 @@ class Config:
     gammas: tuple[float, ...] = QUICK["gammas"]
     gan_lams: tuple[float, ...] = QUICK["gan_lams"]
     methods: tuple[str, ...] = METHODS
-    solver: str = "optax-lbfgs"
+    solver: str = "lbfgs"
     seed: int = 0
     out: str = "results/one_bit_cs"
     progress: bool = True

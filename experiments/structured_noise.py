@@ -17,7 +17,7 @@ Three noises, each at several scales ``s`` (PSNR vs noise scale):
 The period (16 rows) and the decay (0.005 per squared pixel) are the papers' values in pixels,
 kept as such at our image size.
 
-Methods (all from z0 = 0 with the same solver, optax's L-BFGS by default; see the solver note
+Methods (all from z0 = 0 with the same solver, flowinv's L-BFGS by default; see the solver note
 at the end of ``--help``):
 
 * ``map`` (Whang et al.): :math:`-\log p_\Delta(y - f(G(z))) - \beta\log p_G(G(z))` with the
@@ -70,7 +70,7 @@ from experiments import _whang_cs, common
 NOISES = ("digits", "sinusoidal", "radial")
 METHODS = ("map", "asim", "bora", "mle", "bm3d", "noisy")
 DIGIT_FACTOR = 0.5
-QUICK = dict(num_images=4, val_images=2, maxiter=50, digit_scales=(0.25, 1.0),
+QUICK = dict(num_images=4, val_images=2, maxiter=100, digit_scales=(0.25, 1.0),
              sine_scales=(0.1, 0.3), radial_scales=(0.1, 0.3), betas=(0.01, 0.1, 1.0),
              gammas=(0.03, 0.3), gan_lams=(0.01, 0.1))
 FULL = dict(num_images=100, val_images=10, maxiter=300, digit_scales=(0.25, 0.75, 1.0),
@@ -98,7 +98,7 @@ class Config:
     gammas: tuple[float, ...] = QUICK["gammas"]
     gan_lams: tuple[float, ...] = QUICK["gan_lams"]
     methods: tuple[str, ...] = METHODS
-    solver: str = "optax-lbfgs"
+    solver: str = "lbfgs"
     seed: int = 0
     out: str = "results/structured_noise"
     progress: bool = True
@@ -324,6 +324,8 @@ def run(config: Config) -> dict:
                         else:
                             x_hat = _recover(meth, value, flow, params, gan, y, op, model,
                                              maxiter=config.maxiter, solver=config.solver,
+                                             solver_kwargs=_whang_cs.solver_kwargs(
+                                                 config.solver),
                                              chunk_size=common.chunk_size())
                     sweep.score(x_hat, setting_name=setting, setting_value=s, method=meth,
                                 param_value=value, seconds=t.seconds)
