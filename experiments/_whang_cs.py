@@ -62,17 +62,17 @@ GAN_METHODS = ("bora", "mle")
 #: Which solver the Whang experiments use, and why.
 SOLVER_NOTE = """\
 Solver: every method runs the same optimiser (``--solver``), flowinv's L-BFGS with Armijo
-backtracking (``lbfgs``) by default, its first step capped at norm 1 (``first_step=1``, as
-optax's L-BFGS does). The MAP and MLE losses weight the residual by the noise's inverse
-variance, so their gradient at z0 = 0 is huge (~10¹² for the DCGAN's MLE under digit noise):
-from a unit step, all 30 halvings of the backtracking still overshoot, and the forced last
-step saturated the generator (MLE: 10 dB, stopped at iteration 2). These experiments used
-optax's L-BFGS (``--solver optax-lbfgs``, zoom line search) until flowinv's became one flat
-loop. On 6 glow-mnist images (MAP, β = 0.1, no cap yet) 100 ``lbfgs`` iterations took 8 s
-for 32.3 dB under sinusoidal noise (s = 0.1) where 50 optax iterations took 26 s for 28.0 dB,
-and 62 s for 20.35 dB under digit noise (s = 0.25) against 136 s for 20.35 dB. So the quick
-presets run 100 iterations instead of optax's 50, and still finish 2.4-3x sooner (quick
-structured_noise 687 s, noisy_cs 160 s, one_bit_cs 101 s)."""
+backtracking (``lbfgs``) by default, whose first step is capped at norm 1 (its default
+``first_step=1``, as optax's L-BFGS does). The MAP and MLE losses weight the residual by the
+noise's inverse variance, so their gradient at z0 = 0 is huge (~10¹² for the DCGAN's MLE under
+digit noise): from a unit step, all 30 halvings of the backtracking still overshoot, and the
+forced last step saturated the generator (MLE: 10 dB, stopped at iteration 2). These
+experiments used optax's L-BFGS (``--solver optax-lbfgs``, zoom line search) until flowinv's
+became one flat loop. On 6 glow-mnist images (MAP, β = 0.1, no cap yet) 100 ``lbfgs``
+iterations took 8 s for 32.3 dB under sinusoidal noise (s = 0.1) where 50 optax iterations
+took 26 s for 28.0 dB, and 62 s for 20.35 dB under digit noise (s = 0.25) against 136 s for
+20.35 dB. So the quick presets run 100 iterations instead of optax's 50, and still finish
+2.4-3x sooner (quick structured_noise 687 s, noisy_cs 160 s, one_bit_cs 101 s)."""
 SOLVERS = solvers.SOLVERS
 
 
@@ -247,12 +247,6 @@ def add_solver_argument(p: argparse.ArgumentParser) -> None:
                    help="optimiser of every method (default lbfgs: see the note below)")
 
 
-def solver_kwargs(solver: str) -> dict:
-    """Options of ``solver`` in these experiments: the first L-BFGS step of flowinv's
-    ``lbfgs`` has a norm of at most 1 (``first_step``; see :data:`SOLVER_NOTE`)."""
-    return {"first_step": 1.0} if solver == "lbfgs" else {}
-
-
 def parse_methods(text: str | None, allowed: tuple[str, ...],
                   flag: str = "--methods") -> tuple[str, ...]:
     """``"a,b"`` -> ``("a", "b")``, each one of ``allowed`` (ValueError otherwise);
@@ -336,7 +330,6 @@ def run_cs(config, *, one_bit: bool, experiment: str) -> dict:
         for meth in methods:
             for value in grids[meth]:
                 kw = dict(operator=op, maxiter=config.maxiter, solver=config.solver,
-                          solver_kwargs=solver_kwargs(config.solver),
                           chunk_size=common.chunk_size())
                 with common.Timer() as t:
                     if meth == "map":
@@ -348,8 +341,7 @@ def run_cs(config, *, one_bit: bool, experiment: str) -> dict:
                         r = flowinv.recover((flow, params), y, operator=linear, noise=channel,
                                             method="map", beta=value, per_image_noise=True,
                                             maxiter=config.maxiter, solver=config.solver,
-                                            solver_kwargs=solver_kwargs(config.solver),
-                                            chunk_size=common.chunk_size())
+                                                              chunk_size=common.chunk_size())
                     elif meth == "asim":
                         r = flowinv.recover((flow, params), y, method="asim", gamma=value, **kw)
                     elif meth == "bora":

@@ -324,8 +324,6 @@ def run(config: Config) -> dict:
                         else:
                             x_hat = _recover(meth, value, flow, params, gan, y, op, model,
                                              maxiter=config.maxiter, solver=config.solver,
-                                             solver_kwargs=_whang_cs.solver_kwargs(
-                                                 config.solver),
                                              chunk_size=common.chunk_size())
                     sweep.score(x_hat, setting_name=setting, setting_value=s, method=meth,
                                 param_value=value, seconds=t.seconds)

@@ -21,7 +21,7 @@ of each is chosen on validation images from the *training* split, never on the t
 masked input (missing sub-pixels at 0) is reported as the floor.
 
 Both methods use flowinv's L-BFGS (``--solver lbfgs``, Armijo backtracking, its first step
-capped at norm 1 as in the Whang experiments) by default. With
+capped at norm 1, flowinv's default) by default. With
 jaxopt's implementation of that method the very first MAP step could land on a non-finite loss
 for priors with logit preprocessing, so optax's L-BFGS (``--solver optax-lbfgs``) was the
 default until the flat implementation: on glow-mnist (``--dataset mnist``, 100 iterations, 4
@@ -49,7 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import _whang_cs, common
+from experiments import common
 from experiments.inpainting import SolveClock, with_holes
 
 QUICK = dict(num_images=2, val_images=2, maxiter=200, betas=(0.1, 1.0), gammas=(0.0, 0.01))
@@ -168,7 +168,6 @@ def run(config: Config) -> dict:
                                 chunk_size=config.batch_size or common.chunk_size(),
                                 method=method, noise=model if method == "map" else None,
                                 init="zeros", solver=config.solver,
-                                solver_kwargs=_whang_cs.solver_kwargs(config.solver),
                                 maxiter=config.maxiter, **weights)
             x_hat = np.asarray(r.x)
         score(x_hat, method, "beta" if method == "map" else "gamma", value, clock,

@@ -16,17 +16,18 @@ gradient, which any line search accepts at its first trial (measured on glow-mni
 
 Solvers:
 
-* ``"lbfgs"`` (default): L-BFGS with a backtracking Armijo line search (halving from step 1,
-  up to 30 trials) that skips curvature pairs with ``sᵀy ≤ 10⁻⁸‖s‖‖y‖`` (Nocedal & Wright
-  §7.2), so the inverse-Hessian estimate stays positive definite. Chosen by measurement
-  (denoising 10 MNIST test images with glow-mnist, σ = 0.1, γ = 0.01, 100 iterations, batched,
-  with jaxopt's implementation): this method reached 28.9 dB mean PSNR in 19.7 s; jaxopt's
-  strong-Wolfe backtracking (its usual pairing) stalled at 10–11 dB on 2 of the 10 (25.4 dB
-  mean), jaxopt's zoom search likewise (25.1 dB, 729 s), and optax's L-BFGS reached 28.8 dB in
-  45.9 s. A backtracking step usually costs one value-and-gradient, while a vmapped zoom search
-  runs until its slowest image ends. Written here as one flat loop with a single evaluation
-  site (see :func:`lbfgs`): it takes jaxopt's iterates, and on glow-mnist (4 images, 100
-  iterations) compiles in 9.8 s instead of 31.1 s and runs in 5.0 s instead of 12.5 s.
+* ``"lbfgs"`` (default): L-BFGS with a backtracking Armijo line search (halving from step 1, up
+  to 30 trials; the very first step capped at norm 1, ``first_step``) that skips curvature pairs
+  with ``sᵀy ≤ 10⁻⁸‖s‖‖y‖`` (Nocedal & Wright §7.2), so the inverse-Hessian estimate stays
+  positive definite. Chosen by measurement (denoising 10 MNIST test images with glow-mnist, σ =
+  0.1, γ = 0.01, 100 iterations, batched, with jaxopt's implementation): this method reached
+  28.9 dB mean PSNR in 19.7 s; jaxopt's strong-Wolfe backtracking (its usual pairing) stalled at
+  10–11 dB on 2 of the 10 (25.4 dB mean), jaxopt's zoom search likewise (25.1 dB, 729 s), and
+  optax's L-BFGS reached 28.8 dB in 45.9 s. A backtracking step usually costs one
+  value-and-gradient, while a vmapped zoom search runs until its slowest image ends. Written
+  here as one flat loop with a single evaluation site (see :func:`lbfgs`): with
+  ``first_step=None`` it takes jaxopt's iterates, and on glow-mnist (4 images, 100 iterations)
+  compiles in 9.8 s instead of 31.1 s and runs in 5.0 s instead of 12.5 s.
 * ``"jaxopt-lbfgs"``: the same method through ``jaxopt.LBFGS`` (the reference the default is
   tested against; jaxopt is no longer maintained).
 * ``"optax-lbfgs"``: optax's L-BFGS with its zoom line search (strong Wolfe).
@@ -53,7 +54,8 @@ class SolveResult(NamedTuple):
       z: best finite iterate ``(n,)``.
       loss: its loss.
       iterations: iterations run.
-      converged: gradient norm fell below ``tol`` (or relative loss change did).
+      converged: gradient norm fell below ``tol`` (or relative loss change did); False for a
+        solve that hit ``maxiter`` or (``lbfgs``) stalled after a failed line search.
       diverged: the loss became non-finite at some iteration (``z`` is still the best finite).
       loss_history: ``(maxiter,)`` loss after each iteration, NaN after the stop.
       znorm_history: ``(maxiter,)`` ``‖z‖`` after each iteration, NaN after the stop.
@@ -148,7 +150,7 @@ def _two_loop(g: Array, s_hist: Array, y_hist: Array, rho: Array, gamma: Array,
 
 def lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter: int = 300,
           tol: float = 1e-5, history_size: int = 10, max_trials: int = 30,
-          c1: float = 1e-4, first_step: float | None = None) -> SolveResult:
+          c1: float = 1e-4, first_step: float | None = 1.0) -> SolveResult:
     """L-BFGS with Armijo backtracking from step 1 on ``loss(z, y)``, for one problem.
 
     Each iteration tries ``z + t·d`` with ``t = 1, ½, ¼, …`` and accepts the first ``t`` with
@@ -157,16 +159,23 @@ def lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter
     (Armijo steps do not guarantee ``sᵀy > 0``, and one such pair turns the two-loop
     direction uphill; a skipped pair leaves its slot of the circular memory as it was).
     ``H₀ = (sᵀy / yᵀy)·I`` from the newest stored pair; before the first stored pair
-    ``H₀ = I`` (jaxopt's choice), or with ``first_step`` given
     ``H₀ = min(1, first_step / ‖∇f(z0)‖)·I``, so the first trial step has a norm of at most
-    ``first_step`` (optax's and SciPy's L-BFGS scale their first step likewise). That matters
-    for steep losses: the MLE loss of a DCGAN under the digit-noise model has
-    ``‖∇f(0)‖ ≈ 10¹²``; every one of 30 halvings from ``t = 1`` still saturates the generator,
-    so Armijo rejects them all and the forced 30th step lands where the gradient vanishes.
+    ``first_step`` (optax's and SciPy's L-BFGS scale their first step likewise), or with
+    ``first_step=None`` ``H₀ = I`` (jaxopt's choice: a first trial step of norm ``‖∇f(z0)‖``).
+    The cap matters for steep losses: the MLE loss of a DCGAN under the digit-noise model has
+    ``‖∇f(0)‖ ≈ 10¹²``, and every one of 30 halvings from ``t = 1`` still saturates the
+    generator; compressed sensing with glow-mnist from ``z0 = 0`` at ``m/n = 0.05`` sent one
+    of 6 images so far that the forced step left its loss at 42 (0.02 with the cap).
 
-    The iterates are those of jaxopt's ``LBFGS`` with ``BacktrackingLineSearch(condition=
-    "armijo", decrease_factor=0.5)`` and the same pair skipping (:func:`jaxopt_lbfgs`; a test
-    checks they agree). The difference is the program: one ``lax.while_loop`` whose body makes
+    Stopping: the gradient norm is ≤ ``tol``, or the relative loss change of an accepted step
+    is ≤ ``tol·10⁻³`` (converged); or the line search failed (``max_trials`` rejections) and
+    the forced step did not lower the loss (stopped, ``converged`` False: a stall, not a
+    minimum); or ``maxiter``; or a non-finite loss (diverged).
+
+    With ``first_step=None`` the iterates are those of jaxopt's ``LBFGS`` with
+    ``BacktrackingLineSearch(condition="armijo", decrease_factor=0.5)`` and the same pair
+    skipping (:func:`jaxopt_lbfgs`; a test checks they agree), up to a forced step (jaxopt
+    goes on after it). The difference is the program: one ``lax.while_loop`` whose body makes
     exactly ONE value-and-gradient evaluation, either the initial point, a rejected trial or an
     accepted one. So the loss appears once in the compiled program (jaxopt's has it five
     times: its initial state, its unrolled first line-search step and its loop, each with a
@@ -190,11 +199,12 @@ def lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter
         s_hist=memory, y_hist=memory, rho=jnp.zeros((history_size,), dtype),
         gamma=jnp.ones((), dtype),
         best_z=z0, best_loss=jnp.full((), jnp.inf, dtype),
-        converged=jnp.zeros((), bool), diverged=jnp.zeros((), bool),
+        converged=jnp.zeros((), bool), diverged=jnp.zeros((), bool), stalled=jnp.zeros((), bool),
         loss_history=nan_hist, znorm_history=nan_hist)
 
     def cond(c):
-        return ~c["started"] | ((c["k"] < maxiter) & ~c["converged"] & ~c["diverged"])
+        return ~c["started"] | ((c["k"] < maxiter) & ~c["converged"] & ~c["diverged"]
+                                & ~c["stalled"])
 
     def body(c):
         first = ~c["started"]
@@ -223,7 +233,10 @@ def lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter
         finite = jnp.isfinite(f) & jnp.all(jnp.isfinite(point))
         better = moved & finite & (f < c["best_loss"])
         rel_change = jnp.abs(c["f"] - f) / jnp.maximum(jnp.abs(f), 1e-12)
-        converged = step & finite & ((jnp.linalg.norm(g) <= tol) | (rel_change <= tol * 1e-3))
+        # A forced step proves nothing about optimality, even where the gradient vanishes.
+        converged = step & armijo & finite & ((jnp.linalg.norm(g) <= tol)
+                                              | (rel_change <= tol * 1e-3))
+        stalled = step & ~armijo & ~(f < c["f"])
         at = jnp.where(step, c["k"], maxiter)  # out of bounds: the update is dropped
         keep = lambda new, old: jnp.where(moved, new, old)
         return dict(
@@ -235,7 +248,7 @@ def lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter
             s_hist=s_hist, y_hist=y_hist, rho=rho, gamma=gamma,
             best_z=jnp.where(better, point, c["best_z"]),
             best_loss=jnp.where(better, f, c["best_loss"]),
-            converged=converged, diverged=moved & ~finite,
+            converged=converged, diverged=moved & ~finite, stalled=stalled,
             loss_history=c["loss_history"].at[at].set(f, mode="drop"),
             znorm_history=c["znorm_history"].at[at].set(jnp.linalg.norm(point), mode="drop"))
 
