@@ -40,7 +40,8 @@ class Recovery(NamedTuple):
       x: recovered images ``G(z)`` (not clipped to ``[0, 1]``).
       z: the best finite latents.
       loss: their losses.
-      iterations, converged, diverged: per image (see :class:`flowinv.solvers.SolveResult`).
+      iterations, converged, diverged, stalled: per image (see
+        :class:`flowinv.solvers.SolveResult`).
       loss_history, znorm_history: ``(…, maxiter)`` per iteration, NaN after each image stops.
     """
 
@@ -52,6 +53,7 @@ class Recovery(NamedTuple):
     diverged: Array
     loss_history: Array
     znorm_history: Array
+    stalled: Array
 
 
 class _Spec(NamedTuple):
@@ -105,7 +107,7 @@ def _solve_one(spec: _Spec, params, y, z0, op, noise, gamma, beta) -> Recovery:
         z = r.z
         x = prior.forward(params, z)[0] if isinstance(prior, Flow) else prior.apply(params, z)
     return Recovery(x, z, r.loss, r.iterations, r.converged, r.diverged, r.loss_history,
-                    r.znorm_history)
+                    r.znorm_history, r.stalled)
 
 
 @functools.partial(jax.jit, static_argnames=("spec", "op_batched", "noise_batched"))

@@ -59,6 +59,10 @@ class SolveResult(NamedTuple):
       diverged: the loss became non-finite at some iteration (``z`` is still the best finite).
       loss_history: ``(maxiter,)`` loss after each iteration, NaN after the stop.
       znorm_history: ``(maxiter,)`` ``‖z‖`` after each iteration, NaN after the stop.
+      stalled: (``lbfgs`` only; False for the others) the line search rejected all its trials
+        and the forced step did not lower the loss, so the solve stopped there: not a
+        certified minimum (a non-smooth one, such as ``z = 0`` under a huge ``γ‖z‖``, or a
+        saturated plateau).
     """
 
     z: Array
@@ -68,6 +72,7 @@ class SolveResult(NamedTuple):
     diverged: Array
     loss_history: Array
     znorm_history: Array
+    stalled: Array
 
 
 def _masked(loss: Callable[[Array, Array], Array]) -> Callable:
@@ -118,7 +123,7 @@ def _run(step: Callable, state0, z0: Array, loss0: Array, maxiter: int, tol: flo
 
     c = jax.lax.while_loop(cond, body, init)
     return SolveResult(c["best_z"], c["best_loss"], c["i"], c["converged"], c["diverged"],
-                       c["loss_history"], c["znorm_history"])
+                       c["loss_history"], c["znorm_history"], jnp.zeros((), bool))
 
 
 def _two_loop(g: Array, s_hist: Array, y_hist: Array, rho: Array, gamma: Array,
@@ -169,7 +174,7 @@ def lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter
 
     Stopping: the gradient norm is ≤ ``tol``, or the relative loss change of an accepted step
     is ≤ ``tol·10⁻³`` (converged); or the line search failed (``max_trials`` rejections) and
-    the forced step did not lower the loss (stopped, ``converged`` False: a stall, not a
+    the forced step did not lower the loss (``stalled``; ``converged`` False: not a certified
     minimum); or ``maxiter``; or a non-finite loss (diverged).
 
     With ``first_step=None`` the iterates are those of jaxopt's ``LBFGS`` with
@@ -254,7 +259,7 @@ def lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter
 
     c = jax.lax.while_loop(cond, body, init)
     return SolveResult(c["best_z"], c["best_loss"], c["k"], c["converged"], c["diverged"],
-                       c["loss_history"], c["znorm_history"])
+                       c["loss_history"], c["znorm_history"], c["stalled"])
 
 
 def jaxopt_lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter: int = 300,

@@ -57,8 +57,9 @@ def _check(r) -> None:
         value = np.asarray(getattr(r, name))
         assert np.all(np.isfinite(value)), f"{name} has non-finite entries: {value}"
     it = np.asarray(r.iterations)
-    conv, div = np.asarray(r.converged), np.asarray(r.diverged)
-    assert np.all(conv | div | (it == MAXITER)), (it, conv, div)
+    conv, div, stall = np.asarray(r.converged), np.asarray(r.diverged), np.asarray(r.stalled)
+    assert np.all(conv | div | stall | (it == MAXITER)), (it, conv, div, stall)
+    assert not np.any(conv & stall), (conv, stall)
     hist = np.asarray(r.loss_history)
     for i in range(len(it)):
         if it[i] > 0:
