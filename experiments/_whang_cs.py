@@ -341,7 +341,7 @@ def run_cs(config, *, one_bit: bool, experiment: str) -> dict:
                         r = flowinv.recover((flow, params), y, operator=linear, noise=channel,
                                             method="map", beta=value, per_image_noise=True,
                                             maxiter=config.maxiter, solver=config.solver,
-                                                              chunk_size=common.chunk_size())
+                                            chunk_size=common.chunk_size())
                     elif meth == "asim":
                         r = flowinv.recover((flow, params), y, method="asim", gamma=value, **kw)
                     elif meth == "bora":

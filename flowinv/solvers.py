@@ -241,7 +241,7 @@ def lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter
         # A forced step proves nothing about optimality, even where the gradient vanishes.
         converged = step & armijo & finite & ((jnp.linalg.norm(g) <= tol)
                                               | (rel_change <= tol * 1e-3))
-        stalled = step & ~armijo & ~(f < c["f"])
+        stalled = step & ~armijo & finite & ~(f < c["f"])  # a non-finite one has diverged
         at = jnp.where(step, c["k"], maxiter)  # out of bounds: the update is dropped
         keep = lambda new, old: jnp.where(moved, new, old)
         return dict(

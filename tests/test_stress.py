@@ -59,7 +59,7 @@ def _check(r) -> None:
     it = np.asarray(r.iterations)
     conv, div, stall = np.asarray(r.converged), np.asarray(r.diverged), np.asarray(r.stalled)
     assert np.all(conv | div | stall | (it == MAXITER)), (it, conv, div, stall)
-    assert not np.any(conv & stall), (conv, stall)
+    assert not np.any(stall & (conv | div)), (conv, div, stall)
     hist = np.asarray(r.loss_history)
     for i in range(len(it)):
         if it[i] > 0:
