@@ -321,11 +321,13 @@ def discriminator_loss(d_params: Any, g_params: Any, real: Array, z: Array, *,
 
 
 @functools.lru_cache(maxsize=16)
-def _make_chunk(config: DCGANConfig, lr: float, b1: float, batch_size: int, length: int,
-                r1: float = 0.0):
-    """A jitted ``(state, key, images) -> (state, (d_losses, g_losses))`` of ``length`` steps.
+def _make_step(config: DCGANConfig, lr: float, b1: float, batch_size: int, r1: float = 0.0):
+    """A jitted training step ``(state, key, images) -> (state, (d_loss, g_loss))``.
 
-    Cached so that repeated trainings with the same settings compile once.
+    One step per compiled call, not a ``lax.scan`` over many: XLA:CPU runs the weight
+    gradients of convolutions several times slower inside a loop (``dcgan-patches64``, batch
+    32, 2 cores: 1.52 s per step scanned, 0.40 s per step called one at a time). Cached so
+    that repeated trainings with the same settings compile once.
     """
     opt = _adam(lr, b1)
     gen, disc = Generator.from_config(config), Discriminator.from_config(config)
@@ -334,6 +336,7 @@ def _make_chunk(config: DCGANConfig, lr: float, b1: float, batch_size: int, leng
     def g_loss_fn(g_params, d_params, z):
         return jnp.mean(jax.nn.softplus(-disc.apply(d_params, gen.apply(g_params, z))))
 
+    @jax.jit
     def step(state, key, images):
         g, d, g_opt, d_opt = state
         k_idx, k_zd, k_zg = jax.random.split(key, 3)
@@ -349,12 +352,7 @@ def _make_chunk(config: DCGANConfig, lr: float, b1: float, batch_size: int, leng
         g = optax.apply_updates(g, upd)
         return (g, d, g_opt, d_opt), (d_loss, g_loss)
 
-    @jax.jit
-    def chunk(state, key, images):
-        keys = jax.random.split(key, length)
-        return lax.scan(lambda s, k: step(s, k, images), state, keys)
-
-    return chunk
+    return step
 
 
 def train_dcgan(
@@ -379,9 +377,11 @@ def train_dcgan(
     Each step draws a batch of real images (uniformly, with replacement) and latents
     :math:`z \sim \mathcal N(0, I)`, then takes one Adam step on the discriminator loss
     :math:`-\log\sigma(D(x)) - \log(1 - \sigma(D(G(z))))` and one on the non-saturating
-    generator loss :math:`-\log\sigma(D(G(z')))` with fresh latents. Steps run ``chunk`` at a
-    time in a ``jit``-compiled ``lax.scan``, with a tqdm bar between chunks. The result is a
-    deterministic function of ``key`` (and the inputs) on a given machine.
+    generator loss :math:`-\log\sigma(D(G(z')))` with fresh latents. Each step is one
+    ``jit``-compiled call (see :func:`_make_step` for why not a ``lax.scan``); the losses come
+    back to the host, and the tqdm bar shows their means, every ``chunk`` steps. The result is
+    a deterministic function of ``key`` (and the inputs, and ``chunk``, which splits the keys)
+    on a given machine.
 
     Args:
       key: PRNG key (initial weights, batches, latents).
@@ -393,7 +393,8 @@ def train_dcgan(
       batch_size: images per step.
       lr, b1: Adam learning rate and first-moment decay (Radford et al.: 2e-4, 0.5).
       r1: weight of the R1 penalty in :func:`discriminator_loss` (0: none, as Radford et al.).
-      chunk: steps per compiled chunk (the last chunk may be shorter).
+      chunk: steps per key split and per host synchronisation of the losses (the last chunk
+        may be shorter).
       progress: show a tqdm progress bar.
       return_history: also return the per-step losses.
 
@@ -436,16 +437,19 @@ def train_dcgan(
     data = jnp.asarray(imgs)
     d_hist, g_hist = [], []
     done = 0
+    step = _make_step(config, float(lr), float(b1), batch_size, float(r1))
     with tqdm(total=steps, desc="dcgan", disable=not progress) as bar:
         for i in range(math.ceil(steps / chunk)):
             length = min(chunk, steps - done)
-            run = _make_chunk(config, float(lr), float(b1), batch_size, length, float(r1))
-            state, (dl, gl) = run(state, jax.random.fold_in(k_train, i), data)
-            dl, gl = np.asarray(dl), np.asarray(gl)
+            losses = []
+            for key_step in jax.random.split(jax.random.fold_in(k_train, i), length):
+                state, loss = step(state, key_step, data)
+                losses.append(loss)
+                bar.update(1)
+            dl, gl = (np.asarray(a) for a in jax.device_get(tuple(zip(*losses, strict=True))))
             d_hist.append(dl)
             g_hist.append(gl)
             done += length
-            bar.update(length)
             bar.set_postfix(d_loss=f"{dl.mean():.3f}", g_loss=f"{gl.mean():.3f}")
     g_params = state[0]
     if return_history:
