@@ -5,7 +5,8 @@
 trains the generator on the train split of its dataset (never the test split) and, with
 ``--export``, writes it to ``checkpoints/NAME`` with a sidecar giving its architecture, data,
 steps and the command. A GAN has no likelihood, so the sidecar records no bits/dim; it records
-the final discriminator/generator losses instead.
+the final discriminator/generator losses instead (the IMLE loss for ``dcgan-patches64``, whose
+generator is fitted by IMLE: see ``flowinv.baselines.imle``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 
 from experiments import common
 from flowinv import checkpoints, data, priors
-from flowinv.baselines import dcgan
+from flowinv.baselines import dcgan, imle
 from flowinv.flows import num_params
 
 
@@ -37,8 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=common.positive_int, default=None,
                    help="override batch size")
     p.add_argument("--seed", type=int, default=None, help="override the seed")
+    p.add_argument("--method", choices=("adversarial", "imle"), default=None,
+                   help="override the training method (adversarial GAN training, or IMLE)")
     p.add_argument("--r1", type=common.nonnegative_float, default=None,
-                   help="override the weight of the R1 gradient penalty (0: none)")
+                   help="override the weight of the R1 gradient penalty (0: none; adversarial)")
     p.add_argument("--export", action="store_true",
                    help="write the result to checkpoints/NAME (replacing the shipped one)")
     p.add_argument("--export-to", default=None, help="write the result to this folder")
@@ -60,17 +63,21 @@ def run(config: priors.GANConfig, *, export_to: str | None = None, command: str 
     images = training_images(config)
     arch = dcgan.DCGANConfig(config.image_shape, config.latent_dim, config.base_channels)
     t0 = time.time()
-    params, history = dcgan.train_dcgan(
-        jax.random.PRNGKey(config.seed), images, config=arch, steps=config.steps,
-        batch_size=config.batch_size, lr=config.lr, b1=config.b1, r1=config.r1, progress=progress,
-        return_history=True)
+    key = jax.random.PRNGKey(config.seed)
+    if config.method == "imle":
+        params, history = imle.train_imle(
+            key, images, config=arch, steps=config.steps, batch_size=config.batch_size,
+            candidates=config.candidates, lr=config.lr, progress=progress, return_history=True)
+    else:
+        params, history = dcgan.train_dcgan(
+            key, images, config=arch, steps=config.steps, batch_size=config.batch_size,
+            lr=config.lr, b1=config.b1, r1=config.r1, progress=progress, return_history=True)
     seconds = time.time() - t0
     tail = max(1, min(100, config.steps // 10))
-    result = {"steps": config.steps, "seconds": round(seconds, 1),
-              "train_images": int(images.shape[0]),
-              "final_d_loss": float(np.mean(history["d_loss"][-tail:])),
-              "final_g_loss": float(np.mean(history["g_loss"][-tail:])),
-              "num_params": num_params(params)}
+    final = {f"final_{k}": float(np.mean(v[-tail:])) for k, v in history.items()
+             if k in ("d_loss", "g_loss", "loss")}
+    result = {"steps": config.steps, "method": config.method, "seconds": round(seconds, 1),
+              "train_images": int(images.shape[0]), **final, "num_params": num_params(params)}
     if export_to is not None:
         checkpoints.save_gan(export_to, params, arch, {
             "data": {"dataset": config.dataset, "split": "train (see README: Data)",
@@ -80,8 +87,7 @@ def run(config: priors.GANConfig, *, export_to: str | None = None, command: str 
             "training": dataclasses.asdict(config),
             "test_bits_per_dim": None,
             "test_bits_per_dim_note": "a GAN has no likelihood",
-            "final_losses": {"d_loss": round(result["final_d_loss"], 4),
-                             "g_loss": round(result["final_g_loss"], 4),
+            "final_losses": {**{k.removeprefix("final_"): round(v, 4) for k, v in final.items()},
                              "averaged_over_last_steps": tail},
             "num_params": result["num_params"],
             "command": command,
@@ -97,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
     config = priors.gan_config(args.gan)
-    overrides = {k: getattr(args, k) for k in ("steps", "batch_size", "seed", "r1")
+    overrides = {k: getattr(args, k) for k in ("steps", "batch_size", "seed", "r1", "method")
                  if getattr(args, k) is not None}
     config = dataclasses.replace(config, **overrides)
     export_to = args.export_to or (str(checkpoints.checkpoint_root() / args.gan)

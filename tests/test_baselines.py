@@ -14,7 +14,7 @@ import pywt
 from flax import struct
 from jax.scipy.fft import idctn
 
-from flowinv.baselines import classical, dcgan, deep_decoder
+from flowinv.baselines import classical, dcgan, deep_decoder, imle
 
 
 @struct.dataclass
@@ -297,3 +297,55 @@ def test_dcgan_validation():
     with pytest.raises(ValueError, match=r"in \[0, 1\]"):
         dcgan.train_dcgan(jax.random.PRNGKey(0), np.full((4, 8, 8, 1), 2.0), config=cfg,
                           steps=1)
+
+
+def test_imle_loss_is_the_mean_nearest_candidate_distance():
+    cfg = dcgan.DCGANConfig((16, 16, 1), latent_dim=8, base_channels=4)
+    g = dcgan.init_params(jax.random.PRNGKey(0), cfg)["generator"]
+    images = jnp.asarray(np.stack([piecewise_smooth((16, 16, 1), seed=s) for s in range(3)]))
+    z = jax.random.normal(jax.random.PRNGKey(1), (7, 8))
+    loss, nearest = imle.imle_loss(g, images, z, config=cfg)
+    samples = jax.vmap(lambda zz: dcgan.generator_apply(g, zz, image_shape=cfg))(z)
+    # brute force: every image against every candidate
+    dist = np.array([[np.mean((np.asarray(s) - np.asarray(x)) ** 2) for s in samples]
+                     for x in images])
+    np.testing.assert_array_equal(np.asarray(nearest), dist.argmin(axis=1))
+    np.testing.assert_allclose(loss, dist.min(axis=1).mean(), rtol=1e-4)
+    # the gradient flows only through the matched samples: unmatched latents do not matter
+    unmatched = np.setdiff1d(np.arange(7), np.asarray(nearest))
+    grad_z = jax.grad(lambda zz: imle.imle_loss(g, images, zz, config=cfg)[0])(z)
+    assert unmatched.size and np.all(np.asarray(grad_z)[unmatched] == 0)
+
+
+def test_imle_training_lowers_its_loss_and_is_deterministic():
+    images = np.stack([piecewise_smooth((16, 16, 1), seed=s) for s in range(32)])
+    cfg = dcgan.DCGANConfig((16, 16, 1), latent_dim=8, base_channels=8)
+    kwargs = dict(config=cfg, steps=40, batch_size=8, candidates=32, chunk=20, progress=False)
+    g1, hist = imle.train_imle(jax.random.PRNGKey(0), images, return_history=True, **kwargs)
+    g2 = imle.train_imle(jax.random.PRNGKey(0), images, **kwargs)
+    assert hist["loss"].shape == (40,) and np.all(np.isfinite(hist["loss"]))
+    # a regression onto the nearest samples: the loss must fall (it would rise with a wrong
+    # sign or a gradient through the wrong samples)
+    assert hist["loss"][-10:].mean() < 0.7 * hist["loss"][:5].mean()
+    jax.tree.map(np.testing.assert_array_equal, g1, g2)
+    x = dcgan.generator_apply(g1, jnp.zeros(8), image_shape=cfg)
+    assert x.shape == (16, 16, 1)
+
+
+def test_imle_validation():
+    cfg = dcgan.DCGANConfig((8, 8, 1), latent_dim=4, base_channels=4)
+    images = np.full((4, 8, 8, 1), 0.5)
+    with pytest.raises(ValueError, match="candidates must be >= batch_size"):
+        imle.train_imle(jax.random.PRNGKey(0), images, config=cfg, batch_size=8, candidates=4)
+    with pytest.raises(ValueError, match="lr"):
+        imle.train_imle(jax.random.PRNGKey(0), images, config=cfg, lr=0.0)
+    with pytest.raises(ValueError, match="images must have shape"):
+        imle.train_imle(jax.random.PRNGKey(0), np.zeros((4, 8, 8, 3)), config=cfg)
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        imle.train_imle(jax.random.PRNGKey(0), images + 1.0, config=cfg)
+    with pytest.raises(TypeError, match="DCGANConfig"):
+        imle.train_imle(jax.random.PRNGKey(0), images, config=(8, 8, 1))
+    from flowinv import priors
+
+    with pytest.raises(ValueError, match="method must be"):
+        priors.GANConfig(dataset="mnist", image_shape=(28, 28, 1), method="wgan")

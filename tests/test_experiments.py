@@ -7,6 +7,7 @@ import csv
 import math
 
 import jax
+import numpy as np
 import pytest
 
 import flowinv
@@ -68,7 +69,7 @@ def test_compressed_sensing_runs_end_to_end(tiny_prior, tmp_path):
 
 
 @pytest.mark.parametrize("module", ["denoise", "compressed_sensing", "theorem1", "train",
-                                    "train_gan"])
+                                    "train_gan", "samples"])
 def test_help_exits_cleanly(module, capsys):
     import importlib
 
@@ -78,7 +79,8 @@ def test_help_exits_cleanly(module, capsys):
     assert "usage:" in capsys.readouterr().out
 
 
-def test_train_gan_exports_a_loadable_generator(tmp_path):
+@pytest.mark.parametrize("method", ["adversarial", "imle"])
+def test_train_gan_exports_a_loadable_generator(tmp_path, method):
     import dataclasses
 
     import jax.numpy as jnp
@@ -87,7 +89,7 @@ def test_train_gan_exports_a_loadable_generator(tmp_path):
     from flowinv import priors
 
     config = dataclasses.replace(priors.gan_config("dcgan-mnist"), steps=2, batch_size=4,
-                                 base_channels=4)
+                                 base_channels=4, method=method, candidates=8)
     result = train_gan.run(config, export_to=str(tmp_path / "g"), command="test",
                            progress=False)
     gen, params = checkpoints.load_gan(tmp_path / "g")
@@ -97,3 +99,34 @@ def test_train_gan_exports_a_loadable_generator(tmp_path):
     meta = checkpoints.read_metadata(tmp_path / "g")
     assert meta["kind"] == "dcgan" and meta["command"] == "test"
     assert meta["training"]["steps"] == 2 and result["train_images"] == 4500
+    assert meta["training"]["method"] == method
+    expected = {"loss"} if method == "imle" else {"d_loss", "g_loss"}
+    assert set(meta["final_losses"]) == expected | {"averaged_over_last_steps"}
+
+
+def test_sample_diversity_is_the_mean_pairwise_rms_distance():
+    from experiments import samples
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(5, 4, 4, 3))
+    brute = np.mean([np.sqrt(np.mean((x[i] - x[j]) ** 2))
+                     for i in range(5) for j in range(i + 1, 5)])
+    np.testing.assert_allclose(samples.diversity(x), brute, rtol=1e-10)
+    assert samples.diversity(np.repeat(x[:1], 4, axis=0)) == 0.0  # collapse reads as zero
+    with pytest.raises(ValueError, match="at least 2"):
+        samples.diversity(x[:1])
+
+
+def test_samples_sheet_of_a_flow_and_a_gan(tmp_path):
+    from experiments import samples
+
+    config = samples.Config(priors=("glow-digits", "dcgan-mnist"), num=3, diversity_num=4,
+                            out=str(tmp_path), progress=False)
+    result = samples.run(config)
+    rows = {r["prior"]: r for r in result["summary"]}
+    assert rows["glow-digits"]["kind"] == "flow" and rows["dcgan-mnist"]["kind"] == "dcgan"
+    assert rows["glow-digits"]["dataset"] == "digits" and rows["dcgan-mnist"]["dataset"] == "mnist"
+    for r in rows.values():
+        assert r["sample_diversity"] > 0 and r["data_diversity"] > 0
+    assert (tmp_path / "samples.png").stat().st_size > 0
+    assert len((tmp_path / "summary.csv").read_text().splitlines()) == 3

@@ -211,8 +211,11 @@ CLI_CASES = [
     ("experiments.train", ["--prior", "realnvp-mnist", "--actnorm-eps", "0"]),
     ("experiments.train_gan", ["--gan", "dcgan-imagenet"]),
     ("experiments.train_gan", ["--gan", "dcgan-mnist", "--r1", "-1"]),
+    ("experiments.train_gan", ["--gan", "dcgan-mnist", "--method", "wgan"]),
     ("experiments.compressed_sensing", ["--num-images", "x"]),
     ("experiments.stabilisers", ["--clip", "0"]),
+    ("experiments.samples", ["--priors", "glow-imagenet"]),
+    ("experiments.samples", ["--diversity-num", "1"]),
     ("experiments.stabilisers", ["--train-prior", "glow-imagenet"]),
 ]
 

@@ -7,12 +7,16 @@
   (2019), an untrained network fitted to the measurements.
 * :mod:`~flowinv.baselines.dcgan`: a DCGAN (Radford et al. 2016), the GAN prior of CSGM (Bora
   et al. 2017) and of the MLE loss of Whang et al.; training loop and one-latent generator.
+* :mod:`~flowinv.baselines.imle`: fits the same generator without a discriminator, by implicit
+  maximum-likelihood estimation (Li & Malik 2018), where adversarial training collapses.
 """
 
-from flowinv.baselines import classical, dcgan, deep_decoder
+from flowinv.baselines import classical, dcgan, deep_decoder, imle
 from flowinv.baselines.classical import bm3d_denoise, lasso_cs
 from flowinv.baselines.dcgan import DCGANConfig, generator_apply, train_dcgan
 from flowinv.baselines.deep_decoder import deep_decoder_recover
+from flowinv.baselines.imle import train_imle
 
 __all__ = ["DCGANConfig", "bm3d_denoise", "classical", "dcgan", "deep_decoder",
-           "deep_decoder_recover", "generator_apply", "lasso_cs", "train_dcgan"]
+           "deep_decoder_recover", "generator_apply", "imle", "lasso_cs", "train_dcgan",
+           "train_imle"]

@@ -52,6 +52,7 @@ __all__ = [
     "Generator",
     "GeneratorApply",
     "as_generator",
+    "check_training_images",
     "discriminator_apply",
     "discriminator_loss",
     "generator_apply",
@@ -355,6 +356,21 @@ def _make_step(config: DCGANConfig, lr: float, b1: float, batch_size: int, r1: f
     return step
 
 
+def check_training_images(images: Any, config: DCGANConfig) -> np.ndarray:
+    """``images`` as float32 ``(N, *config.image_shape)``, N >= 1, finite, in [0, 1]; else
+    ValueError."""
+    imgs = np.asarray(images, dtype=np.float32)
+    if imgs.ndim != 4 or imgs.shape[1:] != config.image_shape:
+        raise ValueError(f"images must have shape (N, {', '.join(map(str, config.image_shape))})"
+                         f" to match image_shape, got {imgs.shape}")
+    if imgs.shape[0] < 1:
+        raise ValueError("images must hold at least one image, got 0")
+    if not (np.all(np.isfinite(imgs)) and imgs.min() >= 0.0 and imgs.max() <= 1.0):
+        raise ValueError(f"images must be finite and in [0, 1], got values in "
+                         f"[{imgs.min()}, {imgs.max()}]")
+    return imgs
+
+
 def train_dcgan(
     key: Array,
     images: Any,
@@ -411,14 +427,7 @@ def train_dcgan(
         config = DCGANConfig(tuple(image_shape or imgs.shape[1:]), latent_dim, base_channels)
     elif not isinstance(config, DCGANConfig):
         raise TypeError(f"config must be a DCGANConfig or None, got {type(config).__name__}")
-    if imgs.shape[1:] != config.image_shape:
-        raise ValueError(f"images must have shape (N, {', '.join(map(str, config.image_shape))})"
-                         f" to match image_shape, got {imgs.shape}")
-    if imgs.shape[0] < 1:
-        raise ValueError("images must hold at least one image, got 0")
-    if not (np.all(np.isfinite(imgs)) and imgs.min() >= 0.0 and imgs.max() <= 1.0):
-        raise ValueError(f"images must be finite and in [0, 1], got values in "
-                         f"[{imgs.min()}, {imgs.max()}]")
+    imgs = check_training_images(imgs, config)
     steps = _posint(steps, "steps")
     batch_size = _posint(batch_size, "batch_size")
     chunk = _posint(chunk, "chunk")
