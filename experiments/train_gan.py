@@ -57,6 +57,12 @@ def training_images(config: priors.GANConfig) -> np.ndarray:
     return images
 
 
+def training_record(config: priors.GANConfig) -> dict:
+    """The sidecar's ``training`` entry: the config without the other method's settings."""
+    unused = ("candidates",) if config.method == "adversarial" else ("b1", "r1")
+    return {k: v for k, v in dataclasses.asdict(config).items() if k not in unused}
+
+
 def run(config: priors.GANConfig, *, export_to: str | None = None, command: str | None = None,
         progress: bool = True) -> dict:
     """Trains the DCGAN of ``config``; returns a summary (and exports when asked)."""
@@ -84,7 +90,7 @@ def run(config: priors.GANConfig, *, export_to: str | None = None, command: str 
                      "train_images": result["train_images"],
                      "augment": "horizontal flips" if config.dataset.startswith("patches")
                      else "none"},
-            "training": dataclasses.asdict(config),
+            "training": training_record(config),
             "test_bits_per_dim": None,
             "test_bits_per_dim_note": "a GAN has no likelihood",
             "final_losses": {**{k.removeprefix("final_"): round(v, 4) for k, v in final.items()},

@@ -100,6 +100,9 @@ def test_train_gan_exports_a_loadable_generator(tmp_path, method):
     assert meta["kind"] == "dcgan" and meta["command"] == "test"
     assert meta["training"]["steps"] == 2 and result["train_images"] == 4500
     assert meta["training"]["method"] == method
+    # only the chosen method's settings: IMLE has no discriminator (b1, r1), GANs no candidates
+    assert ("candidates" in meta["training"]) == (method == "imle")
+    assert ("r1" in meta["training"]) == ("b1" in meta["training"]) == (method != "imle")
     expected = {"loss"} if method == "imle" else {"d_loss", "g_loss"}
     assert set(meta["final_losses"]) == expected | {"averaged_over_last_steps"}
 

@@ -69,6 +69,29 @@ def test_available_priors_filters_by_kind():
     assert "glow-mnist" not in str(e.value) and "dcgan-mnist" in str(e.value)
 
 
+@pytest.mark.parametrize("name", checkpoints.available_priors())
+def test_shipped_checkpoint_is_small_documented_and_loads(name):
+    """The house rules for ``checkpoints/``: under 30 MB, a sidecar with the training command,
+    the train split and the test bits/dim (None, with a note, for a GAN), and weights that
+    match the sidecar's architecture."""
+    path = checkpoints.checkpoint_root() / name
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    assert size < 30e6
+    meta = checkpoints.read_metadata(path)
+    assert meta["command"].startswith("python -m experiments.train")
+    assert meta["data"]["split"].startswith("train")
+    assert name in (priors.GANS if meta["kind"] == "dcgan" else priors.PRIORS)
+    if meta["kind"] == "dcgan":
+        assert meta["test_bits_per_dim"] is None and meta["test_bits_per_dim_note"]
+        gen, params = checkpoints.load_gan(name)
+        x = gen.apply(params, jnp.zeros(gen.latent_dim))
+    else:
+        assert meta["test_bits_per_dim"] > 0
+        flow, params = checkpoints.load_prior(name)
+        x = flow.sample(params, jax.random.PRNGKey(0), 0.7)
+    assert bool(jnp.all(jnp.isfinite(x)))
+
+
 def _train_cmd(workdir, steps):
     return [sys.executable, "-m", "experiments.train", "--prior", "glow-digits", "--steps",
             str(steps), "--width", "8", "--flow-steps", "2", "--batch-size", "32",
