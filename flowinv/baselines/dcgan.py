@@ -25,7 +25,8 @@ Differences from the original DCGAN, on purpose:
 
 Training (:func:`train_dcgan`) uses the non-saturating GAN loss with Adam(2e-4, b1 = 0.5), as
 Radford et al., optionally with Mescheder et al.'s (2018) R1 gradient penalty on the
-discriminator (:func:`discriminator_loss`).
+discriminator (:func:`discriminator_loss`). :func:`flowinv.baselines.imle.train_imle` fits the
+same generator without a discriminator, where adversarial training collapses.
 """
 
 from __future__ import annotations
