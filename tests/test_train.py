@@ -81,15 +81,15 @@ def test_shipped_checkpoint_is_small_documented_and_loads(name):
     assert meta["command"].startswith("python -m experiments.train")
     assert meta["data"]["split"].startswith("train")
     assert name in (priors.GANS if meta["kind"] == "dcgan" else priors.PRIORS)
+    # loading restores into the shapes the sidecar's architecture implies (a mismatch raises)
     if meta["kind"] == "dcgan":
         assert meta["test_bits_per_dim"] is None and meta["test_bits_per_dim_note"]
         gen, params = checkpoints.load_gan(name)
-        x = gen.apply(params, jnp.zeros(gen.latent_dim))
+        assert bool(jnp.all(jnp.isfinite(gen.apply(params, jnp.zeros(gen.latent_dim)))))
     else:
         assert meta["test_bits_per_dim"] > 0
-        flow, params = checkpoints.load_prior(name)
-        x = flow.sample(params, jax.random.PRNGKey(0), 0.7)
-    assert bool(jnp.all(jnp.isfinite(x)))
+        _, params = checkpoints.load_prior(name)
+    assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(params))
 
 
 def _train_cmd(workdir, steps):
