@@ -352,9 +352,35 @@ def _make_step(config: DCGANConfig, lr: float, b1: float, batch_size: int, r1: f
         g_loss, g_grad = jax.value_and_grad(g_loss_fn)(g, d, zg)
         upd, g_opt = opt.update(g_grad, g_opt, g)
         g = optax.apply_updates(g, upd)
-        return (g, d, g_opt, d_opt), (d_loss, g_loss)
+        return (g, d, g_opt, d_opt), {"d_loss": d_loss, "g_loss": g_loss}
 
     return step
+
+
+def _run_steps(step, state, images, key, *, steps: int, chunk: int, desc: str,
+               progress: bool):
+    """Calls ``step(state, key_t, images) -> (state, {name: scalar loss})`` ``steps`` times.
+
+    The step keys are ``split(fold_in(key, i), length)`` for chunk ``i``; the losses come back
+    to the host, and the tqdm bar shows their means, once per chunk. Returns the final state
+    and ``{name: (steps,) array}``. Shared by :func:`train_dcgan` and
+    :func:`flowinv.baselines.imle.train_imle`.
+    """
+    from tqdm.auto import tqdm
+
+    history = []
+    with tqdm(total=steps, desc=desc, disable=not progress) as bar:
+        for i in range(math.ceil(steps / chunk)):
+            length = min(chunk, steps - i * chunk)
+            losses = []
+            for key_step in jax.random.split(jax.random.fold_in(key, i), length):
+                state, loss = step(state, key_step, images)
+                losses.append(loss)
+                bar.update(1)
+            losses = {k: np.asarray([v[k] for v in jax.device_get(losses)]) for k in losses[0]}
+            history.append(losses)
+            bar.set_postfix({k: f"{v.mean():.4f}" for k, v in losses.items()})
+    return state, {k: np.concatenate([h[k] for h in history]) for k in history[0]}
 
 
 def check_training_images(images: Any, config: DCGANConfig) -> np.ndarray:
@@ -419,8 +445,6 @@ def train_dcgan(
       the generator weights (for :func:`generator_apply`), or, with ``return_history``,
       ``(generator_weights, {"d_loss": (steps,), "g_loss": (steps,), "discriminator": ...})``.
     """
-    from tqdm.auto import tqdm
-
     imgs = np.asarray(images, dtype=np.float32)
     if imgs.ndim != 4:
         raise ValueError(f"images must have shape (N, H, W, C), got {imgs.shape}")
@@ -444,25 +468,10 @@ def train_dcgan(
     opt = _adam(lr, b1)
     state = (params["generator"], params["discriminator"], opt.init(params["generator"]),
              opt.init(params["discriminator"]))
-    data = jnp.asarray(imgs)
-    d_hist, g_hist = [], []
-    done = 0
     step = _make_step(config, float(lr), float(b1), batch_size, float(r1))
-    with tqdm(total=steps, desc="dcgan", disable=not progress) as bar:
-        for i in range(math.ceil(steps / chunk)):
-            length = min(chunk, steps - done)
-            losses = []
-            for key_step in jax.random.split(jax.random.fold_in(k_train, i), length):
-                state, loss = step(state, key_step, data)
-                losses.append(loss)
-                bar.update(1)
-            dl, gl = (np.asarray(a) for a in jax.device_get(tuple(zip(*losses, strict=True))))
-            d_hist.append(dl)
-            g_hist.append(gl)
-            done += length
-            bar.set_postfix(d_loss=f"{dl.mean():.3f}", g_loss=f"{gl.mean():.3f}")
+    state, history = _run_steps(step, state, jnp.asarray(imgs), k_train, steps=steps,
+                                chunk=chunk, desc="dcgan", progress=progress)
     g_params = state[0]
     if return_history:
-        return g_params, {"d_loss": np.concatenate(d_hist), "g_loss": np.concatenate(g_hist),
-                          "discriminator": state[1]}
+        return g_params, {**history, "discriminator": state[1]}
     return g_params

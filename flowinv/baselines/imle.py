@@ -26,7 +26,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from flowinv.baselines import dcgan
@@ -77,7 +76,7 @@ def _make_step(config: dcgan.DCGANConfig, lr: float, batch_size: int, candidates
         z = jax.random.normal(k_z, (candidates, config.latent_dim))
         (loss, _), grad = jax.value_and_grad(loss_fn, has_aux=True)(g, real, z)
         upd, opt_state = opt.update(grad, opt_state, g)
-        return (optax.apply_updates(g, upd), opt_state), loss
+        return (optax.apply_updates(g, upd), opt_state), {"loss": loss}
 
     return step
 
@@ -113,7 +112,6 @@ def train_imle(
       the generator weights (for :func:`dcgan.generator_apply`), or, with ``return_history``,
       ``(weights, {"loss": (steps,)})``. Deterministic given ``key`` on a given machine.
     """
-    from tqdm.auto import tqdm
 
     if not isinstance(config, dcgan.DCGANConfig):
         raise TypeError(f"config must be a DCGANConfig, got {type(config).__name__}")
@@ -132,20 +130,8 @@ def train_imle(
     g = dcgan.init_params(k_init, config)["generator"]
     state = (g, optax.adam(float(lr)).init(g))
     step = _make_step(config, float(lr), batch_size, candidates)
-    data = jnp.asarray(imgs)
-    history, done = [], 0
-    with tqdm(total=steps, desc="imle", disable=not progress) as bar:
-        for i in range(math.ceil(steps / chunk)):
-            length = min(chunk, steps - done)
-            losses = []
-            for key_step in jax.random.split(jax.random.fold_in(k_train, i), length):
-                state, loss = step(state, key_step, data)
-                losses.append(loss)
-                bar.update(1)
-            losses = np.asarray(jax.device_get(losses))
-            history.append(losses)
-            done += length
-            bar.set_postfix(loss=f"{losses.mean():.4f}")
+    state, history = dcgan._run_steps(step, state, jnp.asarray(imgs), k_train, steps=steps,
+                                      chunk=chunk, desc="imle", progress=progress)
     if return_history:
-        return state[0], {"loss": np.concatenate(history)}
+        return state[0], history
     return state[0]
