@@ -29,6 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flowinv._checks import positive_int
+
 __all__ = [
     "DATASETS",
     "PHOTOS",
@@ -123,9 +125,7 @@ def _check_shape(image_shape) -> tuple[int, int, int] | None:
 def _check_limit(limit) -> int | None:
     if limit is None:
         return None
-    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
-        raise ValueError(f"limit must be a positive int or None, got {limit!r}")
-    return int(limit)
+    return positive_int(limit, "limit")
 
 
 def _split_permutation(n: int, n_test: int, split: str) -> np.ndarray:

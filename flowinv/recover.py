@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from flowinv import losses, solvers
+from flowinv._checks import positive_int
 from flowinv.flows import Flow
 
 Array = jax.Array
@@ -349,12 +350,10 @@ def recover(
     if space not in ("z", "x"):
         raise ValueError(f"space must be 'z' or 'x', got {space!r}")
     init_scale = _check_finite_number("init_scale", init_scale)
-    if not isinstance(maxiter, int | np.integer) or maxiter < 1:
-        raise ValueError(f"maxiter must be a positive int, got {maxiter!r}")
+    maxiter = positive_int(maxiter, "maxiter")
     tol = _check_finite_number("tol", tol)
-    if chunk_size is not None and (not isinstance(chunk_size, int | np.integer)
-                                   or chunk_size < 1):
-        raise ValueError(f"chunk_size must be None or a positive int, got {chunk_size!r}")
+    if chunk_size is not None:
+        chunk_size = positive_int(chunk_size, "chunk_size")
     if method in ("map", "mle") and noise is None:
         raise ValueError(f"method={method!r} needs a noise model (noise=...)")
     if method == "map" and not isinstance(_prior_parts(prior)[0], Flow):

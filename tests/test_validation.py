@@ -113,7 +113,13 @@ CASES = [
     ("unknown-solver", lambda p, s, t: _recover(p, solver="newton"), ValueError, ["solver"]),
     ("unknown-init", lambda p, s, t: _recover(p, init="ones"), ValueError, ["init"]),
     ("maxiter-zero", lambda p, s, t: _recover(p, maxiter=0), ValueError, ["maxiter"]),
+    ("maxiter-bool", lambda p, s, t: _recover(p, maxiter=True), ValueError, ["maxiter", "true"]),
+    ("maxiter-float", lambda p, s, t: _recover(p, maxiter=2.0), ValueError, ["maxiter", "2.0"]),
     ("chunk-size-zero", lambda p, s, t: _recover(p, chunk_size=0), ValueError, ["chunk_size"]),
+    ("glow-width-zero", lambda p, s, t: flowinv.glow(SHAPE, levels=1, steps=1, width=0),
+     ValueError, ["width", "0"]),
+    ("glow-levels-float", lambda p, s, t: flowinv.glow(SHAPE, levels=1.0, steps=1, width=4),
+     ValueError, ["levels", "1.0"]),
     ("map-without-noise", lambda p, s, t: _recover(p, method="map"), ValueError, ["noise"]),
     ("operator-shape-mismatch", lambda p, s, t: _recover(
         p, operator=operators.identity((5, 5, 1)), y=_y(5, 5, 1)), ValueError, ["in_shape"]),
@@ -184,6 +190,8 @@ CASES = [
         f"folder:{_unreadable_image_folder(t)}"), ValueError, ["a.png"]),
     ("bad-image-shape", lambda p, s, t: data.load_dataset("mnist", image_shape=(28, 28)),
      ValueError, ["image_shape"]),
+    ("limit-bool", lambda p, s, t: data.load_dataset("digits", limit=True), ValueError,
+     ["limit", "true"]),
     ("bits-zero", lambda p, s, t: data.quantize(jnp.zeros(SHAPE), 0), ValueError, ["bits"]),
 ]
 

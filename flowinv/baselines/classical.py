@@ -35,6 +35,8 @@ import pywt
 from jax import lax
 from jax.scipy.fft import dctn, idctn
 
+from flowinv._checks import positive_int
+
 Array = jax.Array
 
 __all__ = [
@@ -232,12 +234,6 @@ def _check_nonneg(value: Any, name: str) -> float:
     return value
 
 
-def _check_posint(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
-
-
 def _check_operator(op: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
     for attr in ("A", "A_adjoint", "in_shape", "out_shape"):
         if not hasattr(op, attr):
@@ -268,7 +264,7 @@ def operator_norm_sq(op: Any, *, iters: int = 50, key: Array | None = None) -> A
       scalar estimate.
     """
     in_shape, _ = _check_operator(op)
-    iters = _check_posint(iters, "iters")
+    iters = positive_int(iters, "iters")
     key = jax.random.PRNGKey(0) if key is None else key
     return _power(op, key, in_shape, iters, jnp.float32)
 
@@ -364,8 +360,8 @@ def lasso_cs(
     in_shape, out_shape = _check_operator(op)
     if isinstance(lam, numbers.Real):
         lam = _check_nonneg(lam, "lam")
-    iters = _check_posint(iters, "iters")
-    power_iters = _check_posint(power_iters, "power_iters")
+    iters = positive_int(iters, "iters")
+    power_iters = positive_int(power_iters, "power_iters")
     y = jnp.asarray(y)
     if tuple(y.shape) != out_shape:
         raise ValueError(f"y must have shape op.out_shape = {out_shape}, got {tuple(y.shape)}")

@@ -45,6 +45,8 @@ import numpy as np
 import optax
 from jax import lax
 
+from flowinv._checks import positive_int
+
 Array = jax.Array
 
 __all__ = [
@@ -61,12 +63,6 @@ __all__ = [
     "sample",
     "train_dcgan",
 ]
-
-
-def _posint(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
 
 
 def _num_upsamples(h: int, w: int) -> int:
@@ -98,13 +94,13 @@ class DCGANConfig:
             raise ValueError(f"image_shape must be (H, W, C), got {self.image_shape!r}") from None
         if len(shape) != 3:
             raise ValueError(f"image_shape must be (H, W, C), got {self.image_shape!r}")
-        shape = tuple(_posint(s, "image_shape entries") for s in shape)
+        shape = tuple(positive_int(s, "image_shape entries") for s in shape)
         if _num_upsamples(shape[0], shape[1]) < 1:
             raise ValueError(f"image_shape must have an even H and W of at least 8 (the "
                              f"generator upsamples by 2 at least once), got {shape}")
         object.__setattr__(self, "image_shape", shape)
-        object.__setattr__(self, "latent_dim", _posint(self.latent_dim, "latent_dim"))
-        object.__setattr__(self, "base_channels", _posint(self.base_channels, "base_channels"))
+        object.__setattr__(self, "latent_dim", positive_int(self.latent_dim, "latent_dim"))
+        object.__setattr__(self, "base_channels", positive_int(self.base_channels, "base_channels"))
 
     @property
     def num_upsamples(self) -> int:
@@ -280,7 +276,7 @@ def sample(params: Any, key: Array, num: int, *, config: DCGANConfig) -> Array:
     """``num`` images ``G(z)``, ``z ~ N(0, I)``: ``(num, H, W, C)`` (jit-compiled)."""
     if not isinstance(config, DCGANConfig):
         raise TypeError(f"config must be a DCGANConfig, got {type(config).__name__}")
-    return _sample(params, key, _posint(num, "num"), config)
+    return _sample(params, key, positive_int(num, "num"), config)
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3))
@@ -453,9 +449,9 @@ def train_dcgan(
     elif not isinstance(config, DCGANConfig):
         raise TypeError(f"config must be a DCGANConfig or None, got {type(config).__name__}")
     imgs = check_training_images(imgs, config)
-    steps = _posint(steps, "steps")
-    batch_size = _posint(batch_size, "batch_size")
-    chunk = _posint(chunk, "chunk")
+    steps = positive_int(steps, "steps")
+    batch_size = positive_int(batch_size, "batch_size")
+    chunk = positive_int(chunk, "chunk")
     for name, v in (("lr", lr), ("b1", b1), ("r1", r1)):
         if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
             raise ValueError(f"{name} must be a finite number, got {v!r}")

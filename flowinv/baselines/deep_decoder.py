@@ -34,6 +34,8 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
+from flowinv._checks import positive_int
+
 Array = jax.Array
 
 __all__ = ["DeepDecoder", "deep_decoder_fit", "deep_decoder_recover", "input_shape"]
@@ -78,12 +80,6 @@ def input_shape(out_shape: tuple[int, ...], k: int, depth: int) -> tuple[int, in
     return (-(-int(out_shape[0]) // f), -(-int(out_shape[1]) // f), int(k))
 
 
-def _check_posint(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
-
-
 def _check_args(y, op, k, depth, steps, lr):
     for attr in ("in_shape", "out_shape"):
         if not hasattr(op, attr):
@@ -94,9 +90,9 @@ def _check_args(y, op, k, depth, steps, lr):
     in_shape = tuple(int(s) for s in op.in_shape)
     if len(in_shape) != 3:
         raise ValueError(f"op.in_shape must be an image shape (H, W, C), got {in_shape}")
-    k = _check_posint(k, "k")
-    depth = _check_posint(depth, "depth")
-    steps = _check_posint(steps, "steps")
+    k = positive_int(k, "k")
+    depth = positive_int(depth, "depth")
+    steps = positive_int(steps, "steps")
     if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (
             math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a finite number > 0, got {lr!r}")

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from flowinv._checks import positive_int
 from flowinv.baselines import dcgan
 
 Array = jax.Array
@@ -116,10 +117,10 @@ def train_imle(
     if not isinstance(config, dcgan.DCGANConfig):
         raise TypeError(f"config must be a DCGANConfig, got {type(config).__name__}")
     imgs = dcgan.check_training_images(images, config)
-    steps = dcgan._posint(steps, "steps")
-    batch_size = dcgan._posint(batch_size, "batch_size")
-    candidates = dcgan._posint(candidates, "candidates")
-    chunk = dcgan._posint(chunk, "chunk")
+    steps = positive_int(steps, "steps")
+    batch_size = positive_int(batch_size, "batch_size")
+    candidates = positive_int(candidates, "candidates")
+    chunk = positive_int(chunk, "chunk")
     if candidates < batch_size:
         raise ValueError(f"candidates must be >= batch_size, got {candidates} < {batch_size}")
     if (isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr)

@@ -8,6 +8,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from flowinv._checks import positive_int
 from flowinv.flows.base import Array, Flow, Params, StepStack
 from flowinv.flows.layers import (
     ACTNORM_EPS,
@@ -205,9 +206,8 @@ def glow(
     image_shape = tuple(int(d) for d in image_shape)
     if len(image_shape) != 3 or min(image_shape) < 1:
         raise ValueError(f"image_shape must be (H, W, C) with positive sizes, got {image_shape}")
-    for name, value in (("levels", levels), ("steps", steps), ("width", width)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    levels, steps, width = (positive_int(v, name) for v, name in
+                            ((levels, "levels"), (steps, "steps"), (width, "width")))
     factor = 2**levels
     if image_shape[0] % factor or image_shape[1] % factor:
         raise ValueError(
