@@ -38,6 +38,13 @@ def nonnegative_float(text: str) -> float:
     return value
 
 
+def positive_float(text: str) -> float:
+    value = nonnegative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
 def float_list(text: str) -> tuple[float, ...]:
     """``"0.05,0.1"`` -> ``(0.05, 0.1)``; every entry finite and >= 0."""
     try:

@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior", default=None,
                    help="flow prior of part 1: a shipped Glow or a Glow checkpoint folder "
                         "(default: the shipped prior for the dataset)")
-    p.add_argument("--clip", type=_positive_float, default=40.0,
+    p.add_argument("--clip", type=common.positive_float, default=40.0,
                    help="activation clip of part 1 (default 40, the supplement's)")
     p.add_argument("--train-prior", default="glow-digits",
                    help="shipped Glow recipe trained with and without ε in part 2 (default "
@@ -88,13 +88,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results/stabilisers", help="output folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
-
-
-def _positive_float(text: str) -> float:
-    value = common.nonnegative_float(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

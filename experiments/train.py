@@ -14,6 +14,7 @@ import json
 import shlex
 import sys
 
+from experiments import common
 from flowinv import checkpoints, priors, train
 
 
@@ -24,55 +25,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which shipped prior's recipe to train")
     p.add_argument("--workdir", default=None,
                    help="checkpoints, log.csv and sample grids (default runs/NAME)")
-    p.add_argument("--steps", type=_positive_int, default=None, help="override training steps")
-    p.add_argument("--batch-size", type=_positive_int, default=None, help="override batch size")
-    p.add_argument("--lr", type=_positive_float, default=None, help="override learning rate")
+    p.add_argument("--steps", type=common.positive_int, default=None,
+                   help="override training steps")
+    p.add_argument("--batch-size", type=common.positive_int, default=None,
+                   help="override batch size")
+    p.add_argument("--lr", type=common.positive_float, default=None, help="override learning rate")
     p.add_argument("--seed", type=int, default=None, help="override the seed")
-    p.add_argument("--width", type=_positive_int, default=None,
+    p.add_argument("--width", type=common.positive_int, default=None,
                    help="override the coupling-network width (tiny smoke runs)")
-    p.add_argument("--levels", type=_positive_int, default=None, help="override Glow levels")
-    p.add_argument("--flow-steps", type=_positive_int, default=None,
+    p.add_argument("--levels", type=common.positive_int, default=None, help="override Glow levels")
+    p.add_argument("--flow-steps", type=common.positive_int, default=None,
                    help="override Glow steps per level")
-    p.add_argument("--actnorm-eps", type=_nonnegative_float, default=None,
+    p.add_argument("--actnorm-eps", type=common.nonnegative_float, default=None,
                    help="Glow only: constant added to every actnorm scale (default 5e-4, the "
                         "Asim et al. supplement's stabiliser; 0 for plain Glow)")
-    p.add_argument("--eval-every", type=_positive_int, default=None)
-    p.add_argument("--ckpt-every", type=_positive_int, default=None)
+    p.add_argument("--eval-every", type=common.positive_int, default=None)
+    p.add_argument("--ckpt-every", type=common.positive_int, default=None)
     p.add_argument("--export", action="store_true",
                    help=f"write the trained prior to {checkpoints.checkpoint_root()}/NAME")
     p.add_argument("--export-to", default=None, help="write the trained prior to this folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
-    return value
-
-
-def _nonnegative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
 
 
 def config_from_args(args: argparse.Namespace) -> train.TrainConfig:
