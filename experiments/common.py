@@ -14,8 +14,12 @@ import numpy as np
 RESULT_COLUMNS = ("experiment", "dataset", "prior", "method", "param_name", "param_value",
                   "setting_name", "setting_value", "image_id", "psnr", "ssim", "seconds")
 
-DEFAULT_PRIOR = {"mnist": "glow-mnist", "patches64": "glow-patches64"}
+DEFAULT_PRIOR = {"mnist": "glow-mnist", "digits": "glow-digits", "patches64": "glow-patches64"}
 DEFAULT_GAN = {"mnist": "dcgan-mnist", "patches64": "dcgan-patches64"}
+# Any other dataset (a folder of the user's images, a TFDS set, lfw, cartoon) gets the shipped
+# prior for its channel count, and the shipped DCGAN of that prior's image shape.
+PRIOR_BY_CHANNELS = {1: "glow-mnist", 3: "glow-patches64"}
+GAN_BY_SHAPE = {(28, 28, 1): "dcgan-mnist", (64, 64, 3): "dcgan-patches64"}
 
 
 def positive_int(text: str) -> int:
@@ -64,7 +68,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, name: str) -> None:
                              "folder:PATH (default mnist)")
     parser.add_argument("--prior", default=None,
                         help="flow prior: a shipped name or a checkpoint folder (default: the "
-                             "shipped prior for the dataset)")
+                             "dataset's shipped prior; for other datasets glow-patches64 for "
+                             "colour images, glow-mnist for grey)")
     parser.add_argument("--gan", default=None,
                         help="DCGAN checkpoint for the GAN baselines (default: shipped one for "
                              "the dataset; 'none' skips them)")
@@ -200,6 +205,27 @@ def chunk_size() -> int | None:
     return 8 if jax.default_backend() == "cpu" else None
 
 
+def default_prior(spec: str) -> str:
+    """The shipped prior an experiment uses for dataset ``spec`` when ``--prior`` is not given.
+
+    ``mnist``, ``digits`` and ``patches64`` have their own; any other dataset gets the natural
+    patch prior (``glow-patches64``) for colour images and the MNIST prior for grey ones, judged
+    from its first test image, with a note on stderr (the images are then converted to the
+    prior's shape, see ``flowinv.data``).
+    """
+    import sys
+
+    from flowinv import data
+
+    if spec in DEFAULT_PRIOR:
+        return DEFAULT_PRIOR[spec]
+    channels = data.load_dataset(spec, "test", limit=1).shape[-1]
+    name = PRIOR_BY_CHANNELS.get(channels, "glow-patches64")
+    print(f"note: prior {name} for dataset {spec!r} ({channels}-channel images; pass --prior "
+          "to choose another)", file=sys.stderr)
+    return name
+
+
 def load_gan_or_none(gan: str | None, dataset: str, image_shape: tuple | None = None):
     """``(Generator, params)`` of the DCGAN baseline, or None with a note on stderr.
 
@@ -213,7 +239,8 @@ def load_gan_or_none(gan: str | None, dataset: str, image_shape: tuple | None = 
 
     if gan == "none":
         return None
-    name = gan or DEFAULT_GAN.get(dataset)
+    name = gan or DEFAULT_GAN.get(dataset) or GAN_BY_SHAPE.get(
+        None if image_shape is None else tuple(int(d) for d in image_shape))
     if name is None:
         print(f"note: DCGAN baseline skipped (no shipped DCGAN for dataset {dataset!r}; "
               "pass --gan)", file=sys.stderr)
@@ -234,18 +261,36 @@ def load_test_and_val(spec: str, shape, num_test: int,
                       num_val: int) -> tuple[np.ndarray, np.ndarray]:
     """``num_test`` test images and ``num_val`` validation images from the *training* split.
 
-    Datasets without a training split (evaluation-only sets such as ``lfw``) validate on test
-    images beyond the first ``num_test``, which are then never reported on.
+    Datasets without a separate training split validate on test images beyond the first
+    ``num_test``, which are then never reported on: evaluation-only sets such as ``lfw``, and
+    any dataset whose "train" images include a test image (a ``folder:`` without ``train/`` and
+    ``test/`` subfolders, or ``tfds:NAME:SPLIT``, return the same images for both splits), so
+    hyperparameters are never chosen on the images that are reported.
     """
+    import sys
+
     from flowinv import data
 
     test = data.load_dataset(spec, "test", image_shape=shape, limit=num_test)[:num_test]
     try:
         val = data.load_dataset(spec, "train", image_shape=shape, limit=num_val)[:num_val]
     except ValueError:
+        val = None
+    if val is not None and _shares_an_image(val, test):
+        print(f"note: dataset {spec!r} has no training split apart from its test images; "
+              f"validating on its images after the first {num_test}", file=sys.stderr)
+        val = None
+    if val is None:
         more = data.load_dataset(spec, "test", image_shape=shape, limit=num_test + num_val)
         val = more[num_test: num_test + num_val]
     if len(test) == 0 or len(val) == 0:
         raise ValueError(f"dataset {spec!r} gave {len(test)} test and {len(val)} validation "
-                         "images; need at least one of each")
+                         f"images; need at least one of each (at least {num_test + 1} images "
+                         "when test and validation images come from the same split)")
     return test, val
+
+
+def _shares_an_image(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether any image of batch ``a`` equals any image of batch ``b`` exactly."""
+    flat_b = b.reshape(len(b), -1)
+    return any(np.any(np.all(flat_b == img.reshape(1, -1), axis=1)) for img in a)

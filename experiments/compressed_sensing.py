@@ -128,7 +128,7 @@ def run(config: Config) -> dict:
 
     out = pathlib.Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    prior_name = config.prior or common.DEFAULT_PRIOR.get(config.dataset, "glow-mnist")
+    prior_name = config.prior or common.default_prior(config.dataset)
     flow, params = flowinv.load_prior(prior_name)
     shape, n = flow.image_shape, flow.dim
     sets = {"in-dist": config.dataset}

@@ -96,7 +96,7 @@ def run(config: Config) -> dict:
 
     out = pathlib.Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    prior_name = config.prior or common.DEFAULT_PRIOR.get(config.dataset, "glow-mnist")
+    prior_name = config.prior or common.default_prior(config.dataset)
     flow, params = flowinv.load_prior(prior_name)
     test, val = common.load_test_and_val(config.dataset, flow.image_shape,
                                          config.num_images, config.val_images)

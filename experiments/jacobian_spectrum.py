@@ -282,7 +282,7 @@ def run(config: Config) -> dict:
         raise ValueError(f"solver must be one of {SOLVERS}, got {config.solver!r}")
     out = pathlib.Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    prior_name = config.prior or common.DEFAULT_PRIOR.get(config.dataset, "glow-mnist")
+    prior_name = config.prior or common.default_prior(config.dataset)
     flow, params = flowinv.load_prior(prior_name)
     shape, n = tuple(flow.image_shape), flow.dim
     test = data.load_dataset(config.dataset, "test", image_shape=shape,

@@ -208,7 +208,7 @@ def run(config: Config) -> dict:
 
     out = pathlib.Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    prior_name = config.prior or common.DEFAULT_PRIOR.get(config.dataset, "glow-mnist")
+    prior_name = config.prior or common.default_prior(config.dataset)
     flow, params = flowinv.load_prior(prior_name)
     if not hasattr(flow, "actnorm_eps"):
         raise ValueError(f"--prior must be a Glow (the stabilisers are Glow's), got "

@@ -1,0 +1,76 @@
+"""How the experiments pick their test and validation images and their default prior for a
+dataset of the user's own (a folder of images): validation never reuses a reported image."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from experiments import common
+
+
+def _write_images(folder, n, channels, seed):
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        pixels = rng.integers(0, 256, (12, 12, channels), dtype=np.uint8)
+        Image.fromarray(pixels[..., 0] if channels == 1 else pixels).save(folder / f"{i:02d}.png")
+
+
+def _rows(images):
+    return {img.tobytes() for img in images}
+
+
+def test_flat_folder_validates_on_images_after_the_test_images(tmp_path, capsys):
+    _write_images(tmp_path / "flat", 6, 3, seed=0)
+    test, val = common.load_test_and_val(f"folder:{tmp_path / 'flat'}", (12, 12, 3), 2, 3)
+    everything = common.load_test_and_val(f"folder:{tmp_path / 'flat'}", (12, 12, 3), 5, 1)[0]
+    assert test.shape == (2, 12, 12, 3) and val.shape == (3, 12, 12, 3)
+    assert not _rows(test) & _rows(val)
+    np.testing.assert_array_equal(val, everything[2:5])  # the next images in folder order
+    assert "no training split apart from its test images" in capsys.readouterr().err
+
+
+def test_folder_with_train_subfolder_validates_on_it(tmp_path, capsys):
+    _write_images(tmp_path / "split" / "test", 3, 1, seed=1)
+    _write_images(tmp_path / "split" / "train", 3, 1, seed=2)
+    spec = f"folder:{tmp_path / 'split'}"
+    test, val = common.load_test_and_val(spec, (12, 12, 1), 2, 2)
+    from flowinv import data
+
+    np.testing.assert_array_equal(val, data.load_dataset(spec, "train", limit=2))
+    assert not _rows(test) & _rows(val)
+    assert "no training split" not in capsys.readouterr().err
+
+
+def test_flat_folder_too_small_for_test_and_validation_is_an_error(tmp_path):
+    _write_images(tmp_path / "two", 2, 3, seed=3)
+    with pytest.raises(ValueError, match="at least 3 images"):
+        common.load_test_and_val(f"folder:{tmp_path / 'two'}", (12, 12, 3), 2, 1)
+
+
+def test_bundled_training_split_is_used_for_validation():
+    test, val = common.load_test_and_val("digits", (8, 8, 1), 3, 2)
+    assert val.shape == (2, 8, 8, 1) and not _rows(test) & _rows(val)
+
+
+@pytest.mark.parametrize("channels,prior", [(3, "glow-patches64"), (1, "glow-mnist")])
+def test_default_prior_of_a_folder_follows_its_channels(tmp_path, capsys, channels, prior):
+    _write_images(tmp_path / "imgs", 1, channels, seed=4)
+    assert common.default_prior(f"folder:{tmp_path / 'imgs'}") == prior
+    assert prior in capsys.readouterr().err  # the choice is announced
+
+
+@pytest.mark.parametrize("spec,prior", [("mnist", "glow-mnist"), ("digits", "glow-digits"),
+                                        ("patches64", "glow-patches64"),
+                                        ("cartoon", "glow-patches64"), ("lfw", "glow-mnist")])
+def test_default_prior_of_bundled_datasets(spec, prior):
+    assert common.default_prior(spec) == prior
+
+
+def test_default_gan_follows_the_prior_shape_for_other_datasets(capsys):
+    gan = common.load_gan_or_none(None, "folder:/anything", (64, 64, 3))
+    assert gan is not None and tuple(gan[0].image_shape) == (64, 64, 3)
+    assert common.load_gan_or_none(None, "folder:/anything", (8, 8, 1)) is None
+    assert "no shipped DCGAN" in capsys.readouterr().err
