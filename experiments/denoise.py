@@ -205,32 +205,39 @@ def _plot_curves(path: pathlib.Path, curves: list[dict], config: Config, prior: 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     sigmas = (0.0, *config.sigmas)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for j, (method, ax) in enumerate((("glow-sq", axes[0]), ("glow-norm", axes[1]))):
+        gammas = sorted({c["param"] for c in curves if c["method"] == method})
+        positive = [g for g in gammas if g > 0] or [1e-2]
+        zero_at = min(positive) / 3  # a log axis has no 0: draw γ = 0 one third below
         for i, s in enumerate(sigmas):
             pts = sorted((c["param"], c["test_psnr"]) for c in curves
                          if c["sigma"] == s and c["method"] == method)
             if not pts:
                 continue
-            g = np.array([p[0] for p in pts])
-            ax.plot(np.maximum(g, min(x for x in g if x > 0) / 3 if (g > 0).any() else 1e-3),
-                    [p[1] for p in pts], "o-", color=colors[i], label=f"σ={s}")
+            ax.plot([g if g > 0 else zero_at for g, _ in pts], [v for _, v in pts], "o-",
+                    color=colors[i], label=f"σ={s}")
             for base, style in (("bm3d", "--"), ("noisy", ":")):
                 b = [c["test_psnr"] for c in curves if c["sigma"] == s and c["method"] == base]
                 if b and s > 0:
                     ax.axhline(b[0], ls=style, color=colors[i], lw=1,
                                label=f"{base} σ={s}" if j == 0 else None)
         ax.set_xscale("log")
-        ax.set_xlabel("γ (γ=0 drawn at the left edge)")
+        ax.set_xticks([g if g > 0 else zero_at for g in gammas] or [zero_at],
+                      [f"{g:g}" for g in gammas] or ["0"])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("γ")
         ax.set_ylabel("test PSNR (dB)")
         ax.set_title({"glow-sq": "Glow, γ‖z‖²", "glow-norm": "Glow, γ‖z‖"}[method])
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=6, ncol=2)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(sigmas) + 1, fontsize=7)
     fig.suptitle(f"Denoising PSNR vs γ ({config.dataset}, {prior}); dashed BM3D, dotted noisy")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
