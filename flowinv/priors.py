@@ -81,7 +81,7 @@ class GANConfig:
 
 GANS: dict[str, GANConfig] = {
     "dcgan-mnist": GANConfig(dataset="mnist", image_shape=(28, 28, 1), latent_dim=100,
-                             base_channels=32, batch_size=32, steps=2000),
+                             base_channels=32, batch_size=32, steps=10000),
     # Adversarial training collapsed on these 6,170 patches within the CPU budget (README,
     # "Shipped priors"), so this generator is fitted by IMLE.
     "dcgan-patches64": GANConfig(dataset="patches64", image_shape=(64, 64, 3), latent_dim=100,
