@@ -235,7 +235,8 @@ def build_cs_parser(prog: str, doc: str, name: str, *, ratio_help: str,
     p.add_argument("--gammas", type=common.float_list, default=None,
                    help="γ values of Asim et al.'s ‖z‖² penalty, comma separated")
     p.add_argument("--val-images", type=common.positive_int, default=None,
-                   help="validation images (from the training split) used to pick β, γ, λ")
+                   help="validation images (from the training split, else after the "
+                        "test images) used to pick β, γ, λ")
     add_solver_argument(p)
     p.add_argument("--methods", default=None,
                    help=f"comma-separated subset of {','.join(methods)}")
@@ -368,7 +369,7 @@ def run_cs(config, *, one_bit: bool, experiment: str) -> dict:
         common.sample_sheet(out / f"samples_m{m}.png", cols, f"{what}, m={m} of n={n}")
     print(f"\n{what} with positive-mean sinusoidal noise (s={config.noise_scale}), "
           f"{len(test)} held-out {config.dataset} test images (β/γ/λ picked on {len(val)} "
-          f"validation images from the training split), prior {prior_name}, n={n}, "
+          f"validation images, none of them a test image), prior {prior_name}, n={n}, "
           f"{config.maxiter} {config.solver} iterations:")
     print(common.format_table([{k: v for k, v in r.items()
                                 if k not in ("setting_name", "param_value")} for r in summary]))

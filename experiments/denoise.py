@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--norm-gammas", type=common.float_list, default=None,
                    help="γ values of the ‖z‖ penalty, comma separated")
     p.add_argument("--val-images", type=common.positive_int, default=None,
-                   help="validation images (from the training split) used to pick γ")
+                   help="validation images (from the training split, else after the "
+                        "test images) used to pick γ")
     return p
 
 
@@ -172,7 +173,7 @@ def run(config: Config) -> dict:
         common.sample_sheet(out / f"samples_sigma{s}.png", cols,
                             f"denoising, {config.dataset}, prior {prior_name}, σ={s}")
     print(f"\nDenoising on {n_test} held-out {config.dataset} test images "
-          f"(γ/λ picked on {len(val)} validation images from the training split), "
+          f"(γ/λ picked on {len(val)} validation images, none of them a test image), "
           f"prior {prior_name}, {config.maxiter} L-BFGS iterations; "
           f"seconds are per image, including compilation:")
     print(common.format_table([{k: v for k, v in r.items() if k != "param_value"}

@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="γ values of the Glow ‖z‖² penalty, comma separated (picked on "
                         "validation images)")
     p.add_argument("--val-images", type=common.positive_int, default=None,
-                   help="validation images (from the training split) used to pick γ and λ")
+                   help="validation images (from the training split, else after the "
+                        "test images) used to pick γ and λ")
     p.add_argument("--ood-dataset", default=None,
                    help="out-of-distribution set (default lfw for mnist, cartoon for "
                         "patches64; 'none' skips it)")
@@ -283,7 +284,7 @@ def run(config: Config) -> dict:
     print(f"\nInpainting, prior {prior_name} ({'x'.join(map(str, shape))}), "
           f"{config.maxiter} L-BFGS iterations, mean over {len(test)} test images per set; "
           f"γ/λ picked on {len(val)} validation images of {config.dataset} "
-          "(training split) per mask setting:")
+          "(none of them a test image) per mask setting:")
     print(common.format_table(summary))
     print(f"\nwrote {out}/results.csv, summary.csv, curves.csv, psnr_vs_missing.png, "
           f"{', '.join(sheets)}")

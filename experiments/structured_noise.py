@@ -187,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gammas", type=common.float_list, default=None,
                    help="γ values of Asim et al.'s ‖z‖² penalty, comma separated")
     p.add_argument("--val-images", type=common.positive_int, default=None,
-                   help="validation images (from the training split) used to pick β, γ, λ")
+                   help="validation images (from the training split, else after the "
+                        "test images) used to pick β, γ, λ")
     p.add_argument("--noise-flow", default="realnvp-mnist",
                    help="flow modelling the digit noise: a shipped name or a checkpoint "
                         "folder (default realnvp-mnist)")
@@ -352,7 +353,7 @@ def run(config: Config) -> dict:
         common.sample_sheet(out / f"samples_{kind}.png", cols,
                             f"{kind} noise, s={s}, {config.dataset}, prior {name}")
     print(f"\nStructured-noise denoising on {nt} held-out {config.dataset} test images "
-          f"(β/γ/λ picked on {len(val)} validation images from the training split), prior "
+          f"(β/γ/λ picked on {len(val)} validation images, none of them a test image), prior "
           f"{prior_name}, {config.maxiter} {config.solver} iterations:")
     print(common.format_table([{k: v for k, v in r.items() if k != "param_value"}
                                for r in pretty]))

@@ -95,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Asim γ values of the ‖z‖² penalty, comma separated (picked on "
                         "validation)")
     p.add_argument("--val-images", type=common.positive_int, default=None,
-                   help="validation images (from the training split) used to pick β and γ")
+                   help="validation images (from the training split, else after the "
+                        "test images) used to pick β and γ")
     p.add_argument("--solver", choices=("lbfgs", "optax-lbfgs", "adam"),
                    default="lbfgs", help="solver of both methods (default lbfgs)")
     p.add_argument("--batch-size", type=common.positive_int, default=None,
@@ -187,7 +188,7 @@ def run(config: Config) -> dict:
     print(f"\nSub-pixel imputation ({config.drop:.0%} of sub-pixels dropped) at "
           f"{'x'.join(map(str, shape))}, prior {prior_name}, {config.maxiter} iterations of "
           f"{config.solver}, mean over {nt} {config.dataset} test images; β, γ picked on "
-          f"{len(val)} validation images (training split); seconds_per_image excludes "
+          f"{len(val)} validation images (none a test image); seconds_per_image excludes "
           f"compilation ({len(images)} images per batched solve):")
     print(common.format_table([{k: v for k, v in r.items() if k != "param_value"}
                                for r in summary]))
