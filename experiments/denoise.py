@@ -215,12 +215,13 @@ def _plot_curves(path: pathlib.Path, curves: list[dict], config: Config, prior: 
         gammas = sorted({c["param"] for c in curves if c["method"] == method})
         positive = [g for g in gammas if g > 0] or [1e-2]
         zero_at = min(positive) / 3  # a log axis has no 0: draw γ = 0 one third below
+        x_of = {g: g if g > 0 else zero_at for g in gammas}
         for i, s in enumerate(sigmas):
             pts = sorted((c["param"], c["test_psnr"]) for c in curves
                          if c["sigma"] == s and c["method"] == method)
             if not pts:
                 continue
-            ax.plot([g if g > 0 else zero_at for g, _ in pts], [v for _, v in pts], "o-",
+            ax.plot([x_of[g] for g, _ in pts], [v for _, v in pts], "o-",
                     color=colors[i], label=f"σ={s}")
             for base, style in (("bm3d", "--"), ("noisy", ":")):
                 b = [c["test_psnr"] for c in curves if c["sigma"] == s and c["method"] == base]
@@ -228,8 +229,7 @@ def _plot_curves(path: pathlib.Path, curves: list[dict], config: Config, prior: 
                     ax.axhline(b[0], ls=style, color=colors[i], lw=1,
                                label=f"{base} σ={s}" if j == 0 else None)
         ax.set_xscale("log")
-        ax.set_xticks([g if g > 0 else zero_at for g in gammas] or [zero_at],
-                      [f"{g:g}" for g in gammas] or ["0"])
+        ax.set_xticks([x_of[g] for g in gammas], [f"{g:g}" for g in gammas])
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("γ")
         ax.set_ylabel("test PSNR (dB)")

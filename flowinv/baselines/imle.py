@@ -113,7 +113,6 @@ def train_imle(
       the generator weights (for :func:`dcgan.generator_apply`), or, with ``return_history``,
       ``(weights, {"loss": (steps,)})``. Deterministic given ``key`` on a given machine.
     """
-
     if not isinstance(config, dcgan.DCGANConfig):
         raise TypeError(f"config must be a DCGANConfig, got {type(config).__name__}")
     imgs = dcgan.check_training_images(images, config)
