@@ -293,10 +293,7 @@ def run_cs(config, *, one_bit: bool, experiment: str) -> dict:
     import flowinv
     from flowinv import noise, operators
 
-    out = pathlib.Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    prior_name = config.prior or common.default_prior(config.dataset)
-    flow, params = flowinv.load_prior(prior_name)
+    out, prior_name, flow, params = common.setup_run(config)
     shape, n = tuple(flow.image_shape), flow.dim
     test, val = common.load_test_and_val(config.dataset, shape, config.num_images,
                                          config.val_images)

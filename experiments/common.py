@@ -226,6 +226,21 @@ def default_prior(spec: str) -> str:
     return name
 
 
+def setup_run(config) -> tuple[pathlib.Path, str, object, object]:
+    """The start of every experiment's ``run``: ``(out, prior_name, flow, params)``.
+
+    Creates the output folder ``config.out`` and loads ``config.prior``, or the default prior of
+    ``config.dataset`` (:func:`default_prior`) when it is None.
+    """
+    import flowinv
+
+    out = pathlib.Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    prior_name = config.prior or default_prior(config.dataset)
+    flow, params = flowinv.load_prior(prior_name)
+    return out, prior_name, flow, params
+
+
 def load_gan_or_none(gan: str | None, dataset: str, image_shape: tuple | None = None):
     """``(Generator, params)`` of the DCGAN baseline, or None with a note on stderr.
 

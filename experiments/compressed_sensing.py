@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -126,10 +125,7 @@ def run(config: Config) -> dict:
     import flowinv
     from flowinv import data, metrics, noise, operators
 
-    out = pathlib.Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    prior_name = config.prior or common.default_prior(config.dataset)
-    flow, params = flowinv.load_prior(prior_name)
+    out, prior_name, flow, params = common.setup_run(config)
     shape, n = flow.image_shape, flow.dim
     sets = {"in-dist": config.dataset}
     ood = config.ood_dataset or OOD.get(config.dataset)

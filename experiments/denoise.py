@@ -95,10 +95,7 @@ def run(config: Config) -> dict:
     from flowinv import metrics, operators
     from flowinv.baselines import classical
 
-    out = pathlib.Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    prior_name = config.prior or common.default_prior(config.dataset)
-    flow, params = flowinv.load_prior(prior_name)
+    out, prior_name, flow, params = common.setup_run(config)
     test, val = common.load_test_and_val(config.dataset, flow.image_shape,
                                          config.num_images, config.val_images)
     images = np.concatenate([test, val])  # one batch: val images ride along for γ selection

@@ -47,7 +47,6 @@ import argparse
 import dataclasses
 import functools
 import math
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -217,10 +216,7 @@ def run(config: Config) -> dict:
     from flowinv.baselines import classical
     from flowinv.recover import initial_latents, invert_images
 
-    out = pathlib.Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    prior_name = config.prior or common.default_prior(config.dataset)
-    flow, params = flowinv.load_prior(prior_name)
+    out, prior_name, flow, params = common.setup_run(config)
     shape, n = tuple(flow.image_shape), flow.dim
     test = data.load_dataset(config.dataset, "test", image_shape=shape,
                              limit=config.num_images)[: config.num_images]

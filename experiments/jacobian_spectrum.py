@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -272,7 +271,6 @@ def run(config: Config) -> dict:
     """Runs both studies; returns ``{"rows", "summary", "perturbation_summary", "out"}``."""
     from tqdm.auto import tqdm
 
-    import flowinv
     from flowinv import data
     from flowinv.recover import invert_images
 
@@ -280,10 +278,7 @@ def run(config: Config) -> dict:
         raise ValueError("num_images must be >= 2 (natural directions join two test images)")
     if config.solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {config.solver!r}")
-    out = pathlib.Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    prior_name = config.prior or common.default_prior(config.dataset)
-    flow, params = flowinv.load_prior(prior_name)
+    out, prior_name, flow, params = common.setup_run(config)
     shape, n = tuple(flow.image_shape), flow.dim
     test = data.load_dataset(config.dataset, "test", image_shape=shape,
                              limit=config.num_images)[: config.num_images]

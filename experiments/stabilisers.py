@@ -204,12 +204,8 @@ def run(config: Config) -> dict:
     """Runs both parts; returns ``{"rows", "summary", "out"}``."""
     from tqdm.auto import tqdm
 
-    import flowinv
 
-    out = pathlib.Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    prior_name = config.prior or common.default_prior(config.dataset)
-    flow, params = flowinv.load_prior(prior_name)
+    out, prior_name, flow, params = common.setup_run(config)
     if not hasattr(flow, "actnorm_eps"):
         raise ValueError(f"--prior must be a Glow (the stabilisers are Glow's), got "
                          f"{type(flow).__name__} {prior_name!r}")

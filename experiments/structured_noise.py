@@ -276,13 +276,9 @@ def run(config: Config) -> dict:
     """Runs the experiment; returns ``{"rows": [...], "summary": [...], "out": path}``."""
     from tqdm.auto import tqdm
 
-    import flowinv
     from flowinv.baselines import classical
 
-    out = pathlib.Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    prior_name = config.prior or common.default_prior(config.dataset)
-    flow, params = flowinv.load_prior(prior_name)
+    out, prior_name, flow, params = common.setup_run(config)
     shape = tuple(flow.image_shape)
     test, val = common.load_test_and_val(config.dataset, shape, config.num_images,
                                            config.val_images)

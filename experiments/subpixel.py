@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -128,10 +127,7 @@ def run(config: Config) -> dict:
     import flowinv
     from flowinv import metrics, noise, operators
 
-    out = pathlib.Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    prior_name = config.prior or common.default_prior(config.dataset)
-    flow, params = flowinv.load_prior(prior_name)
+    out, prior_name, flow, params = common.setup_run(config)
     shape = tuple(flow.image_shape)
     test, val = common.load_test_and_val(config.dataset, shape, config.num_images,
                                          config.val_images)

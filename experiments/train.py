@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=common.positive_int, default=None,
                    help="override batch size")
     p.add_argument("--lr", type=common.positive_float, default=None, help="override learning rate")
+    p.add_argument("--lr-schedule", choices=train.LR_SCHEDULES, default=None,
+                   help="override the learning-rate decay after the warm-up")
     p.add_argument("--seed", type=int, default=None, help="override the seed")
     p.add_argument("--width", type=common.positive_int, default=None,
                    help="override the coupling-network width (tiny smoke runs)")
@@ -56,7 +58,7 @@ def config_from_args(args: argparse.Namespace) -> train.TrainConfig:
         if value is not None:
             arch[key] = value
     overrides = {"architecture": arch}
-    for key in ("steps", "batch_size", "lr", "seed", "eval_every", "ckpt_every"):
+    for key in ("steps", "batch_size", "lr", "lr_schedule", "seed", "eval_every", "ckpt_every"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     config = dataclasses.replace(config, **overrides)

@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
-import numbers
 from collections.abc import Mapping
 from typing import Any
 
@@ -45,7 +43,8 @@ import numpy as np
 import optax
 from jax import lax
 
-from flowinv._checks import positive_int
+from flowinv._checks import finite_real, positive_int
+from flowinv.baselines._steps import run_steps
 
 Array = jax.Array
 
@@ -353,32 +352,6 @@ def _make_step(config: DCGANConfig, lr: float, b1: float, batch_size: int, r1: f
     return step
 
 
-def _run_steps(step, state, images, key, *, steps: int, chunk: int, desc: str,
-               progress: bool):
-    """Calls ``step(state, key_t, images) -> (state, {name: scalar loss})`` ``steps`` times.
-
-    The step keys are ``split(fold_in(key, i), length)`` for chunk ``i``; the losses come back
-    to the host, and the tqdm bar shows their means, once per chunk. Returns the final state
-    and ``{name: (steps,) array}``. Shared by :func:`train_dcgan` and
-    :func:`flowinv.baselines.imle.train_imle`.
-    """
-    from tqdm.auto import tqdm
-
-    history = []
-    with tqdm(total=steps, desc=desc, disable=not progress) as bar:
-        for i in range(math.ceil(steps / chunk)):
-            length = min(chunk, steps - i * chunk)
-            losses = []
-            for key_step in jax.random.split(jax.random.fold_in(key, i), length):
-                state, loss = step(state, key_step, images)
-                losses.append(loss)
-                bar.update(1)
-            losses = {k: np.asarray([v[k] for v in jax.device_get(losses)]) for k in losses[0]}
-            history.append(losses)
-            bar.set_postfix({k: f"{v.mean():.4f}" for k, v in losses.items()})
-    return state, {k: np.concatenate([h[k] for h in history]) for k in history[0]}
-
-
 def check_training_images(images: Any, config: DCGANConfig) -> np.ndarray:
     """``images`` as float32 ``(N, *config.image_shape)``, N >= 1, finite, in [0, 1]; else
     ValueError."""
@@ -452,9 +425,7 @@ def train_dcgan(
     steps = positive_int(steps, "steps")
     batch_size = positive_int(batch_size, "batch_size")
     chunk = positive_int(chunk, "chunk")
-    for name, v in (("lr", lr), ("b1", b1), ("r1", r1)):
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
-            raise ValueError(f"{name} must be a finite number, got {v!r}")
+    lr, b1, r1 = (finite_real(v, name) for name, v in (("lr", lr), ("b1", b1), ("r1", r1)))
     if not lr > 0 or not 0 <= b1 < 1 or not r1 >= 0:
         raise ValueError(f"need lr > 0, 0 <= b1 < 1 and r1 >= 0, got lr={lr}, b1={b1}, "
                          f"r1={r1}")
@@ -464,9 +435,9 @@ def train_dcgan(
     opt = _adam(lr, b1)
     state = (params["generator"], params["discriminator"], opt.init(params["generator"]),
              opt.init(params["discriminator"]))
-    step = _make_step(config, float(lr), float(b1), batch_size, float(r1))
-    state, history = _run_steps(step, state, jnp.asarray(imgs), k_train, steps=steps,
-                                chunk=chunk, desc="dcgan", progress=progress)
+    step = _make_step(config, lr, b1, batch_size, r1)
+    state, history = run_steps(step, state, jnp.asarray(imgs), k_train, steps=steps,
+                               chunk=chunk, desc="dcgan", progress=progress)
     g_params = state[0]
     if return_history:
         return g_params, {**history, "discriminator": state[1]}

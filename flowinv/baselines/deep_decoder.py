@@ -24,8 +24,6 @@ multiple of ``2^depth`` (e.g. 28x28 MNIST with ``depth = 4`` is generated at 32x
 from __future__ import annotations
 
 import functools
-import math
-import numbers
 from typing import Any
 
 import flax.linen as nn
@@ -34,7 +32,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from flowinv._checks import positive_int
+from flowinv._checks import finite_real, positive_int
 
 Array = jax.Array
 
@@ -93,14 +91,12 @@ def _check_args(y, op, k, depth, steps, lr):
     k = positive_int(k, "k")
     depth = positive_int(depth, "depth")
     steps = positive_int(steps, "steps")
-    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (
-            math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+    lr = finite_real(lr, "lr", positive=True)
     y = jnp.asarray(y)
     if tuple(y.shape) != tuple(op.out_shape):
         raise ValueError(f"y must have shape op.out_shape = {tuple(op.out_shape)}, got "
                          f"{tuple(y.shape)}")
-    return y, in_shape, k, depth, steps, float(lr)
+    return y, in_shape, k, depth, steps, lr
 
 
 @functools.partial(jax.jit, static_argnames=("in_shape", "k", "depth", "steps"))

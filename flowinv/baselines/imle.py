@@ -20,16 +20,15 @@ samples ``G(z)`` with ``z ~ N(0, I)``), so it drops into CSGM and the MLE losses
 from __future__ import annotations
 
 import functools
-import math
-import numbers
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from flowinv._checks import positive_int
+from flowinv._checks import finite_real, positive_int
 from flowinv.baselines import dcgan
+from flowinv.baselines._steps import run_steps
 
 Array = jax.Array
 
@@ -122,16 +121,14 @@ def train_imle(
     chunk = positive_int(chunk, "chunk")
     if candidates < batch_size:
         raise ValueError(f"candidates must be >= batch_size, got {candidates} < {batch_size}")
-    if (isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr)
-            or not lr > 0):
-        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+    lr = finite_real(lr, "lr", positive=True)
 
     k_init, k_train = jax.random.split(key)
     g = dcgan.init_params(k_init, config)["generator"]
-    state = (g, optax.adam(float(lr)).init(g))
-    step = _make_step(config, float(lr), batch_size, candidates)
-    state, history = dcgan._run_steps(step, state, jnp.asarray(imgs), k_train, steps=steps,
-                                      chunk=chunk, desc="imle", progress=progress)
+    state = (g, optax.adam(lr).init(g))
+    step = _make_step(config, lr, batch_size, candidates)
+    state, history = run_steps(step, state, jnp.asarray(imgs), k_train, steps=steps,
+                               chunk=chunk, desc="imle", progress=progress)
     if return_history:
         return state[0], history
     return state[0]
