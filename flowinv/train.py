@@ -44,6 +44,8 @@ class TrainConfig:
         natural images at 5 bits).
       batch_size, steps, lr, warmup, grad_clip: optax Adam with linear warm-up to ``lr`` and
         global-norm gradient clipping.
+      lr_schedule: after the warm-up, ``"constant"`` keeps ``lr``; ``"cosine"`` decays it as
+        ``lr · ½(1 + cos(π (t − warmup) / (steps − warmup)))``, reaching 0 at ``steps``.
       augment: random flips/90° rotations of training images (natural patches only).
       init_batch: images used for the data-dependent actnorm initialisation.
       eval_every, ckpt_every: test bits/dim + sample grid, and checkpoint, periods in steps.
@@ -58,6 +60,7 @@ class TrainConfig:
     steps: int = 2000
     lr: float = 1e-3
     warmup: int = 200
+    lr_schedule: str = "constant"
     grad_clip: float = 50.0
     augment: bool = False
     init_batch: int = 256
@@ -66,13 +69,30 @@ class TrainConfig:
     eval_limit: int | None = 500
     seed: int = 0
 
+    def __post_init__(self):
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, "
+                             f"got {self.lr_schedule!r}")
+
+
+LR_SCHEDULES = ("constant", "cosine")
+
 
 class TrainState(dict):
     """``{"params", "opt_state", "step"}``: a plain pytree, checkpointed as a whole."""
 
 
+def learning_rate(config: TrainConfig) -> optax.Schedule:
+    """The step → learning-rate schedule: linear warm-up, then ``config.lr_schedule``."""
+    warmup = max(config.warmup, 1)
+    if config.lr_schedule == "cosine":
+        return optax.warmup_cosine_decay_schedule(
+            0.0, config.lr, warmup, max(config.steps, warmup + 1), end_value=0.0)
+    return optax.linear_schedule(0.0, config.lr, warmup)
+
+
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
-    schedule = optax.linear_schedule(0.0, config.lr, max(config.warmup, 1))
+    schedule = learning_rate(config)
     opt = optax.chain(optax.clip_by_global_norm(config.grad_clip), optax.adam(schedule))
     # A non-finite step (rare, early in training) is skipped rather than poisoning the params.
     return optax.apply_if_finite(opt, max_consecutive_errors=20)

@@ -36,6 +36,22 @@ def test_a_few_steps_lower_the_loss(tmp_path):
     assert flow.image_shape == (8, 8, 1)
 
 
+def test_learning_rate_schedules():
+    """Warm-up is linear to ``lr`` for both; "cosine" then halves at the midpoint of the rest
+    and reaches 0 at ``steps``; "constant" stays at ``lr``."""
+    base = dataclasses.replace(TINY, steps=110, warmup=10, lr=1e-3)
+    constant = train.learning_rate(base)
+    cosine = train.learning_rate(dataclasses.replace(base, lr_schedule="cosine"))
+    for schedule in (constant, cosine):
+        np.testing.assert_allclose([schedule(0), schedule(5), schedule(10)], [0, 5e-4, 1e-3],
+                                   rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose([constant(60), constant(110)], [1e-3, 1e-3], rtol=1e-6)
+    np.testing.assert_allclose([cosine(60), cosine(110)], [5e-4, 0.0], rtol=1e-5, atol=1e-9)
+    assert float(cosine(35)) > float(cosine(85))
+    with pytest.raises(ValueError, match="lr_schedule"):
+        dataclasses.replace(base, lr_schedule="linear")
+
+
 def test_checkpoint_round_trip_and_validation(tmp_path):
     flow = flowinv.glow((8, 8, 1), levels=1, steps=2, width=8)
     params = flow.init(jax.random.PRNGKey(0), jax.random.uniform(jax.random.PRNGKey(1),
