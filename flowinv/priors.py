@@ -2,8 +2,8 @@
 
 Each entry is the :class:`flowinv.train.TrainConfig` that produced the checkpoint of that name;
 ``python -m experiments.train --prior NAME`` reruns it from scratch. The sizes are what a
-2-core CPU trains in well under an hour (no GPU was available when they were trained); the
-papers' sizes are given for comparison in the README.
+2-core CPU trains in about an hour or less (no GPU was available when they were trained);
+the papers' sizes are given for comparison in the README.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ PRIORS: dict[str, TrainConfig] = {
         dataset="mnist", bits=8, batch_size=32, steps=1500, lr=1e-3, warmup=200,
         eval_every=500, ckpt_every=250),
     "glow-patches64": TrainConfig(
-        architecture={"type": "glow", "image_shape": [64, 64, 3], "levels": 4, "steps": 4,
-                      "width": 48, "coupling": "affine", "learn_prior": True},
-        dataset="patches64", bits=5, batch_size=16, steps=2000, lr=1e-3, warmup=200,
-        augment=True, eval_every=500, ckpt_every=250, eval_limit=200),
+        architecture={"type": "glow", "image_shape": [64, 64, 3], "levels": 4, "steps": 8,
+                      "width": 64, "coupling": "affine", "learn_prior": True},
+        dataset="patches64", bits=5, batch_size=16, steps=5000, lr=1e-3, warmup=200,
+        lr_schedule="cosine", augment=True, eval_every=1000, ckpt_every=250, eval_limit=200),
 }
 
 
