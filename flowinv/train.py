@@ -32,6 +32,8 @@ from flowinv.flows import Flow, num_params
 
 Params = Any
 
+LR_SCHEDULES = ("constant", "cosine")
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
@@ -73,9 +75,6 @@ class TrainConfig:
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, "
                              f"got {self.lr_schedule!r}")
-
-
-LR_SCHEDULES = ("constant", "cosine")
 
 
 class TrainState(dict):
