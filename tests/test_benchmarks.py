@@ -16,7 +16,7 @@ import pytest
 
 from benchmarks import _common as C
 from benchmarks import all as bench_all
-from benchmarks import compile_time, goals, precision, recovery, scaling, training
+from benchmarks import compile_time, goals, iterations, precision, recovery, scaling, training
 
 ENV_FIELDS = ("device", "platform", "device_count", "jax", "dtype", "matmul_precision")
 MEASURE_FIELDS = ("device", "precision", "batch", "image_shape", "num_params", "compile_s",
@@ -125,6 +125,38 @@ def test_precision_quick(out):
         if r["precision"] == "highest":
             assert r["psnr_vs_highest_db"] > 100  # the reference against itself
     assert data["recommendation"]
+
+
+def test_iterations_quick(out):
+    data = _load(iterations.main(["--quick", "--out", str(out), "--tasks", "denoise:0.1:0.01",
+                                  "--iterations", "1,3", "--images", "1"]))
+    rows = data["rows"]
+    assert [(r["task"], r["maxiter"]) for r in rows] == [("denoise:0.1:0.01", 1),
+                                                         ("denoise:0.1:0.01", 3)]
+    for r in rows:
+        assert r["status"] == "ok" and r["diverged"] == 0 and r["batch"] == 1
+        assert 1 <= r["iterations_mean"] <= r["maxiter"]
+        assert math.isfinite(r["psnr_mean"]) and len(r["psnr"]) == 1
+        assert all(_positive_finite(r[k]) for k in ("first_call_s", "run_s", "images_per_s",
+                                                    "peak_memory_bytes", "num_params"))
+        assert r["compile_s"] == pytest.approx(r["first_call_s"] - r["run_s"])
+
+
+@pytest.mark.parametrize("bad", ["denoise:0.1", "blur:0.1:0", "cs:0:0", "cs:1.5:0",
+                                 "denoise:-0.1:0", "denoise:0.1:nan", "denoise:a:0",
+                                 "denoise:0.1:0:1"])
+def test_iterations_task_errors(bad):
+    with pytest.raises(ValueError, match="task"):
+        iterations.parse_task(bad)
+    with pytest.raises(SystemExit):
+        iterations.main(["--quick", "--tasks", bad])
+
+
+def test_iterations_parses_tasks_and_default_dataset():
+    assert iterations.parse_task("cs:0.2:0") == ("cs", 0.2, 0.0)
+    assert iterations.parse_task("denoise:0:0.01") == ("denoise", 0.0, 0.01)
+    assert iterations._training_dataset("glow-mnist") == "mnist"
+    assert iterations._training_dataset("glow-patches64") == "patches64"
 
 
 def test_scaling_quick_in_subprocesses(out):
