@@ -127,7 +127,8 @@ def run(config: dict) -> list[dict]:
                 diverged=int(np.sum(np.asarray(r.diverged))),
                 first_call_s=seconds[0], run_s=seconds[1] if len(seconds) > 1 else None,
                 compile_s=seconds[0] - seconds[1] if len(seconds) > 1 else None,
-                images_per_s=x.shape[0] / timed_s, **C.peak_memory(), status="ok"))
+                images_per_s=x.shape[0] / timed_s, **C.peak_memory(),
+                iterations_note=C.iterations_note(maxiter), status="ok"))
             print(f"{task} maxiter {maxiter}: PSNR {rows[-1]['psnr_mean']:.2f} dB, "
                   f"{rows[-1]['iterations_mean']:.0f} iterations, {seconds[0]:.1f} s",
                   flush=True)

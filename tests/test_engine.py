@@ -378,8 +378,9 @@ def test_batched_recovery_of_patches64_finishes():
     the 1×1 convolutions' ``W⁻¹`` came from LAPACK triangular solves, custom calls that wait on
     XLA's intra-op thread pool from inside it (see
     ``test_flows.py::test_flows_compile_without_lapack_calls``). Run in a subprocess so a hang
-    fails this test after ``timeout`` seconds instead of stalling the suite; the solve itself
-    takes ~35 s on 2 cores.
+    fails this test after ``timeout`` seconds instead of stalling the suite; the two solves
+    took ~35 s on 2 cores with the first, 2.6× smaller ``glow-patches64`` and take ~120 s with
+    the current one, compilation nearly all of it.
     """
     script = textwrap.dedent("""
         import jax.numpy as jnp, numpy as np, flowinv
