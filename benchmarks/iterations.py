@@ -70,15 +70,10 @@ def _prior_and_images(config: dict):
 
 def _training_dataset(prior: str) -> str:
     """The dataset a shipped prior or checkpoint folder was trained on (its sidecar)."""
-    import pathlib
-
     from flowinv import checkpoints
 
-    path = pathlib.Path(prior)
-    if not path.is_dir():
-        path = checkpoints.checkpoint_root() / prior
     try:
-        return checkpoints.read_metadata(path)["data"]["dataset"]
+        return checkpoints.read_metadata(checkpoints.checkpoint_path(prior))["data"]["dataset"]
     except (KeyError, TypeError, ValueError, OSError):
         raise SystemExit(f"prior {prior!r}: no training dataset in its sidecar; "
                          "pass --dataset") from None

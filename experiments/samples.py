@@ -57,9 +57,7 @@ def diversity(images: np.ndarray) -> float:
 
 def draw(name: str, num: int, key: jax.Array, temperature: float) -> tuple[np.ndarray, dict]:
     """``num`` samples of shipped prior (or checkpoint folder) ``name``, and its sidecar."""
-    path = pathlib.Path(name)
-    meta = checkpoints.read_metadata(path if path.is_dir() else checkpoints.checkpoint_root()
-                                     / name)
+    meta = checkpoints.read_metadata(checkpoints.checkpoint_path(name))
     keys = jax.random.split(key, num)
     if meta.get("kind") == "dcgan":
         gen, params = checkpoints.load_gan(name)

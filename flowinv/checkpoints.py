@@ -148,6 +148,13 @@ def checkpoint_root() -> pathlib.Path:
     return pathlib.Path(__file__).resolve().parents[1] / "checkpoints"
 
 
+def checkpoint_path(name: str | os.PathLike) -> pathlib.Path:
+    """The folder of a checkpoint given as a folder path or a shipped name (under
+    :func:`checkpoint_root`); it may not exist, callers say what was expected."""
+    path = pathlib.Path(name)
+    return path if path.is_dir() else checkpoint_root() / str(name)
+
+
 def available_priors(kind: str | None = None) -> list[str]:
     """Names of the checkpoints under :func:`checkpoint_root` that have a sidecar; with
     ``kind`` (``"flow"`` or ``"dcgan"``), only those whose sidecar declares that kind."""
@@ -175,9 +182,7 @@ def load_prior(name: str) -> tuple[Flow, Params]:
     """
     if not isinstance(name, str | os.PathLike):
         raise TypeError(f"name must be a prior name or a path, got {type(name).__name__}")
-    path = pathlib.Path(name)
-    if not path.is_dir():
-        path = checkpoint_root() / str(name)
+    path = checkpoint_path(name)
     if not path.is_dir():
         raise ValueError(
             f"unknown prior {str(name)!r}: not a checkpoint folder and not one of "
@@ -216,9 +221,7 @@ def load_gan(name: str | os.PathLike):
 
     if not isinstance(name, str | os.PathLike):
         raise TypeError(f"name must be a GAN name or a path, got {type(name).__name__}")
-    path = pathlib.Path(name)
-    if not path.is_dir():
-        path = checkpoint_root() / str(name)
+    path = checkpoint_path(name)
     if not path.is_dir():
         raise ValueError(
             f"unknown GAN {str(name)!r}: not a checkpoint folder and not one of "
