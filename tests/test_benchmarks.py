@@ -206,3 +206,17 @@ def test_helpers():
     assert scaling.device_env("cpu", 4)["XLA_FLAGS"].endswith("device_count=4")
     env = C.environment("bfloat16")
     assert env["matmul_precision"] == "bfloat16" and "TF32" in env["matmul_precision_meaning"]
+
+
+def test_benchmarks_switch_the_persistent_compilation_cache_off():
+    """Every benchmark reports compile seconds, so its parser turns JAX's disk cache off."""
+    import jax
+
+    was = jax.config.jax_enable_compilation_cache
+    try:
+        jax.config.update("jax_enable_compilation_cache", True)
+        C.base_parser("python -m benchmarks.x", None)
+        assert jax.config.jax_enable_compilation_cache is False
+        assert C.environment()["compilation_cache_enabled"] is False
+    finally:
+        jax.config.update("jax_enable_compilation_cache", was)

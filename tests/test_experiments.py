@@ -1,10 +1,16 @@
 """Smoke tests of the denoise, compressed-sensing, theorem1 and train_gan experiments: each runs
-end to end on a tiny prior and writes the tidy outputs every experiment promises."""
+end to end on a tiny prior and writes the tidy outputs every experiment promises; and the
+compilation cache of the experiments' command lines."""
 
 from __future__ import annotations
 
 import csv
 import math
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
 
 import jax
 import numpy as np
@@ -133,3 +139,49 @@ def test_samples_sheet_of_a_flow_and_a_gan(tmp_path):
         assert r["sample_diversity"] > 0 and r["data_diversity"] > 0
     assert (tmp_path / "samples.png").stat().st_size > 0
     assert len((tmp_path / "summary.csv").read_text().splitlines()) == 3
+
+
+def test_command_lines_keep_compiled_programs_in_the_cache_folder(tmp_path):
+    """With ``FLOWINV_COMPILATION_CACHE=DIR`` an experiment's command line stores what it
+    compiles in DIR (a fresh process, so the cache starts uninitialised; the 1 s threshold is
+    lowered so that a small program is stored)."""
+    folder = tmp_path / "xla"
+    script = textwrap.dedent("""
+        import jax, jax.numpy as jnp, pathlib, sys
+        from experiments import common
+        folder = common.use_compilation_cache()
+        assert folder == pathlib.Path(sys.argv[1]), folder
+        assert jax.config.jax_compilation_cache_dir == sys.argv[1]
+        print(float(jax.jit(lambda a: jnp.sin(a) @ a)(jnp.ones((3, 3))).sum()))
+    """)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
+    env.update(FLOWINV_COMPILATION_CACHE=str(folder),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    res = subprocess.run([sys.executable, "-c", script, str(folder)], env=env,
+                         cwd=pathlib.Path(__file__).resolve().parents[1],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert any(folder.iterdir()), "nothing was written to the cache folder"
+
+
+@pytest.mark.parametrize("setting", ["off", "OFF", "0", "none", "false"])
+def test_compilation_cache_off(monkeypatch, setting):
+    monkeypatch.setenv("FLOWINV_COMPILATION_CACHE", setting)
+    assert common.use_compilation_cache() is None
+    assert not jax.config.jax_compilation_cache_dir
+
+
+def test_compilation_cache_keeps_the_users_folder_and_survives_an_unwritable_one(
+        monkeypatch, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("FLOWINV_COMPILATION_CACHE", str(blocker / "xla"))
+    assert common.use_compilation_cache() is None
+    assert "no compilation cache" in capsys.readouterr().err
+    assert not jax.config.jax_compilation_cache_dir
+    # No program is compiled while the folder is set, so the process's cache stays uninitialised.
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path / "users"))
+    try:
+        assert common.use_compilation_cache() == tmp_path / "users"
+    finally:
+        jax.config.update("jax_compilation_cache_dir", None)
