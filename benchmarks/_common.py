@@ -306,22 +306,17 @@ def benchmark_params(flow, key, batch: int = 2, scale: float = 0.02):
 
     Glow zero-initialises the last convolution of every coupling network, so a freshly
     initialised flow is close to a fixed linear map; each leaf gets ``scale·N(0, 1)`` added so
-    that timing and recovery run through a non-trivial nonlinear flow. On CPU the
-    initialisation is one compiled program (op-by-op dispatch compiles hundreds of small
-    programs, slow on XLA:CPU); on accelerators it runs op by op (one jitted init of the
-    128×128 model would be a program of 192 unrolled steps that takes minutes to compile). The
-    perturbation is drawn with numpy (XLA:CPU compiles a threefry sampler per leaf shape
+    that timing and recovery run through a non-trivial nonlinear flow (``flow.init`` is one
+    compiled program on the CPU and op by op elsewhere: see :meth:`flowinv.flows.Flow.init`).
+    The perturbation is drawn with numpy (XLA:CPU compiles a threefry sampler per leaf shape
     slowly), seeded from ``key``.
     """
     x = jax.numpy.asarray(synthetic_images(np.random.default_rng(0), batch, flow.image_shape))
-    params = (_init(flow, key, x) if jax.default_backend() == "cpu" else flow.init(key, x))
+    params = flow.init(key, x)
     rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
     return jax.tree.map(
         lambda leaf: leaf + jax.numpy.asarray(scale * rng.standard_normal(leaf.shape),
                                               leaf.dtype), params)
-
-
-_init = jax.jit(lambda flow, key, x: flow.init(key, x), static_argnums=0)
 
 
 def synthetic_images(rng: np.random.Generator, batch: int, shape: Sequence[int]) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -125,12 +126,33 @@ class StepStack:
 class Flow:
     """Base class of the flows: the density and sampling built on ``forward``/``inverse``.
 
-    Subclasses are frozen dataclasses with ``image_shape`` and implement ``init``, ``forward``
-    (``z -> (x, log|det ∂x/∂z|)``) and ``inverse`` (``x -> (z, log|det ∂z/∂x|)``), one event per
-    call: ``x`` is ``(H, W, C)`` and ``z`` is flat with ``H·W·C`` entries.
+    Subclasses are frozen (hashable) dataclasses with ``image_shape`` and implement ``_init``
+    (the parameters, see :meth:`init`), ``forward`` (``z -> (x, log|det ∂x/∂z|)``) and
+    ``inverse`` (``x -> (z, log|det ∂z/∂x|)``), one event per call: ``x`` is ``(H, W, C)`` and
+    ``z`` is flat with ``H·W·C`` entries.
     """
 
     image_shape: tuple[int, int, int]
+
+    def init(self, key: Array, x_batch: Array) -> Params:
+        """Parameters, with every actnorm initialised from the statistics of ``x_batch``
+        ``(N, H, W, C)`` (data-dependent initialisation); every float leaf in ``x_batch``'s dtype.
+        The layout of the params is given by the subclass's ``_init``.
+
+        On the CPU backend this is one compiled program, cached per flow, batch shape and dtype.
+        Run op by op, XLA:CPU compiles each of hundreds of small operations on first use;
+        measured on 2 cores with 64 images: the README's 28×28 Glow (L = 2, K = 4, width 32)
+        16.4 s op by op and 7.2 s compiled, the architecture of ``glow-patches64`` 37.6 s and
+        19.3 s. On accelerators it runs op by op, where dispatch is cheap and one program of
+        every step (the initialisation visits the steps one by one) would compile slowly.
+        """
+        x_batch = self._check_batch(x_batch)
+        if jax.default_backend() == "cpu":
+            return _compiled_init(self, key, x_batch)
+        return self._init(key, x_batch)
+
+    def _init(self, key: Array, x_batch: Array) -> Params:
+        raise NotImplementedError
 
     @property
     def dim(self) -> int:
@@ -173,6 +195,11 @@ class Flow:
         if not jnp.issubdtype(x_batch.dtype, jnp.floating):
             raise TypeError(f"x_batch must be floating point, got {x_batch.dtype}")
         return x_batch
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _compiled_init(flow: Flow, key: Array, x_batch: Array) -> Params:
+    return flow._init(key, x_batch)
 
 
 def standard_normal_log_prob(z: Array) -> Array:

@@ -88,11 +88,9 @@ class Glow(Flow):
 
     # ---- contract --------------------------------------------------------------------------
 
-    def init(self, key: Array, x_batch: Array) -> Params:
-        """Parameters, with actnorm initialised from the statistics of ``x_batch`` ``(N,H,W,C)``.
-
-        Params: ``{"levels": [{"steps": stacked (K, …), "split": …}, …], "top": …}``, every
-        float leaf in ``x_batch``'s dtype.
+    def _init(self, key: Array, x_batch: Array) -> Params:
+        """:meth:`Flow.init`. Params: ``{"levels": [{"steps": stacked (K, …), "split": …}, …],
+        "top": …}``, every float leaf in ``x_batch``'s dtype.
         """
         h = jax.vmap(lambda x: self._pre_inverse(x)[0])(self._check_batch(x_batch))
         keys = jax.random.split(key, 2 * self.levels + 1)

@@ -69,10 +69,9 @@ class RealNVP(Flow):
         shapes = [(s[0], s[1], s[2] - s[2] // 2) for k, s, _ in self._stages() if k == "split"]
         return shapes + [self._stages()[-1][1]]
 
-    def init(self, key: Array, x_batch: Array) -> Params:
-        """Parameters, actnorm initialised on ``x_batch`` ``(N, H, W, C)``.
-
-        Params: a list with one entry per coupling stage (stacked ``(K, …)``).
+    def _init(self, key: Array, x_batch: Array) -> Params:
+        """:meth:`Flow.init`. Params: a list with one entry per coupling stage (stacked
+        ``(K, …)``).
         """
         h = jax.vmap(lambda x: self._pre_inverse(x)[0])(self._check_batch(x_batch))
         params = []
