@@ -164,15 +164,27 @@ def test_command_lines_keep_compiled_programs_in_the_cache_folder(tmp_path):
     assert any(folder.iterdir()), "nothing was written to the cache folder"
 
 
+@pytest.fixture
+def no_cache_folder():
+    """JAX's cache folder unset for one test (a ``JAX_COMPILATION_CACHE_DIR`` of the user's
+    would otherwise be kept by :func:`common.use_compilation_cache`), restored afterwards."""
+    was = jax.config.jax_compilation_cache_dir
+    jax.config.update("jax_compilation_cache_dir", None)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_compilation_cache_dir", was)
+
+
 @pytest.mark.parametrize("setting", ["off", "OFF", "0", "none", "false"])
-def test_compilation_cache_off(monkeypatch, setting):
+def test_compilation_cache_off(monkeypatch, no_cache_folder, setting):
     monkeypatch.setenv("FLOWINV_COMPILATION_CACHE", setting)
     assert common.use_compilation_cache() is None
     assert not jax.config.jax_compilation_cache_dir
 
 
 def test_compilation_cache_keeps_the_users_folder_and_survives_an_unwritable_one(
-        monkeypatch, tmp_path, capsys):
+        monkeypatch, no_cache_folder, tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     monkeypatch.setenv("FLOWINV_COMPILATION_CACHE", str(blocker / "xla"))
@@ -181,7 +193,4 @@ def test_compilation_cache_keeps_the_users_folder_and_survives_an_unwritable_one
     assert not jax.config.jax_compilation_cache_dir
     # No program is compiled while the folder is set, so the process's cache stays uninitialised.
     jax.config.update("jax_compilation_cache_dir", str(tmp_path / "users"))
-    try:
-        assert common.use_compilation_cache() == tmp_path / "users"
-    finally:
-        jax.config.update("jax_compilation_cache_dir", None)
+    assert common.use_compilation_cache() == tmp_path / "users"
