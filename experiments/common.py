@@ -7,6 +7,7 @@ import csv
 import dataclasses
 import os
 import pathlib
+import shlex
 import sys
 import textwrap
 import time
@@ -121,6 +122,13 @@ def parse_config(parser: argparse.ArgumentParser, config_from_args, argv: list[s
     """Parses ``argv`` into an experiment's config; a ``ValueError`` from ``config_from_args``
     becomes the CLI's usage error (exit status 2, message on stderr). Also turns on the
     compilation cache of the command line (:func:`use_compilation_cache`)."""
+    return parse_args_and_config(parser, config_from_args, argv)[1]
+
+
+def parse_args_and_config(parser: argparse.ArgumentParser, config_from_args,
+                          argv: list[str] | None) -> tuple[argparse.Namespace, object]:
+    """:func:`parse_config` for a command line that also needs the parsed arguments:
+    returns ``(args, config)``."""
     add_compilation_cache_note(parser)
     args = parser.parse_args(argv)
     try:
@@ -128,7 +136,14 @@ def parse_config(parser: argparse.ArgumentParser, config_from_args, argv: list[s
     except ValueError as e:
         parser.error(str(e))
     use_compilation_cache()
-    return config
+    return args, config
+
+
+def command_line(module: str, argv: list[str] | None) -> str:
+    """The shell command that ran ``python -m MODULE`` with ``argv`` (``sys.argv[1:]`` when
+    None), quoted so that it can be pasted back, e.g. into a checkpoint's sidecar."""
+    args = sys.argv[1:] if argv is None else argv
+    return " ".join(["python", "-m", module, *(shlex.quote(a) for a in args)])
 
 
 def add_compilation_cache_note(parser: argparse.ArgumentParser) -> None:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import shlex
-import sys
 
 from experiments import common
 from flowinv import checkpoints, priors, train
@@ -72,19 +70,11 @@ def run(config: train.TrainConfig, workdir: str, *, export_to: str | None = None
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = build_parser()
-    common.add_compilation_cache_note(parser)
-    args = parser.parse_args(argv)
-    try:
-        config = config_from_args(args)
-    except ValueError as e:
-        parser.error(str(e))
-    common.use_compilation_cache()
+    args, config = common.parse_args_and_config(build_parser(), config_from_args, argv)
     workdir = args.workdir or f"runs/{args.prior}"
     export_to = args.export_to or (str(checkpoints.checkpoint_root() / args.prior)
                                    if args.export else None)
-    command = "python -m experiments.train " + " ".join(
-        shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    command = common.command_line("experiments.train", argv)
     result = run(config, workdir, export_to=export_to, command=command,
                  progress=not args.no_progress)
     print(json.dumps(result, indent=2))

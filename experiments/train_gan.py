@@ -15,8 +15,6 @@ import argparse
 import dataclasses
 import json
 import platform
-import shlex
-import sys
 import time
 
 import jax
@@ -105,19 +103,18 @@ def run(config: priors.GANConfig, *, export_to: str | None = None, command: str 
     return result
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = build_parser()
-    common.add_compilation_cache_note(parser)
-    args = parser.parse_args(argv)
-    common.use_compilation_cache()
+def config_from_args(args: argparse.Namespace) -> priors.GANConfig:
     config = priors.gan_config(args.gan)
     overrides = {k: getattr(args, k) for k in ("steps", "batch_size", "seed", "r1", "method")
                  if getattr(args, k) is not None}
-    config = dataclasses.replace(config, **overrides)
+    return dataclasses.replace(config, **overrides)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args, config = common.parse_args_and_config(build_parser(), config_from_args, argv)
     export_to = args.export_to or (str(checkpoints.checkpoint_root() / args.gan)
                                    if args.export else None)
-    command = "python -m experiments.train_gan " + " ".join(
-        shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    command = common.command_line("experiments.train_gan", argv)
     result = run(config, export_to=export_to, command=command, progress=not args.no_progress)
     print(json.dumps(result, indent=2))
     return result

@@ -85,6 +85,21 @@ def test_help_exits_cleanly(module, capsys):
     assert "usage:" in capsys.readouterr().out
 
 
+def test_command_line_quotes_what_the_shell_would_split():
+    cmd = common.command_line("experiments.train", ["--prior", "glow-mnist", "--workdir", "a b"])
+    assert cmd == "python -m experiments.train --prior glow-mnist --workdir 'a b'"
+    assert common.command_line("experiments.train_gan", []) == "python -m experiments.train_gan"
+
+
+def test_training_rejects_an_architecture_that_does_not_fit_as_a_usage_error(capsys):
+    from experiments import train
+
+    with pytest.raises(SystemExit) as e:  # 28 is not divisible by 2**3
+        train.main(["--prior", "glow-mnist", "--levels", "3", "--workdir", "unused"])
+    assert e.value.code == 2
+    assert "divisible by 2**levels" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("method", ["adversarial", "imle"])
 def test_train_gan_exports_a_loadable_generator(tmp_path, method):
     import dataclasses

@@ -152,6 +152,7 @@ class Flow:
         return self._init(key, x_batch)
 
     def _init(self, key: Array, x_batch: Array) -> Params:
+        """The subclass's initialisation, given a batch that :meth:`init` has checked."""
         raise NotImplementedError
 
     @property

@@ -92,7 +92,7 @@ class Glow(Flow):
         """:meth:`Flow.init`. Params: ``{"levels": [{"steps": stacked (K, …), "split": …}, …],
         "top": …}``, every float leaf in ``x_batch``'s dtype.
         """
-        h = jax.vmap(lambda x: self._pre_inverse(x)[0])(self._check_batch(x_batch))
+        h = jax.vmap(lambda x: self._pre_inverse(x)[0])(x_batch)
         keys = jax.random.split(key, 2 * self.levels + 1)
         levels = []
         for level in range(self.levels):

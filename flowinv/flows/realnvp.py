@@ -73,7 +73,7 @@ class RealNVP(Flow):
         """:meth:`Flow.init`. Params: a list with one entry per coupling stage (stacked
         ``(K, …)``).
         """
-        h = jax.vmap(lambda x: self._pre_inverse(x)[0])(self._check_batch(x_batch))
+        h = jax.vmap(lambda x: self._pre_inverse(x)[0])(x_batch)
         params = []
         stages = self._stages()
         for (kind, shape, count), k in zip(stages, jax.random.split(key, len(stages)),
