@@ -222,14 +222,14 @@ def gaussian_matrix(key: Array, shape, m: int) -> Array:
 
 
 def build_cs_parser(prog: str, doc: str, name: str, *, ratio_help: str,
-                    methods: tuple[str, ...], noise_scale: float) -> argparse.ArgumentParser:
+                    methods: tuple[str, ...], quick: dict, full: dict) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=doc,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_common_arguments(p, name)
+    common.add_common_arguments(p, name, quick=quick, full=full)
     p.add_argument("--ratios", type=common.float_list, default=None, help=ratio_help)
     p.add_argument("--noise-scale", type=common.nonnegative_float, default=None,
                    help=f"s: max std and mean of the positive-mean sinusoidal noise "
-                        f"(default {noise_scale})")
+                        f"(default {quick['noise_scale']})")
     p.add_argument("--betas", type=common.float_list, default=None,
                    help="β values of the MAP loss, comma separated")
     p.add_argument("--gammas", type=common.float_list, default=None,

@@ -69,7 +69,10 @@ def float_list(text: str) -> tuple[float, ...]:
     return values
 
 
-def add_common_arguments(parser: argparse.ArgumentParser, name: str) -> None:
+def add_common_arguments(parser: argparse.ArgumentParser, name: str, *, quick: dict,
+                         full: dict) -> None:
+    """The options every experiment has. ``quick`` and ``full`` are the experiment's default
+    settings (its ``QUICK`` and ``FULL``), so that ``--help`` states its own defaults."""
     parser.add_argument("--dataset", default="mnist",
                         help="test images: mnist, patches64, lfw, cartoon, tfds:NAME[:SPLIT] or "
                              "folder:PATH (default mnist)")
@@ -81,13 +84,20 @@ def add_common_arguments(parser: argparse.ArgumentParser, name: str) -> None:
                         help="DCGAN checkpoint for the GAN baselines (default: shipped one for "
                              "the dataset; 'none' skips them)")
     parser.add_argument("--num-images", type=positive_int, default=None,
-                        help="number of test images (default: quick 6, --full 50)")
+                        help=f"number of test images ({_quick_full(quick, full, 'num_images')})")
     parser.add_argument("--maxiter", type=positive_int, default=None,
-                        help="solver iterations (default: quick 100, --full 300)")
+                        help=f"solver iterations ({_quick_full(quick, full, 'maxiter')})")
     parser.add_argument("--full", action="store_true", help="paper-scale settings")
     parser.add_argument("--seed", type=int, default=0, help="seed for noise and operators")
     parser.add_argument("--out", default=f"results/{name}", help="output folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _quick_full(quick: dict, full: dict, key: str) -> str:
+    """``"default: quick 4, --full 50"`` from an experiment's settings; "not used" without them."""
+    if key not in quick or key not in full:
+        return "not used by this experiment"
+    return f"default: quick {quick[key]}, --full {full[key]}"
 
 
 @dataclasses.dataclass

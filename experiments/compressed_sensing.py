@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m experiments.compressed_sensing",
                                 description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_common_arguments(p, "compressed_sensing")
+    common.add_common_arguments(p, "compressed_sensing", quick=QUICK, full=FULL)
     p.add_argument("--ratios", type=common.float_list, default=None,
                    help="undersampling ratios m/n, comma separated, in (0, 1]")
     p.add_argument("--ood-dataset", default=None,

@@ -55,7 +55,7 @@ class Config:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m experiments.denoise", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_common_arguments(p, "denoise")
+    common.add_common_arguments(p, "denoise", quick=QUICK, full=FULL)
     p.add_argument("--sigmas", type=common.float_list, default=None,
                    help="noise levels, comma separated (default 0.05,0.1,0.2; σ=0 is always "
                         "added as the reference)")

@@ -83,7 +83,7 @@ class Config:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m experiments.init_study", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_common_arguments(p, "init_study")
+    common.add_common_arguments(p, "init_study", quick=QUICK, full=FULL)
     p.add_argument("--ratios", type=common.float_list, default=None,
                    help="undersampling ratios m/n, comma separated, in (0, 1] "
                         "(default: quick 0.25; --full 0.1,0.25,0.5)")

@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m experiments.inpainting", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=f"presets: quick {QUICK}; --full {FULL}")
-    common.add_common_arguments(p, "inpainting")
+    common.add_common_arguments(p, "inpainting", quick=QUICK, full=FULL)
     p.add_argument("--masks", default=None,
                    help="comma-separated mask families: box,random (default both)")
     p.add_argument("--fractions", type=common.float_list, default=None,

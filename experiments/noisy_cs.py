@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         "python -m experiments.noisy_cs", __doc__, "noisy_cs",
         ratio_help="undersampling ratios m/n, comma separated, in (0, 1] (default "
                    f"{','.join(map(str, QUICK['ratios']))})",
-        methods=METHODS, noise_scale=QUICK["noise_scale"])
+        methods=METHODS, quick=QUICK, full=FULL)
     parser.epilog = _whang_cs.SOLVER_NOTE
     return parser
 

@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         "python -m experiments.one_bit_cs", __doc__, "one_bit_cs",
         ratio_help=f"measurement ratios m/n, comma separated, in (0, {MAX_RATIO:g}] (default "
                    f"{','.join(map(str, QUICK['ratios']))})",
-        methods=METHODS, noise_scale=QUICK["noise_scale"])
+        methods=METHODS, quick=QUICK, full=FULL)
     parser.epilog = _whang_cs.SOLVER_NOTE
     return parser
 

@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m experiments.structured_noise",
                                 description=__doc__, epilog=_whang_cs.SOLVER_NOTE,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_common_arguments(p, "structured_noise")
+    common.add_common_arguments(p, "structured_noise", quick=QUICK, full=FULL)
     p.add_argument("--noises", default=None,
                    help=f"comma-separated subset of {','.join(NOISES)} (default all)")
     p.add_argument("--digit-scales", type=common.float_list, default=None,

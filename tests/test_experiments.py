@@ -100,6 +100,22 @@ def test_training_rejects_an_architecture_that_does_not_fit_as_a_usage_error(cap
     assert "divisible by 2**levels" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("module", ["compressed_sensing", "denoise", "init_study", "inpainting",
+                                    "jacobian_spectrum", "noisy_cs", "one_bit_cs",
+                                    "structured_noise", "subpixel"])
+def test_help_states_the_experiments_own_defaults(module):
+    import importlib
+
+    mod = importlib.import_module(f"experiments.{module}")
+    text = " ".join(mod.build_parser().format_help().split())  # argparse wraps lines
+    quick, full = mod.QUICK, mod.FULL
+    assert f"default: quick {quick['num_images']}, --full {full['num_images']}" in text
+    if "maxiter" in quick:
+        assert f"default: quick {quick['maxiter']}, --full {full['maxiter']}" in text
+    else:
+        assert "not used by this experiment" in text
+
+
 @pytest.mark.parametrize("method", ["adversarial", "imle"])
 def test_train_gan_exports_a_loadable_generator(tmp_path, method):
     import dataclasses
