@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import functools
 import os
 import pathlib
 import shlex
@@ -70,12 +71,14 @@ def float_list(text: str) -> tuple[float, ...]:
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, name: str, *, quick: dict,
-                         full: dict) -> None:
+                         full: dict, dataset: str = "mnist") -> None:
     """The options every experiment has. ``quick`` and ``full`` are the experiment's default
-    settings (its ``QUICK`` and ``FULL``), so that ``--help`` states its own defaults."""
-    parser.add_argument("--dataset", default="mnist",
+    settings (its ``QUICK`` and ``FULL``): ``--help`` states them for every option named after
+    one of their keys (:class:`PresetHelpFormatter`)."""
+    parser.formatter_class = functools.partial(PresetHelpFormatter, quick=quick, full=full)
+    parser.add_argument("--dataset", default=dataset,
                         help="test images: mnist, patches64, lfw, cartoon, tfds:NAME[:SPLIT] or "
-                             "folder:PATH (default mnist)")
+                             f"folder:PATH (default {dataset})")
     parser.add_argument("--prior", default=None,
                         help="flow prior: a shipped name or a checkpoint folder (default: the "
                              "dataset's shipped prior; for other datasets glow-patches64 for "
@@ -84,20 +87,52 @@ def add_common_arguments(parser: argparse.ArgumentParser, name: str, *, quick: d
                         help="DCGAN checkpoint for the GAN baselines (default: shipped one for "
                              "the dataset; 'none' skips them)")
     parser.add_argument("--num-images", type=positive_int, default=None,
-                        help=f"number of test images ({_quick_full(quick, full, 'num_images')})")
+                        help="number of test images")
     parser.add_argument("--maxiter", type=positive_int, default=None,
-                        help=f"solver iterations ({_quick_full(quick, full, 'maxiter')})")
+                        help="solver iterations" + ("" if "maxiter" in quick or "maxiter" in full
+                                                    else " (not used by this experiment)"))
     parser.add_argument("--full", action="store_true", help="paper-scale settings")
-    parser.add_argument("--seed", type=int, default=0, help="seed for noise and operators")
-    parser.add_argument("--out", default=f"results/{name}", help="output folder")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed for noise and operators (default 0)")
+    parser.add_argument("--out", default=f"results/{name}",
+                        help=f"output folder (default results/{name})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _quick_full(quick: dict, full: dict, key: str) -> str:
-    """``"default: quick 4, --full 50"`` from an experiment's settings; "not used" without them."""
-    if key not in quick or key not in full:
-        return "not used by this experiment"
-    return f"default: quick {quick[key]}, --full {full[key]}"
+def preset_help(quick: dict, full: dict, key: str) -> str | None:
+    """The defaults of setting ``key`` in an experiment's ``QUICK`` and ``FULL``, as
+    ``"default: quick 4; --full 50"`` (``"default 1"`` where they agree); None where neither
+    has it."""
+    q, f = quick.get(key), full.get(key)
+    if q is None and f is None:
+        return None
+    if q == f:
+        return f"default {_preset_text(q)}"
+    return "default: " + "; ".join(f"{label} {_preset_text(v)}" for label, v
+                                   in (("quick", q), ("--full", f)) if v is not None)
+
+
+def _preset_text(value) -> str:
+    if isinstance(value, (tuple, list)):
+        return ",".join(_preset_text(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+class PresetHelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Help that ends each option named after a key of the experiment's presets (``--val-images``
+    for ``val_images``) with their defaults (:func:`preset_help`), unless its help already gives
+    a default. The text is made when help is printed, so options added later get it too."""
+
+    def __init__(self, prog: str, *, quick: dict, full: dict, **kwargs):
+        super().__init__(prog, **kwargs)
+        self._presets = (quick, full)
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = super()._get_help_string(action)
+        preset = preset_help(*self._presets, action.dest)
+        if text is None or preset is None or "default" in text:
+            return text
+        return f"{text} ({preset})"
 
 
 @dataclasses.dataclass

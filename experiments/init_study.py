@@ -85,15 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_common_arguments(p, "init_study", quick=QUICK, full=FULL)
     p.add_argument("--ratios", type=common.float_list, default=None,
-                   help="undersampling ratios m/n, comma separated, in (0, 1] "
-                        "(default: quick 0.25; --full 0.1,0.25,0.5)")
+                   help="undersampling ratios m/n, comma separated, in (0, 1]")
     p.add_argument("--gammas", type=common.float_list, default=None,
                    help="γ values of the γ‖z‖² penalty, comma separated")
     p.add_argument("--inits", default=None,
                    help=f"comma-separated subset of {','.join(INITS)}")
     p.add_argument("--normal-scales", type=common.float_list, default=None,
-                   help="σ of the N(0, σ²I) initialisations, comma separated, > 0 "
-                        "(default: quick 0.1,0.7)")
+                   help="σ of the N(0, σ²I) initialisations, comma separated, > 0")
     p.add_argument("--null-scale", type=common.nonnegative_float, default=None,
                    help="null-space perturbation size s, ‖p‖ = s·√n before the box "
                         "projection (default 0.2)")

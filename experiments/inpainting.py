@@ -78,13 +78,12 @@ class Config:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m experiments.inpainting", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=f"presets: quick {QUICK}; --full {FULL}")
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_common_arguments(p, "inpainting", quick=QUICK, full=FULL)
     p.add_argument("--masks", default=None,
                    help="comma-separated mask families: box,random (default both)")
     p.add_argument("--fractions", type=common.float_list, default=None,
-                   help="missing fractions in (0, 1), comma separated (default quick 0.25,0.5)")
+                   help="missing fractions in (0, 1), comma separated")
     p.add_argument("--gammas", type=common.float_list, default=None,
                    help="γ values of the Glow ‖z‖² penalty, comma separated (picked on "
                         "validation images)")

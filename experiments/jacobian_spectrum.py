@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_common_arguments(p, "jacobian_spectrum", quick=QUICK, full=FULL)
     p.add_argument("--spectrum-images", type=common.positive_int, default=None,
-                   help="images whose full spectrum is computed (default: quick 3, --full 10)")
+                   help="images whose full spectrum is computed")
     p.add_argument("--directions", type=common.positive_int, default=None,
                    help="random (and at most num_images−1 natural) directions per image")
     p.add_argument("--eps", type=common.float_list, default=None,

@@ -62,8 +62,7 @@ class Config:
 def build_parser() -> argparse.ArgumentParser:
     parser = _whang_cs.build_cs_parser(
         "python -m experiments.noisy_cs", __doc__, "noisy_cs",
-        ratio_help="undersampling ratios m/n, comma separated, in (0, 1] (default "
-                   f"{','.join(map(str, QUICK['ratios']))})",
+        ratio_help="undersampling ratios m/n, comma separated, in (0, 1]",
         methods=METHODS, quick=QUICK, full=FULL)
     parser.epilog = _whang_cs.SOLVER_NOTE
     return parser

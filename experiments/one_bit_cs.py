@@ -74,8 +74,7 @@ class Config:
 def build_parser() -> argparse.ArgumentParser:
     parser = _whang_cs.build_cs_parser(
         "python -m experiments.one_bit_cs", __doc__, "one_bit_cs",
-        ratio_help=f"measurement ratios m/n, comma separated, in (0, {MAX_RATIO:g}] (default "
-                   f"{','.join(map(str, QUICK['ratios']))})",
+        ratio_help=f"measurement ratios m/n, comma separated, in (0, {MAX_RATIO:g}]",
         methods=METHODS, quick=QUICK, full=FULL)
     parser.epilog = _whang_cs.SOLVER_NOTE
     return parser

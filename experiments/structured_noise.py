@@ -174,14 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noises", default=None,
                    help=f"comma-separated subset of {','.join(NOISES)} (default all)")
     p.add_argument("--digit-scales", type=common.float_list, default=None,
-                   help="digit intensities s (δ = s·digit), comma separated, > 0 "
-                        f"(default {','.join(map(str, QUICK['digit_scales']))})")
+                   help="digit intensities s (δ = s·digit), comma separated, > 0")
     p.add_argument("--sine-scales", type=common.float_list, default=None,
-                   help="max std of the sinusoidal noise, comma separated, > 0 "
-                        f"(default {','.join(map(str, QUICK['sine_scales']))})")
+                   help="max std of the sinusoidal noise, comma separated, > 0")
     p.add_argument("--radial-scales", type=common.float_list, default=None,
-                   help="centre std of the radial noise, comma separated, > 0 "
-                        f"(default {','.join(map(str, QUICK['radial_scales']))})")
+                   help="centre std of the radial noise, comma separated, > 0")
     p.add_argument("--betas", type=common.float_list, default=None,
                    help="β values of the MAP loss, comma separated")
     p.add_argument("--gammas", type=common.float_list, default=None,

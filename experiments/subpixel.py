@@ -80,10 +80,8 @@ class Config:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m experiments.subpixel", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=f"default dataset: patches64. presets: quick {QUICK}; --full {FULL}")
-    common.add_common_arguments(p, "subpixel", quick=QUICK, full=FULL)
-    p.set_defaults(dataset="patches64")
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    common.add_common_arguments(p, "subpixel", quick=QUICK, full=FULL, dataset="patches64")
     p.add_argument("--drop", type=float, default=0.25,
                    help="fraction p of sub-pixels dropped, in [0, 1) (default 0.25)")
     p.add_argument("--noise-sigma", type=float, default=0.05,

@@ -107,13 +107,29 @@ def test_help_states_the_experiments_own_defaults(module):
     import importlib
 
     mod = importlib.import_module(f"experiments.{module}")
-    text = " ".join(mod.build_parser().format_help().split())  # argparse wraps lines
+    parser = mod.build_parser()
+    text = " ".join(parser.format_help().split())  # argparse wraps lines
     quick, full = mod.QUICK, mod.FULL
-    assert f"default: quick {quick['num_images']}, --full {full['num_images']}" in text
+    assert f"number of test images (default: quick {quick['num_images']}; --full " \
+           f"{full['num_images']})" in text
     if "maxiter" in quick:
-        assert f"default: quick {quick['maxiter']}, --full {full['maxiter']}" in text
+        assert f"(default: quick {quick['maxiter']}; --full {full['maxiter']})" in text
     else:
-        assert "not used by this experiment" in text
+        assert "solver iterations (not used by this experiment)" in text
+    # every option named after a preset states a default
+    formatter = parser._get_formatter()
+    for action in parser._actions:
+        if action.dest in quick or action.dest in full:
+            assert "default" in formatter._get_help_string(action), action.dest
+
+
+def test_preset_help_text():
+    quick, full = {"a": 4, "g": (0.0, 0.01), "s": 1.0}, {"a": 50, "g": (1e-3,), "s": 1.0, "f": 2}
+    assert common.preset_help(quick, full, "a") == "default: quick 4; --full 50"
+    assert common.preset_help(quick, full, "g") == "default: quick 0,0.01; --full 0.001"
+    assert common.preset_help(quick, full, "s") == "default 1"
+    assert common.preset_help(quick, full, "f") == "default: --full 2"
+    assert common.preset_help(quick, full, "missing") is None
 
 
 @pytest.mark.parametrize("method", ["adversarial", "imle"])
