@@ -178,10 +178,35 @@ def parse_args_and_config(parser: argparse.ArgumentParser, config_from_args,
     args = parser.parse_args(argv)
     try:
         config = config_from_args(args)
-    except ValueError as e:
+        check_sources(config)
+    except (ValueError, OSError, RuntimeError) as e:
         parser.error(str(e))
     use_compilation_cache()
     return args, config
+
+
+#: Config fields naming a dataset spec, a flow checkpoint and a DCGAN checkpoint.
+DATASET_FIELDS = ("dataset", "ood_dataset", "noise_digits")
+FLOW_FIELDS = ("prior", "noise_flow")
+GAN_FIELDS = ("gan",)
+
+
+def check_sources(config) -> None:
+    """Fails before any work if a dataset, prior or GAN named in ``config`` cannot be found:
+    :func:`flowinv.data.check_dataset` for the datasets, :func:`flowinv.checkpoints.
+    find_checkpoint` for the checkpoints. ``None`` and ``"none"`` (skip) pass."""
+    from flowinv import checkpoints, data
+
+    def named(fields):
+        values = (getattr(config, f, None) for f in fields)
+        return [v for v in values if v is not None and v != "none"]
+
+    for spec in named(DATASET_FIELDS):
+        data.check_dataset(spec)
+    for name in named(FLOW_FIELDS):
+        checkpoints.find_checkpoint(name, "flow")
+    for name in named(GAN_FIELDS):
+        checkpoints.find_checkpoint(name, "dcgan")
 
 
 def command_line(module: str, argv: list[str] | None) -> str:

@@ -174,20 +174,33 @@ def available_priors(kind: str | None = None) -> list[str]:
     return out
 
 
+def find_checkpoint(name: str | os.PathLike, kind: str) -> tuple[pathlib.Path, dict]:
+    """``(folder, sidecar)`` of a ``kind`` (``"flow"`` or ``"dcgan"``) checkpoint given as a
+    shipped name or a folder, without reading its weights; ValueError if there is none, or (for
+    ``"dcgan"``) its sidecar is not a DCGAN's. :func:`load_prior`, :func:`load_gan` and the
+    experiments' command lines (before any work) call it."""
+    what = {"flow": "prior", "dcgan": "GAN"}[kind]
+    if not isinstance(name, str | os.PathLike):
+        raise TypeError(f"name must be a {what} name or a path, got {type(name).__name__}")
+    path = checkpoint_path(name)
+    if not path.is_dir():
+        raise ValueError(
+            f"unknown {what} {str(name)!r}: not a checkpoint folder and not one of "
+            f"{available_priors(kind)} (under {checkpoint_root()})")
+    metadata = read_metadata(path)
+    if kind == "dcgan" and (metadata.get("kind") != "dcgan" or "dcgan" not in metadata):
+        raise ValueError(f"checkpoint {str(path)!r} is not a DCGAN (sidecar kind "
+                         f"{metadata.get('kind', 'flow')!r})")
+    return path, metadata
+
+
 def load_prior(name: str) -> tuple[Flow, Params]:
     """Loads a shipped flow prior by name (e.g. ``"glow-mnist"``) or a checkpoint folder path.
 
     Returns ``(flow, params)``; ``flow.log_prob(params, x)`` is the density of an image ``x`` in
     ``[0, 1]`` pixel space.
     """
-    if not isinstance(name, str | os.PathLike):
-        raise TypeError(f"name must be a prior name or a path, got {type(name).__name__}")
-    path = checkpoint_path(name)
-    if not path.is_dir():
-        raise ValueError(
-            f"unknown prior {str(name)!r}: not a checkpoint folder and not one of "
-            f"{available_priors('flow')} (under {checkpoint_root()})")
-    metadata = read_metadata(path)
+    path, metadata = find_checkpoint(name, "flow")
     if "architecture" not in metadata:
         raise ValueError(f"checkpoint {str(path)!r}: sidecar has no 'architecture'")
     flow = flow_from_config(metadata["architecture"])
@@ -219,17 +232,7 @@ def load_gan(name: str | os.PathLike):
     """
     from flowinv.baselines import dcgan
 
-    if not isinstance(name, str | os.PathLike):
-        raise TypeError(f"name must be a GAN name or a path, got {type(name).__name__}")
-    path = checkpoint_path(name)
-    if not path.is_dir():
-        raise ValueError(
-            f"unknown GAN {str(name)!r}: not a checkpoint folder and not one of "
-            f"{available_priors('dcgan')} (under {checkpoint_root()})")
-    metadata = read_metadata(path)
-    if metadata.get("kind") != "dcgan" or "dcgan" not in metadata:
-        raise ValueError(f"checkpoint {str(path)!r} is not a DCGAN (sidecar kind "
-                         f"{metadata.get('kind', 'flow')!r})")
+    path, metadata = find_checkpoint(name, "dcgan")
     config = dcgan.DCGANConfig.from_dict(metadata["dcgan"])
     target = jax.eval_shape(lambda: dcgan.init_params(jax.random.PRNGKey(0), config)["generator"])
     params, _ = load(path, target)

@@ -20,6 +20,7 @@ image, batched with ``jax.vmap``. The exact content and split of every dataset i
 from __future__ import annotations
 
 import functools
+import importlib.util
 import math
 import os
 import pathlib
@@ -39,6 +40,7 @@ __all__ = [
     "TRAIN_PHOTOS",
     "augment",
     "batch_indices",
+    "check_dataset",
     "dequantize",
     "fit_shape",
     "load_cartoon",
@@ -521,6 +523,13 @@ def load_cartoon(split: str = "test", *, image_shape: Sequence[int] | None = Non
 # ----------------------------------------------------------------------------- TFDS, folders
 
 
+def _tfds_missing(name: str, reason: object) -> RuntimeError:
+    return RuntimeError(
+        f"cannot load 'tfds:{name}': tensorflow_datasets is not installed ({reason}). Install it "
+        "with `pip install 'flowinv[tfds]'` (downloading needs network access), or use "
+        f"an offline source instead. {_OFFLINE_HINT}.")
+
+
 def load_tfds(name: str, split: str = "test", *, image_shape: Sequence[int] | None = None,
               limit: int | None = None, data_dir: str | None = None,
               image_key: str | None = None) -> np.ndarray:
@@ -553,10 +562,7 @@ def load_tfds(name: str, split: str = "test", *, image_shape: Sequence[int] | No
     try:
         import tensorflow_datasets as tfds
     except ImportError as e:
-        raise RuntimeError(
-            f"cannot load 'tfds:{name}': tensorflow_datasets is not installed ({e}). Install it "
-            "with `pip install 'flowinv[tfds]'` (downloading needs network access), or use "
-            f"an offline source instead. {_OFFLINE_HINT}.") from e
+        raise _tfds_missing(name, e) from e
     try:
         source = tfds.data_source(name, split=split, data_dir=data_dir)
         n = len(source) if limit is None else min(limit, len(source))
@@ -636,6 +642,22 @@ def _image_files(root: pathlib.Path, recursive: bool) -> list[pathlib.Path]:
     return sorted(files, key=lambda p: p.relative_to(root).as_posix())
 
 
+def _folder_files(path, split: str | None, recursive: bool) -> list[pathlib.Path]:
+    """The image files :func:`load_folder` reads, sorted; raises as it documents."""
+    root = pathlib.Path(os.path.expanduser(os.fspath(path)))
+    if not root.exists():
+        raise FileNotFoundError(f"image folder {str(root)!r} does not exist")
+    if not root.is_dir():
+        raise NotADirectoryError(f"image folder {str(root)!r} is not a directory")
+    if split is not None and (root / split).is_dir():
+        root = root / split
+    files = _image_files(root, recursive)
+    if not files:
+        raise ValueError(f"image folder {str(root)!r} holds no PNG/JPEG image "
+                         f"({'/'.join(IMAGE_SUFFIXES)}{', recursively' if recursive else ''})")
+    return files
+
+
 def load_folder(path: str | os.PathLike, split: str | None = None, *,
                 image_shape: Sequence[int] | None = None, limit: int | None = None,
                 recursive: bool = False) -> np.ndarray:
@@ -664,18 +686,7 @@ def load_folder(path: str | os.PathLike, split: str | None = None, *,
       ValueError: it holds no image, or an image cannot be read (the message names the file).
     """
     shape, limit = _check_shape(image_shape), _check_limit(limit)
-    root = pathlib.Path(os.path.expanduser(os.fspath(path)))
-    if not root.exists():
-        raise FileNotFoundError(f"image folder {str(root)!r} does not exist")
-    if not root.is_dir():
-        raise NotADirectoryError(f"image folder {str(root)!r} is not a directory")
-    if split is not None and (root / split).is_dir():
-        root = root / split
-    files = _image_files(root, recursive)
-    if not files:
-        raise ValueError(f"image folder {str(root)!r} holds no PNG/JPEG image "
-                         f"({'/'.join(IMAGE_SUFFIXES)}{', recursively' if recursive else ''})")
-    files = files[:limit]
+    files = _folder_files(path, split, recursive)[:limit]
     arrays = [_read_image_file(f) for f in files]
     return _stack_images(arrays, shape, [str(f) for f in files])
 
@@ -715,20 +726,47 @@ def load_dataset(spec: str, split: str = "test", *, image_shape: Sequence[int] |
         return load_lfw(split, **kwargs)
     if spec == "cartoon":
         return load_cartoon(split, **kwargs)
+    kind, name, option = _parse_spec(spec)
+    if kind == "tfds":
+        return load_tfds(name, option or split, **kwargs)
+    return load_folder(name, split, recursive=option, **kwargs)
+
+
+def _parse_spec(spec: str) -> tuple[str, str, object]:
+    """``("builtin", NAME, None)``, ``("tfds", NAME, SPLIT or "")`` or ``("folder", PATH,
+    recursive)``; ValueError for anything else."""
+    if spec in DATASETS:
+        return "builtin", spec, None
     if spec.startswith("tfds:"):
         name, _, tfds_split = spec[len("tfds:"):].partition(":")
         if not name:
             raise ValueError(f"spec {spec!r}: expected 'tfds:NAME' or 'tfds:NAME:SPLIT'")
-        return load_tfds(name, tfds_split or split, **kwargs)
+        return "tfds", name, tfds_split
     if spec.startswith("folder:"):
         path = spec[len("folder:"):]
         recursive = path.endswith("/**")
         path = path[: -len("/**")] if recursive else path
         if not path:
             raise ValueError(f"spec {spec!r}: expected 'folder:/path/to/images'")
-        return load_folder(path, split, recursive=recursive, **kwargs)
+        return "folder", path, recursive
     raise ValueError(f"unknown dataset spec {spec!r}; expected one of {DATASETS}, "
                      "'tfds:NAME[:SPLIT]' or 'folder:/path/to/images[/**]'")
+
+
+def check_dataset(spec: str, split: str = "test") -> None:
+    """Fails as :func:`load_dataset` would on a spec that names no readable source, without
+    reading any image: an unknown name, a missing folder or one with no image, or a ``tfds:``
+    spec without ``tensorflow_datasets`` installed (whether TFDS can then download or find the
+    data is only known by loading). Command lines call it before any work.
+    """
+    if not isinstance(spec, str):
+        raise TypeError(f"spec must be a str, got {type(spec).__name__}")
+    _check_split(split)
+    kind, name, option = _parse_spec(spec)
+    if kind == "tfds" and importlib.util.find_spec("tensorflow_datasets") is None:
+        raise _tfds_missing(name, "No module named 'tensorflow_datasets'")
+    if kind == "folder":
+        _folder_files(name, split, option)
 
 
 # ----------------------------------------------------------------------------- transforms

@@ -193,6 +193,19 @@ CASES = [
     ("limit-bool", lambda p, s, t: data.load_dataset("digits", limit=True), ValueError,
      ["limit", "true"]),
     ("bits-zero", lambda p, s, t: data.quantize(jnp.zeros(SHAPE), 0), ValueError, ["bits"]),
+    # the same checks without loading (command lines run them first)
+    ("check-unknown-dataset", lambda p, s, t: data.check_dataset("imagenet"), ValueError,
+     ["unknown dataset", "imagenet"]),
+    ("check-missing-folder", lambda p, s, t: data.check_dataset(f"folder:{t / 'nowhere'}"),
+     FileNotFoundError, ["does not exist", "nowhere"]),
+    ("check-empty-folder", lambda p, s, t: data.check_dataset(f"folder:{t}"), ValueError,
+     ["holds no", "png"]),
+    ("check-unknown-split", lambda p, s, t: data.check_dataset("mnist", "validation"),
+     ValueError, ["split"]),
+    ("find-unknown-prior", lambda p, s, t: checkpoints.find_checkpoint("glow-imagenet", "flow"),
+     ValueError, ["unknown prior", "glow-imagenet"]),
+    ("find-gan-in-flow-checkpoint", lambda p, s, t: checkpoints.find_checkpoint(s, "dcgan"),
+     ValueError, ["not a dcgan"]),
 ]
 
 
@@ -225,6 +238,14 @@ CLI_CASES = [
     ("experiments.samples", ["--priors", "glow-imagenet"]),
     ("experiments.samples", ["--diversity-num", "1"]),
     ("experiments.stabilisers", ["--train-prior", "glow-imagenet"]),
+    # sources that cannot be found fail before any work, with the loader's message
+    ("experiments.denoise", ["--dataset", "imagenet"]),
+    ("experiments.denoise", ["--dataset", "folder:/nonexistent/flowinv-test-folder"]),
+    ("experiments.denoise", ["--prior", "glow-imagenet"]),
+    ("experiments.denoise", ["--gan", "glow-mnist"]),  # a flow, not a DCGAN
+    ("experiments.compressed_sensing", ["--ood-dataset", "imagenet"]),
+    ("experiments.structured_noise", ["--noise-flow", "realnvp-imagenet"]),
+    ("experiments.subpixel", ["--dataset", "folder:/nonexistent/flowinv-test-folder"]),
 ]
 
 
@@ -234,6 +255,22 @@ def test_bad_cli_values_are_usage_errors(module, argv, capsys):
     _cli(module, argv)
     err = capsys.readouterr().err
     assert "usage:" in err and "error:" in err
+
+
+def test_source_checks_pass_what_the_loaders_read(saved_prior, tmp_path, monkeypatch):
+    for spec in data.DATASETS:
+        data.check_dataset(spec)
+    (tmp_path / "a.png").write_bytes(b"checked by name, read only by load_folder")
+    data.check_dataset(f"folder:{tmp_path}")
+    path, meta = checkpoints.find_checkpoint(saved_prior, "flow")
+    assert path == saved_prior and "architecture" in meta
+    assert checkpoints.find_checkpoint("dcgan-mnist", "dcgan")[1]["kind"] == "dcgan"
+    # tfds: only whether tensorflow_datasets is importable is known without loading
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    with pytest.raises(RuntimeError, match="tensorflow_datasets is not installed"):
+        data.check_dataset("tfds:mnist")
 
 
 def test_checks_run_before_compilation(prior, monkeypatch):
