@@ -73,8 +73,12 @@ def _training_dataset(prior: str) -> str:
     from flowinv import checkpoints
 
     try:
-        return checkpoints.read_metadata(checkpoints.checkpoint_path(prior))["data"]["dataset"]
-    except (KeyError, TypeError, ValueError, OSError):
+        metadata = checkpoints.find_checkpoint(prior, "flow")[1]
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    try:
+        return metadata["data"]["dataset"]
+    except (KeyError, TypeError):
         raise SystemExit(f"prior {prior!r}: no training dataset in its sidecar; "
                          "pass --dataset") from None
 

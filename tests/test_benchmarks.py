@@ -157,6 +157,8 @@ def test_iterations_parses_tasks_and_default_dataset():
     assert iterations.parse_task("denoise:0:0.01") == ("denoise", 0.0, 0.01)
     assert iterations._training_dataset("glow-mnist") == "mnist"
     assert iterations._training_dataset("glow-patches64") == "patches64"
+    with pytest.raises(SystemExit, match="unknown prior 'glow-imagenet'"):
+        iterations._training_dataset("glow-imagenet")
 
 
 def test_scaling_quick_in_subprocesses(out):
