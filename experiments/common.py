@@ -436,6 +436,9 @@ def load_test_and_val(spec: str, shape, num_test: int,
         raise ValueError(f"dataset {spec!r} gave {len(test)} test and {len(val)} validation "
                          f"images; need at least one of each (at least {num_test + 1} images "
                          "when test and validation images come from the same split)")
+    if len(test) < num_test or len(val) < num_val:
+        print(f"note: dataset {spec!r} gave {len(test)} of the {num_test} test and {len(val)} "
+              f"of the {num_val} validation images asked for", file=sys.stderr)
     return test, val
 
 

@@ -50,6 +50,13 @@ def test_flat_folder_too_small_for_test_and_validation_is_an_error(tmp_path):
         common.load_test_and_val(f"folder:{tmp_path / 'two'}", (12, 12, 3), 2, 1)
 
 
+def test_a_folder_with_fewer_images_than_asked_for_says_so(tmp_path, capsys):
+    _write_images(tmp_path / "five", 5, 1, seed=5)
+    test, val = common.load_test_and_val(f"folder:{tmp_path / 'five'}", (12, 12, 1), 4, 3)
+    assert len(test) == 4 and len(val) == 1
+    assert "gave 4 of the 4 test and 1 of the 3 validation images" in capsys.readouterr().err
+
+
 def test_bundled_training_split_is_used_for_validation():
     test, val = common.load_test_and_val("digits", (8, 8, 1), 3, 2)
     assert val.shape == (2, 8, 8, 1) and not _rows(test) & _rows(val)
