@@ -164,7 +164,8 @@ class ResultTable:
 
 
 def parse_config(parser: argparse.ArgumentParser, config_from_args, argv: list[str] | None):
-    """Parses ``argv`` into an experiment's config; a ``ValueError`` from ``config_from_args``
+    """Parses ``argv`` into an experiment's config; a ``ValueError`` from ``config_from_args``,
+    or a dataset or checkpoint of the config that cannot be found (:func:`check_sources`),
     becomes the CLI's usage error (exit status 2, message on stderr). Also turns on the
     compilation cache of the command line (:func:`use_compilation_cache`)."""
     return parse_args_and_config(parser, config_from_args, argv)[1]

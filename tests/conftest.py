@@ -6,6 +6,9 @@ import os
 
 import jax
 import pytest
+from jax.flatten_util import ravel_pytree
+
+import flowinv
 
 # The experiments' command lines keep compiled programs in ~/.cache/flowinv/xla
 # (experiments.common.use_compilation_cache); tests must not write there, and tests that run an
@@ -38,3 +41,30 @@ def x64():
     """
     with jax.enable_x64(True):
         yield
+
+
+@jax.jit
+def _perturbed(params, key, scale):
+    flat, unravel = ravel_pytree(params)
+    return unravel(flat + scale * jax.random.normal(key, flat.shape, flat.dtype))
+
+
+@pytest.fixture(scope="session")
+def perturb_params():
+    """``perturb_params(params, key, scale=0.05)``: every (float) entry of ``params`` plus
+    ``N(0, scale²)``, which moves a flow off its identity initialisation. One draw for the
+    flattened tree in one compiled program: 1.0 s for a tiny Glow's 29 leaves on 2 cores, where
+    a draw per leaf took 19 s op by op (each new shape compiles its own ``jax.random.normal``)
+    and 12 s jitted."""
+    return lambda params, key, scale=0.05: _perturbed(params, key, scale)
+
+
+@pytest.fixture(scope="session")
+def perturbed_tiny_glow(perturb_params):
+    """``(flow, params, x)``: ``glow((8, 8, 1), levels=2, steps=2, width=8)`` initialised on six
+    uniform images ``x`` and perturbed (:func:`perturb_params`), a small random prior shared by
+    the engine and stress tests."""
+    flow = flowinv.glow((8, 8, 1), levels=2, steps=2, width=8)
+    x = jax.random.uniform(jax.random.PRNGKey(0), (6, 8, 8, 1))
+    params = perturb_params(flow.init(jax.random.PRNGKey(1), x), jax.random.PRNGKey(2))
+    return flow, params, x

@@ -21,15 +21,8 @@ from flowinv.recover import _solve_batch
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    flow = flowinv.glow((8, 8, 1), levels=2, steps=2, width=8)
-    x = jax.random.uniform(jax.random.PRNGKey(0), (6, 8, 8, 1))
-    params = flow.init(jax.random.PRNGKey(1), x)
-    leaves, tree = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.PRNGKey(2), len(leaves))
-    params = jax.tree.unflatten(tree, [a + 0.05 * jax.random.normal(k, a.shape)
-                                       for a, k in zip(leaves, keys, strict=True)])
-    return flow, params, x
+def tiny(perturbed_tiny_glow):
+    return perturbed_tiny_glow
 
 
 def _quadratic(a, b):

@@ -23,17 +23,12 @@ from flowinv import checkpoints
 
 
 @pytest.fixture(scope="module")
-def tiny_prior(tmp_path_factory) -> str:
+def tiny_prior(tmp_path_factory, perturb_params) -> str:
     flow = flowinv.glow((8, 8, 1), levels=1, steps=1, width=8)
     images = jax.random.uniform(jax.random.PRNGKey(0), (4, 8, 8, 1))
-    params = jax.jit(flow.init)(jax.random.PRNGKey(1), images)
-    leaves, treedef = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.PRNGKey(2), len(leaves))
-    leaves = [leaf + 0.05 * jax.random.normal(k, leaf.shape, leaf.dtype)
-              for leaf, k in zip(leaves, keys, strict=True)]
+    params = perturb_params(flow.init(jax.random.PRNGKey(1), images), jax.random.PRNGKey(2))
     path = tmp_path_factory.mktemp("prior") / "glow-tiny"
-    checkpoints.save(path, jax.tree.unflatten(treedef, leaves),
-                     {"kind": "flow", "architecture": checkpoints.flow_config(flow)})
+    checkpoints.save(path, params, {"kind": "flow", "architecture": checkpoints.flow_config(flow)})
     return str(path)
 
 

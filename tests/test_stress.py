@@ -27,14 +27,9 @@ MAXITER = 25
 
 
 @pytest.fixture(scope="module")
-def prior():
-    flow = flowinv.glow(SHAPE, levels=2, steps=2, width=8)
-    x = jax.random.uniform(jax.random.PRNGKey(0), (6, *SHAPE))
-    params = flow.init(jax.random.PRNGKey(1), x)
-    leaves, tree = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.PRNGKey(2), len(leaves))
-    params = jax.tree.unflatten(tree, [a + 0.05 * jax.random.normal(k, a.shape)
-                                       for a, k in zip(leaves, keys, strict=True)])
+def prior(perturbed_tiny_glow):
+    flow, params, _ = perturbed_tiny_glow
+    assert flow.image_shape == SHAPE
     return flow, params
 
 
