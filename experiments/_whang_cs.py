@@ -228,8 +228,7 @@ def build_cs_parser(prog: str, doc: str, name: str, *, ratio_help: str,
     common.add_common_arguments(p, name, quick=quick, full=full)
     p.add_argument("--ratios", type=common.float_list, default=None, help=ratio_help)
     p.add_argument("--noise-scale", type=common.nonnegative_float, default=None,
-                   help=f"s: max std and mean of the positive-mean sinusoidal noise "
-                        f"(default {quick['noise_scale']})")
+                   help="s: max std and mean of the positive-mean sinusoidal noise")
     p.add_argument("--betas", type=common.float_list, default=None,
                    help="β values of the MAP loss, comma separated")
     p.add_argument("--gammas", type=common.float_list, default=None,
