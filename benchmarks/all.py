@@ -2,9 +2,10 @@
 
 ``python -m benchmarks.all [--quick]`` runs, each in its own process (so one benchmark's device
 memory or crash cannot affect the next), ``compile_time``, ``recovery``, ``training``,
-``precision``, ``scaling`` and ``iterations`` with the same ``--out`` and ``--precision``,
-judges the goals (:mod:`benchmarks.goals`) and writes ``<out>/summary[_quick]_<platform>.md``:
-the environment, the goals table (PASS / MISS and by how much) and every benchmark's table.
+``precision``, ``scaling``, ``iterations`` and ``eager_calls`` with the same ``--out`` and
+``--precision``, judges the goals (:mod:`benchmarks.goals`) and writes
+``<out>/summary[_quick]_<platform>.md``: the environment, the goals table (PASS / MISS and by
+how much) and every benchmark's table.
 
 On one H100 the full run takes a few hours, most of it in the recovery sweep (two paper-size
 models × three tasks × batch sizes up to what fits, 300 L-BFGS iterations each);
@@ -24,7 +25,8 @@ import time
 from benchmarks import _common as C
 from benchmarks import goals
 
-BENCHMARKS = ("compile_time", "recovery", "training", "precision", "scaling", "iterations")
+BENCHMARKS = ("compile_time", "recovery", "training", "precision", "scaling", "iterations",
+              "eager_calls")
 
 
 def _latest_json(out: pathlib.Path, name: str, quick: bool) -> dict | None:

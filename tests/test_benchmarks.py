@@ -16,7 +16,16 @@ import pytest
 
 from benchmarks import _common as C
 from benchmarks import all as bench_all
-from benchmarks import compile_time, goals, iterations, precision, recovery, scaling, training
+from benchmarks import (
+    compile_time,
+    eager_calls,
+    goals,
+    iterations,
+    precision,
+    recovery,
+    scaling,
+    training,
+)
 
 ENV_FIELDS = ("device", "platform", "device_count", "jax", "dtype", "matmul_precision")
 MEASURE_FIELDS = ("device", "precision", "batch", "image_shape", "num_params", "compile_s",
@@ -125,6 +134,28 @@ def test_precision_quick(out):
         if r["precision"] == "highest":
             assert r["psnr_vs_highest_db"] > 100  # the reference against itself
     assert data["recommendation"]
+
+
+def test_eager_calls_quick_in_subprocesses(out):
+    data = _load(eager_calls.main(["--quick", "--out", str(out)]))
+    assert [r["call"] for r in data["rows"]] == list(eager_calls.CALLS)
+    for r in data["rows"]:
+        for key in ("op-by-op_first_s", "compiled_first_s", "op-by-op_second_s",
+                    "compiled_second_s", "first_ratio", "second_ratio"):
+            assert _positive_finite(r[key]), (key, r)
+        assert r["compiled_programs"] >= 0 and r["op-by-op_programs"] >= 0
+    # The first public call compiles its program; the second reuses it.
+    assert data["rows"][0]["compiled_programs"] >= 1
+
+
+def test_eager_calls_combine_reports_a_failed_mode():
+    ok = {"status": "ok", "model_label": "m", "num_params": 3,
+          "rows": [dict(call=c, first_s=2.0, second_s=1.0, compile_s=1.0, programs_compiled=1)
+                   for c in eager_calls.CALLS]}
+    rows = eager_calls.combine({"op-by-op": ok, "compiled": {"status": "failed", "error": "x"}})
+    assert all(r["compiled_error"] == "x" and r["first_ratio"] is None for r in rows)
+    rows = eager_calls.combine({"op-by-op": ok, "compiled": ok})
+    assert all(r["first_ratio"] == 1.0 and r["second_ratio"] == 1.0 for r in rows)
 
 
 def test_iterations_quick(out):

@@ -127,9 +127,10 @@ class Flow:
     """Base class of the flows: the density and sampling built on ``forward``/``inverse``.
 
     Subclasses are frozen (hashable) dataclasses with ``image_shape`` and implement ``_init``
-    (the parameters, see :meth:`init`), ``forward`` (``z -> (x, log|det ∂x/∂z|)``) and
-    ``inverse`` (``x -> (z, log|det ∂z/∂x|)``), one event per call: ``x`` is ``(H, W, C)`` and
-    ``z`` is flat with ``H·W·C`` entries.
+    (the parameters, see :meth:`init`), ``_forward`` (``z -> (x, log|det ∂x/∂z|)``) and
+    ``_inverse`` (``x -> (z, log|det ∂z/∂x|)``), one event per call: ``x`` is ``(H, W, C)`` and
+    ``z`` is flat with ``H·W·C`` entries. The public :meth:`forward` and :meth:`inverse` check
+    the shape and run them compiled.
     """
 
     image_shape: tuple[int, int, int]
@@ -153,6 +154,38 @@ class Flow:
 
     def _init(self, key: Array, x_batch: Array) -> Params:
         """The subclass's initialisation, given a batch that :meth:`init` has checked."""
+        raise NotImplementedError
+
+    def inverse(self, params: Params, x: Array) -> tuple[Array, Array]:
+        """``z = G⁻¹(x)`` and ``log|det ∂z/∂x|``; ``x`` ``(H, W, C)``, ``z`` ``(H·W·C,)``.
+
+        A compiled program, cached per flow, parameter structure, shape and dtype (``jax.jit``
+        with the flow static), so a call outside any transformation, as in a notebook, runs as
+        one program instead of op by op; under ``jit``, ``vmap`` or ``grad`` it is traced into
+        the caller's program like any other function. Op by op, every call re-traced and
+        recompiled its ``lax.scan`` loops (each a new closure) and dispatched hundreds of
+        operations: measured on 2 cores
+        (``python -m benchmarks.eager_calls``), ``forward`` of the README's 28×28 Glow took
+        14.3 s on its first call and 2.8 s on each later one, compiled 3.8 s and 3.5 ms; with
+        the architecture of ``glow-patches64``, 56.6 s and 11.4 s against 18.9 s and 22 ms.
+        """
+        self._check_image(x)
+        return _compiled_inverse(self, params, x)
+
+    def forward(self, params: Params, z: Array) -> tuple[Array, Array]:
+        """``x = G(z)`` and ``log|det ∂x/∂z|``; ``z`` ``(H·W·C,)``, ``x`` ``(H, W, C)``.
+
+        Compiled like :meth:`inverse`.
+        """
+        self._check_latent(z)
+        return _compiled_forward(self, params, z)
+
+    def _inverse(self, params: Params, x: Array) -> tuple[Array, Array]:
+        """The subclass's ``G⁻¹``, given an image that :meth:`inverse` has checked."""
+        raise NotImplementedError
+
+    def _forward(self, params: Params, z: Array) -> tuple[Array, Array]:
+        """The subclass's ``G``, given a latent that :meth:`forward` has checked."""
         raise NotImplementedError
 
     @property
@@ -201,6 +234,16 @@ class Flow:
 @functools.partial(jax.jit, static_argnums=0)
 def _compiled_init(flow: Flow, key: Array, x_batch: Array) -> Params:
     return flow._init(key, x_batch)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _compiled_inverse(flow: Flow, params: Params, x: Array) -> tuple[Array, Array]:
+    return flow._inverse(params, x)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _compiled_forward(flow: Flow, params: Params, z: Array) -> tuple[Array, Array]:
+    return flow._forward(params, z)
 
 
 def standard_normal_log_prob(z: Array) -> Array:

@@ -87,9 +87,7 @@ class RealNVP(Flow):
                 params.append(p)
         return params
 
-    def inverse(self, params: Params, x: Array) -> tuple[Array, Array]:
-        """``z = G⁻¹(x)`` and ``log|det ∂z/∂x|``; ``x`` ``(H, W, C)``, ``z`` ``(H·W·C,)``."""
-        self._check_image(x)
+    def _inverse(self, params: Params, x: Array) -> tuple[Array, Array]:
         h, logdet = self._pre_inverse(x)
         eps, i = [], 0
         for kind, shape, count in self._stages():
@@ -104,9 +102,7 @@ class RealNVP(Flow):
         eps.append(h.ravel())
         return jnp.concatenate(eps), logdet
 
-    def forward(self, params: Params, z: Array) -> tuple[Array, Array]:
-        """``x = G(z)`` and ``log|det ∂x/∂z|``; ``z`` ``(H·W·C,)``, ``x`` ``(H, W, C)``."""
-        self._check_latent(z)
+    def _forward(self, params: Params, z: Array) -> tuple[Array, Array]:
         shapes = self.latent_shapes()
         sizes = [math.prod(s) for s in shapes]
         offsets = [sum(sizes[:i]) for i in range(len(sizes))]
