@@ -370,23 +370,24 @@ def test_batched_recovery_of_patches64_finishes():
     It used to deadlock on a 2-core CPU with either L-BFGS (a batch of one, or Adam, did not):
     the 1×1 convolutions' ``W⁻¹`` came from LAPACK triangular solves, custom calls that wait on
     XLA's intra-op thread pool from inside it (see
-    ``test_flows.py::test_flows_compile_without_lapack_calls``). Run in a subprocess so a hang
-    fails this test after ``timeout`` seconds instead of stalling the suite; the two solves
-    took ~35 s on 2 cores with the first, 2.6× smaller ``glow-patches64`` and take ~120 s with
-    the current one, compilation nearly all of it.
+    ``test_flows.py::test_flows_compile_without_lapack_calls``, which checks both directions of
+    every flow for such calls, whatever the solver). Run in a subprocess so a hang fails this
+    test after ``timeout`` seconds instead of stalling the suite. Only the default solver runs
+    here: its solve of the current ``glow-patches64`` takes ~37 s on 2 cores, compilation
+    nearly all of it, and ``optax-lbfgs``'s (whose zoom line search puts the loss in the
+    program several times) ~100 s more.
     """
     script = textwrap.dedent("""
         import jax.numpy as jnp, numpy as np, flowinv
         from flowinv import data, operators
         prior = flowinv.load_prior("glow-patches64")
         x = jnp.asarray(data.load_dataset("patches64", "test", limit=2))
-        for solver in ("lbfgs", "optax-lbfgs"):
-            r = flowinv.recover(prior, x, operator=operators.identity(x.shape[1:]),
-                                gamma=0.01, maxiter=3, solver=solver)
-            assert r.x.shape == x.shape and bool(np.all(np.isfinite(np.asarray(r.x))))
-            print(solver, "ok", flush=True)
+        r = flowinv.recover(prior, x, operator=operators.identity(x.shape[1:]),
+                            gamma=0.01, maxiter=3)
+        assert r.x.shape == x.shape and bool(np.all(np.isfinite(np.asarray(r.x))))
+        print("lbfgs", "ok", flush=True)
     """)
-    timeout = 480
+    timeout = 360
     try:
         res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                              timeout=timeout)
@@ -394,4 +395,4 @@ def test_batched_recovery_of_patches64_finishes():
         pytest.fail(f"batched glow-patches64 recovery did not return in {timeout} s "
                     f"(stdout: {e.stdout!r})")
     assert res.returncode == 0, res.stderr[-2000:]
-    assert res.stdout.split() == ["lbfgs", "ok", "optax-lbfgs", "ok"]
+    assert res.stdout.split() == ["lbfgs", "ok"]
