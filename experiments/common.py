@@ -413,26 +413,13 @@ def load_test_and_val(spec: str, shape, num_test: int,
                       num_val: int) -> tuple[np.ndarray, np.ndarray]:
     """``num_test`` test images and ``num_val`` validation images from the *training* split.
 
-    Datasets without a separate training split validate on test images beyond the first
-    ``num_test``, which are then never reported on: evaluation-only sets such as ``lfw``, and
-    any dataset whose "train" images include a test image (a ``folder:`` without ``train/`` and
-    ``test/`` subfolders, or ``tfds:NAME:SPLIT``, return the same images for both splits), so
-    hyperparameters are never chosen on the images that are reported.
+    The validation images come from :func:`load_train_images`, so they are never among the
+    test images reported on. Fails if either set is empty; notes a shortfall.
     """
     from flowinv import data
 
     test = data.load_dataset(spec, "test", image_shape=shape, limit=num_test)[:num_test]
-    try:
-        val = data.load_dataset(spec, "train", image_shape=shape, limit=num_val)[:num_val]
-    except ValueError:
-        val = None
-    if val is not None and _shares_an_image(val, test):
-        print(f"note: dataset {spec!r} has no training split apart from its test images; "
-              f"validating on its images after the first {num_test}", file=sys.stderr)
-        val = None
-    if val is None:
-        more = data.load_dataset(spec, "test", image_shape=shape, limit=num_test + num_val)
-        val = more[num_test: num_test + num_val]
+    val = load_train_images(spec, shape, num_val, num_test, test=test, purpose="validating")
     if len(test) == 0 or len(val) == 0:
         raise ValueError(f"dataset {spec!r} gave {len(test)} test and {len(val)} validation "
                          f"images; need at least one of each (at least {num_test + 1} images "
@@ -441,6 +428,36 @@ def load_test_and_val(spec: str, shape, num_test: int,
         print(f"note: dataset {spec!r} gave {len(test)} of the {num_test} test and {len(val)} "
               f"of the {num_val} validation images asked for", file=sys.stderr)
     return test, val
+
+
+def load_train_images(spec: str, shape, count: int, num_test: int, *,
+                      test: np.ndarray | None = None, purpose: str = "training") -> np.ndarray:
+    """Up to ``count`` images for choosing hyperparameters or initialisations, none of them one
+    of the first ``num_test`` test images (the ones an experiment reports on).
+
+    They come from the training split. Datasets without a separate training split take the
+    test images after the first ``num_test`` instead: evaluation-only sets such as ``lfw``, and
+    any dataset whose "train" images include a test image (a ``folder:`` without ``train/`` and
+    ``test/`` subfolders, or ``tfds:NAME:SPLIT``, return the same images for both splits; the
+    images themselves are compared), with a note naming ``purpose``. ``test``: the first
+    ``num_test`` test images, if already loaded.
+    """
+    from flowinv import data
+
+    if test is None:
+        test = data.load_dataset(spec, "test", image_shape=shape, limit=num_test)[:num_test]
+    try:
+        images = data.load_dataset(spec, "train", image_shape=shape, limit=count)[:count]
+    except ValueError:
+        images = None
+    if images is not None and _shares_an_image(images, test):
+        print(f"note: dataset {spec!r} has no training split apart from its test images; "
+              f"{purpose} on its images after the first {num_test}", file=sys.stderr)
+        images = None
+    if images is None:
+        more = data.load_dataset(spec, "test", image_shape=shape, limit=num_test + count)
+        images = more[num_test: num_test + count]
+    return images
 
 
 def _shares_an_image(a: np.ndarray, b: np.ndarray) -> bool:

@@ -133,14 +133,17 @@ def run(config: Config) -> dict:
         sets["ood"] = ood
     gan = (common.load_gan_or_none(config.gan, config.dataset, shape)
            if "dcgan" in config.methods else None)
-    val = data.load_dataset(config.dataset, "train", image_shape=shape,
-                            limit=config.val_images)
+    test_in, val = common.load_test_and_val(config.dataset, shape, config.num_images,
+                                            config.val_images)
+    tests = {name: test_in if name == "in-dist" else
+             data.load_dataset(spec, "test", image_shape=shape, limit=config.num_images)
+             for name, spec in sets.items()}
     table = common.ResultTable("compressed_sensing", config.dataset, prior_name)
     key = jax.random.PRNGKey(config.seed)
     sheets = {}
     jobs = [(name, spec, r) for name, spec in sets.items() for r in config.ratios]
     for name, spec, ratio in tqdm(jobs, desc="compressed sensing", disable=not config.progress):
-        test = data.load_dataset(spec, "test", image_shape=shape, limit=config.num_images)
+        test = tests[name]
         m = max(1, int(round(ratio * n)))
         k_op, k_noise = jax.random.split(jax.random.fold_in(key, m))
         op = operators.gaussian_cs(k_op, shape, m)

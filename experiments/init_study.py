@@ -177,14 +177,8 @@ def _forward_batch(flow, params, zs):
 
 def _training_images(config: Config, shape, count: int, rng: np.random.Generator):
     """``count`` random training images (other test images for test-only datasets)."""
-    from flowinv import data
-
-    try:
-        pool = data.load_dataset(config.dataset, "train", image_shape=shape,
-                                 limit=max(64, count))
-    except ValueError:
-        pool = data.load_dataset(config.dataset, "test", image_shape=shape,
-                                 limit=config.num_images + max(64, count))[config.num_images:]
+    pool = common.load_train_images(config.dataset, shape, max(64, count), config.num_images,
+                                    purpose="drawing 'inverse-train' starts")
     if len(pool) == 0:
         raise ValueError(f"dataset {config.dataset!r} has no images left for 'inverse-train'")
     idx = rng.choice(len(pool), size=count, replace=len(pool) < count)

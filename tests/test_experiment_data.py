@@ -57,6 +57,29 @@ def test_a_folder_with_fewer_images_than_asked_for_says_so(tmp_path, capsys):
     assert "gave 4 of the 4 test and 1 of the 3 validation images" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("layout", ["flat", "split"])
+def test_init_study_training_starts_are_never_test_images(tmp_path, layout):
+    from experiments import init_study
+
+    if layout == "flat":
+        _write_images(tmp_path / "d", 6, 1, seed=6)
+    else:
+        _write_images(tmp_path / "d" / "test", 3, 1, seed=6)
+        _write_images(tmp_path / "d" / "train", 3, 1, seed=7)
+    config = init_study.Config(dataset=f"folder:{tmp_path / 'd'}", num_images=2)
+    starts = init_study._training_images(config, (12, 12, 1), 8, np.random.default_rng(0))
+    test = common.load_test_and_val(config.dataset, (12, 12, 1), 2, 1)[0]
+    assert starts.shape == (8, 12, 12, 1) and not _rows(starts) & _rows(test)
+
+
+def test_train_images_of_an_evaluation_only_set_follow_its_test_images():
+    from flowinv import data
+
+    images = common.load_train_images("lfw", (12, 12, 1), 2, 3)
+    everything = data.load_dataset("lfw", "test", image_shape=(12, 12, 1), limit=5)
+    np.testing.assert_array_equal(images, everything[3:5])
+
+
 def test_bundled_training_split_is_used_for_validation():
     test, val = common.load_test_and_val("digits", (8, 8, 1), 3, 2)
     assert val.shape == (2, 8, 8, 1) and not _rows(test) & _rows(val)
