@@ -204,10 +204,32 @@ def check_sources(config) -> None:
 
     for spec in named(DATASET_FIELDS):
         data.check_dataset(spec)
+    if getattr(config, "val_images", None) and str(config.dataset).startswith("folder:"):
+        _check_folder_leaves_validation_images(config.dataset, config.num_images)
     for name in named(FLOW_FIELDS):
         checkpoints.find_checkpoint(name, "flow")
     for name in named(GAN_FIELDS):
         checkpoints.find_checkpoint(name, "dcgan")
+
+
+def _check_folder_leaves_validation_images(spec: str, num_test: int) -> None:
+    """A ``folder:`` whose test and training files are the same (no ``train/`` and ``test/``
+    subfolders) validates on its images after the first ``num_test`` (:func:`load_train_images`),
+    so it needs more than ``num_test`` of them; counted from the file names."""
+    from flowinv import data
+
+    test = data.folder_files(spec, "test")
+    try:
+        train = data.folder_files(spec, "train")
+    except ValueError:
+        train = test
+    shared = not {p.resolve() for p in test[:num_test]}.isdisjoint(p.resolve() for p in train)
+    if shared and len(test) <= num_test:
+        raise ValueError(
+            f"{spec!r} holds {len(test)} images and no separate train/ subfolder, so its "
+            f"validation images are those after the first --num-images {num_test}: ask for at "
+            f"most {len(test) - 1} test images, or put training images in a train/ subfolder "
+            "(and test images in test/)")
 
 
 def command_line(module: str, argv: list[str] | None) -> str:

@@ -43,6 +43,7 @@ __all__ = [
     "check_dataset",
     "dequantize",
     "fit_shape",
+    "folder_files",
     "load_cartoon",
     "load_dataset",
     "load_digits",
@@ -767,6 +768,17 @@ def check_dataset(spec: str, split: str = "test") -> None:
         raise _tfds_missing(name, "No module named 'tensorflow_datasets'")
     if kind == "folder":
         _folder_files(name, split, option)
+
+
+def folder_files(spec: str, split: str = "test") -> list[pathlib.Path]:
+    """The image files ``load_dataset(spec, split)`` reads for a ``folder:`` spec, in its order
+    (``PATH/split`` when that subfolder exists, else ``PATH``; see :func:`load_folder`); raises
+    as :func:`load_dataset` would. Nothing is decoded."""
+    _check_split(split)
+    kind, path, recursive = _parse_spec(spec)
+    if kind != "folder":
+        raise ValueError(f"spec {spec!r} is not a 'folder:PATH[/**]' spec")
+    return _folder_files(path, split, recursive)
 
 
 # ----------------------------------------------------------------------------- transforms

@@ -202,6 +202,8 @@ CASES = [
      ["holds no", "png"]),
     ("check-unknown-split", lambda p, s, t: data.check_dataset("mnist", "validation"),
      ValueError, ["split"]),
+    ("folder-files-of-a-builtin", lambda p, s, t: data.folder_files("mnist"), ValueError,
+     ["not a 'folder:"]),
     ("find-unknown-prior", lambda p, s, t: checkpoints.find_checkpoint("glow-imagenet", "flow"),
      ValueError, ["unknown prior", "glow-imagenet"]),
     ("find-gan-in-flow-checkpoint", lambda p, s, t: checkpoints.find_checkpoint(s, "dcgan"),
@@ -255,6 +257,31 @@ def test_bad_cli_values_are_usage_errors(module, argv, capsys):
     _cli(module, argv)
     err = capsys.readouterr().err
     assert "usage:" in err and "error:" in err
+
+
+def _pngs(folder, n):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        (folder / f"{i}.png").write_bytes(b"counted by name only")
+
+
+def test_a_flat_folder_too_small_for_validation_images_is_a_usage_error(tmp_path, capsys):
+    _pngs(tmp_path / "flat", 3)
+    _cli("experiments.denoise", ["--dataset", f"folder:{tmp_path / 'flat'}", "--num-images", "3"])
+    err = capsys.readouterr().err
+    assert "holds 3 images" in err and "at most 2 test images" in err
+
+
+def test_folder_sizes_that_leave_validation_images_pass(tmp_path):
+    from experiments import common, denoise
+
+    _pngs(tmp_path / "flat", 4)
+    _pngs(tmp_path / "split" / "test", 3)
+    _pngs(tmp_path / "split" / "train", 1)
+    for spec in (f"folder:{tmp_path / 'flat'}", f"folder:{tmp_path / 'split'}"):
+        common.check_sources(denoise.Config(dataset=spec, prior=None, num_images=3))
+    names = [f.name for f in data.folder_files(f"folder:{tmp_path / 'split'}", "train")]
+    assert names == ["0.png"]
 
 
 def test_source_checks_pass_what_the_loaders_read(saved_prior, tmp_path, monkeypatch):
