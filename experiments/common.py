@@ -472,7 +472,7 @@ def load_train_images(spec: str, shape, count: int, num_test: int, *,
         images = data.load_dataset(spec, "train", image_shape=shape, limit=count)[:count]
     except ValueError:
         images = None
-    if images is not None and _shares_an_image(images, test):
+    if images is not None and data.num_shared_images(images, test):
         print(f"note: dataset {spec!r} has no training split apart from its test images; "
               f"{purpose} on its images after the first {num_test}", file=sys.stderr)
         images = None
@@ -480,8 +480,3 @@ def load_train_images(spec: str, shape, count: int, num_test: int, *,
         more = data.load_dataset(spec, "test", image_shape=shape, limit=num_test + count)
         images = more[num_test: num_test + count]
     return images
-
-
-def _shares_an_image(a: np.ndarray, b: np.ndarray) -> bool:
-    """Whether any image of batch ``a`` equals any image of batch ``b`` exactly."""
-    return not {img.tobytes() for img in a}.isdisjoint(img.tobytes() for img in b)

@@ -56,6 +56,7 @@ __all__ = [
     "mnist_indices",
     "digits_indices",
     "quantize",
+    "num_shared_images",
 ]
 
 #: Names of the bundled (offline) datasets; ``tfds:...`` and ``folder:...`` specs come on top.
@@ -779,6 +780,13 @@ def folder_files(spec: str, split: str = "test") -> list[pathlib.Path]:
     if kind != "folder":
         raise ValueError(f"spec {spec!r} is not a 'folder:PATH[/**]' spec")
     return _folder_files(path, split, recursive)
+
+
+def num_shared_images(a: np.ndarray, b: np.ndarray) -> int:
+    """How many images of batch ``b`` equal an image of batch ``a`` exactly (same shape, dtype
+    and bytes): how a spec whose two splits are the same images is recognised."""
+    seen = {img.tobytes() for img in a}
+    return sum(img.tobytes() in seen for img in b)
 
 
 # ----------------------------------------------------------------------------- transforms

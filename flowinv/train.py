@@ -158,6 +158,21 @@ def _restore_latest(manager, target) -> tuple[Any, int | None]:
     return None, None
 
 
+def _check_disjoint_splits(spec: str, train_x: np.ndarray, test_x: np.ndarray) -> None:
+    """Refuses a dataset whose every test image is a training image; warns about a few."""
+    shared = data.num_shared_images(train_x, test_x)
+    if shared == len(test_x):
+        raise ValueError(
+            f"every test image of {spec!r} is also a training image (a 'folder:' without "
+            "train/ and test/ subfolders, or 'tfds:NAME:SPLIT', gives the same images for both "
+            "splits), so the test bits/dim would be measured on training images: put "
+            "training images in PATH/train and test images in PATH/test")
+    if shared:
+        warnings.warn(f"{shared} of the {len(test_x)} test images of {spec!r} are also "
+                      "training images (exact duplicates); the test bits/dim includes them",
+                      stacklevel=3)
+
+
 def train(config: TrainConfig, workdir: str | pathlib.Path, *, export_to: str | None = None,
           command: str | None = None, progress: bool = True) -> dict:
     """Trains (or resumes) a flow by maximum likelihood.
@@ -183,6 +198,7 @@ def train(config: TrainConfig, workdir: str | pathlib.Path, *, export_to: str | 
     flow = checkpoints.flow_from_config(config.architecture)
     train_x = data.load_dataset(config.dataset, "train", image_shape=flow.image_shape)
     test_x = data.load_dataset(config.dataset, "test", image_shape=flow.image_shape)
+    _check_disjoint_splits(config.dataset, train_x, test_x)
     if len(train_x) < config.batch_size:
         raise ValueError(f"batch_size {config.batch_size} exceeds the {len(train_x)} "
                          f"training images of {config.dataset!r}")

@@ -36,6 +36,32 @@ def test_a_few_steps_lower_the_loss(tmp_path):
     assert flow.image_shape == (8, 8, 1)
 
 
+def _grey_pngs(folder, seeds):
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    for i, seed in enumerate(seeds):
+        pixels = np.random.default_rng(seed).integers(0, 256, (8, 8), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"{i:02d}.png")
+
+
+def test_training_refuses_a_dataset_whose_test_images_are_its_training_images(tmp_path):
+    _grey_pngs(tmp_path / "flat", range(40))
+    config = dataclasses.replace(TINY, dataset=f"folder:{tmp_path / 'flat'}", steps=1)
+    with pytest.raises(ValueError, match="every test image .* is also a training image"):
+        train.train(config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "ckpt").exists()  # refused before any work
+
+
+def test_training_warns_about_test_images_duplicated_in_training():
+    images = np.random.default_rng(0).uniform(size=(5, 8, 8, 1)).astype(np.float32)
+    with pytest.warns(UserWarning, match="1 of the 3 test images"):
+        train._check_disjoint_splits("x", images[:3], images[2:])
+    with pytest.raises(ValueError, match="every test image"):
+        train._check_disjoint_splits("x", images, images[:2])
+    train._check_disjoint_splits("x", images[:3], images[3:])  # disjoint: nothing to say
+
+
 def test_learning_rate_schedules():
     """Warm-up is linear to ``lr`` for both; "cosine" then halves at the midpoint of the rest
     and reaches 0 at ``steps``; "constant" stays at ``lr``."""
