@@ -4,6 +4,13 @@ Resumable: rerunning the same command after an interruption (even ``kill -9``) c
 the newest checkpoint in ``--workdir``. With ``--export`` the result replaces the shipped
 checkpoint in ``checkpoints/NAME`` (retrain only when clearly better: every retrain stays in git
 history).
+
+Your own prior: ``--dataset`` trains a recipe on other images (``folder:PATH`` with ``train/``
+and ``test/`` subfolders, ``tfds:NAME``, or another bundled set), converted to the recipe's
+image shape or to ``--image-shape``; ``--export-to DIR`` then writes a checkpoint that every
+experiment takes as ``--prior DIR``, e.g. ``python -m experiments.train --prior glow-patches64
+--dataset folder:~/faces --export-to priors/faces`` and then ``python -m experiments.denoise
+--dataset folder:~/faces --prior priors/faces``.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 
 from experiments import common
 from flowinv import checkpoints, priors, train
@@ -21,8 +29,16 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--prior", required=True, choices=sorted(priors.PRIORS),
                    help="which shipped prior's recipe to train")
+    p.add_argument("--dataset", default=None,
+                   help="train on this dataset spec instead of the recipe's own (a bundled "
+                        "name, tfds:NAME, folder:PATH with train/ and test/ subfolders); "
+                        "images are converted to the image shape")
+    p.add_argument("--image-shape", type=_image_shape, default=None, metavar="H,W,C",
+                   help="override the recipe's image shape, e.g. 32,32,3 (H and W divisible by "
+                        "2**levels)")
     p.add_argument("--workdir", default=None,
-                   help="checkpoints, log.csv and sample grids (default runs/NAME)")
+                   help="checkpoints, log.csv and sample grids (default runs/NAME, or "
+                        "runs/NAME-DATASET with --dataset)")
     p.add_argument("--steps", type=common.positive_int, default=None,
                    help="override training steps")
     p.add_argument("--batch-size", type=common.positive_int, default=None,
@@ -48,20 +64,61 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _image_shape(text: str) -> list[int]:
+    """``"32,32,3"`` -> ``[32, 32, 3]`` (argparse type)."""
+    try:
+        shape = [int(v) for v in text.split(",")]
+    except ValueError:
+        shape = []
+    if len(shape) != 3 or min(shape) < 1 or shape[2] not in (1, 3):
+        raise argparse.ArgumentTypeError(f"expected H,W,C with C = 1 or 3, got {text!r}")
+    return shape
+
+
 def config_from_args(args: argparse.Namespace) -> train.TrainConfig:
     config = priors.prior_config(args.prior)
     arch = dict(config.architecture)
     for key, value in (("width", args.width), ("levels", args.levels), ("steps", args.flow_steps),
-                       ("actnorm_eps", args.actnorm_eps)):
+                       ("actnorm_eps", args.actnorm_eps), ("image_shape", args.image_shape)):
         if value is not None:
             arch[key] = value
     overrides = {"architecture": arch}
-    for key in ("steps", "batch_size", "lr", "lr_schedule", "seed", "eval_every", "ckpt_every"):
+    for key in ("dataset", "steps", "batch_size", "lr", "lr_schedule", "seed", "eval_every",
+                "ckpt_every"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     config = dataclasses.replace(config, **overrides)
     checkpoints.flow_from_config(config.architecture)  # validate before any work
+    if args.export and _retargeted(config, args.prior):
+        raise ValueError(f"--export would replace the shipped {args.prior!r} with a prior of "
+                         "other data or another shape; write it elsewhere with --export-to DIR")
+    if config.dataset.startswith("folder:"):
+        from flowinv import data
+
+        if data.folder_files(config.dataset, "train") == data.folder_files(config.dataset,
+                                                                           "test"):
+            raise ValueError(f"{config.dataset!r} has no train/ and test/ subfolders, so its "
+                             "test images would be its training images: put training images "
+                             "in PATH/train and test images in PATH/test")
     return config
+
+
+def _retargeted(config: train.TrainConfig, name: str) -> bool:
+    """Whether ``config`` trains recipe ``name`` on other data or at another image shape."""
+    recipe = priors.prior_config(name)
+    return (config.dataset != recipe.dataset
+            or list(config.architecture["image_shape"]) != list(
+                recipe.architecture["image_shape"]))
+
+
+def default_workdir(config: train.TrainConfig, name: str) -> str:
+    """``runs/NAME``, or ``runs/NAME-DATASET`` for a recipe trained on other data or shape (so
+    a run never resumes from another's checkpoints)."""
+    if not _retargeted(config, name):
+        return f"runs/{name}"
+    shape = "x".join(map(str, config.architecture["image_shape"]))
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", config.dataset).strip("-")
+    return f"runs/{name}-{slug}-{shape}"
 
 
 def run(config: train.TrainConfig, workdir: str, *, export_to: str | None = None,
@@ -71,7 +128,7 @@ def run(config: train.TrainConfig, workdir: str, *, export_to: str | None = None
 
 def main(argv: list[str] | None = None) -> dict:
     args, config = common.parse_args_and_config(build_parser(), config_from_args, argv)
-    workdir = args.workdir or f"runs/{args.prior}"
+    workdir = args.workdir or default_workdir(config, args.prior)
     export_to = args.export_to or (str(checkpoints.checkpoint_root() / args.prior)
                                    if args.export else None)
     command = common.command_line("experiments.train", argv)

@@ -158,6 +158,32 @@ def _restore_latest(manager, target) -> tuple[Any, int | None]:
     return None, None
 
 
+#: TrainConfig fields a resumed run may change: how long it runs, and how often it reports.
+RESUMABLE_CHANGES = ("steps", "eval_every", "ckpt_every", "eval_limit")
+
+
+def _check_same_run(workdir: pathlib.Path, config: TrainConfig) -> None:
+    """Refuses to resume checkpoints in ``workdir`` written with another config (other data,
+    architecture, optimiser or seed), which would continue another run as if it were this one.
+    Fields the earlier ``config.json`` lacks (added in a later version) are not compared."""
+    path, ckpt = workdir / "config.json", workdir / "ckpt"
+    if not path.is_file() or not ckpt.is_dir() or not any(ckpt.iterdir()):
+        return
+    try:
+        before = json.loads(path.read_text())
+    except ValueError:
+        return
+    now = json.loads(json.dumps(dataclasses.asdict(config)))
+    changed = sorted(k for k in before if k not in RESUMABLE_CHANGES and k in now
+                     and before[k] != now[k])
+    if changed:
+        raise ValueError(
+            f"{str(workdir)!r} holds checkpoints of another run (its {', '.join(changed)} "
+            f"differ{'s' if len(changed) == 1 else ''}: "
+            + "; ".join(f"{k} {before[k]!r} then, {now[k]!r} now" for k in changed)
+            + "); use another workdir, or delete this one to start over")
+
+
 def _check_disjoint_splits(spec: str, train_x: np.ndarray, test_x: np.ndarray) -> None:
     """Refuses a dataset whose every test image is a training image; warns about a few."""
     shared = data.num_shared_images(train_x, test_x)
@@ -202,6 +228,7 @@ def train(config: TrainConfig, workdir: str | pathlib.Path, *, export_to: str | 
     if len(train_x) < config.batch_size:
         raise ValueError(f"batch_size {config.batch_size} exceeds the {len(train_x)} "
                          f"training images of {config.dataset!r}")
+    _check_same_run(workdir, config)
     (workdir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
 
     root = jax.random.PRNGKey(config.seed)

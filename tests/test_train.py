@@ -62,6 +62,40 @@ def test_training_warns_about_test_images_duplicated_in_training():
     train._check_disjoint_splits("x", images[:3], images[3:])  # disjoint: nothing to say
 
 
+def test_a_workdir_of_another_run_is_not_resumed(tmp_path):
+    run = tmp_path / "run"
+    (run / "ckpt" / "10").mkdir(parents=True)
+    before = dataclasses.replace(TINY, steps=20)
+    (run / "config.json").write_text(json.dumps(dataclasses.asdict(before)))
+    train._check_same_run(run, dataclasses.replace(before, steps=30, eval_every=5))  # resumable
+    with pytest.raises(ValueError, match="dataset 'digits' then, 'mnist' now"):
+        train.train(dataclasses.replace(before, dataset="mnist"), run, progress=False)
+    with pytest.raises(ValueError, match="another run .*architecture, seed"):
+        train._check_same_run(run, dataclasses.replace(
+            before, seed=1, architecture={**before.architecture, "width": 4}))
+
+
+def test_a_recipe_trained_on_a_folder_exports_a_prior_the_experiments_load(tmp_path, capsys):
+    from experiments import train as train_cli
+
+    _grey_pngs(tmp_path / "faces" / "train", range(8))
+    _grey_pngs(tmp_path / "faces" / "test", range(100, 103))
+    spec = f"folder:{tmp_path / 'faces'}"
+    args = ["--prior", "glow-digits", "--dataset", spec, "--width", "8", "--flow-steps", "1",
+            "--steps", "2", "--batch-size", "4", "--export-to", str(tmp_path / "prior"),
+            "--no-progress"]
+    workdir = train_cli.default_workdir(
+        train_cli.config_from_args(train_cli.build_parser().parse_args(args)), "glow-digits")
+    assert workdir.startswith("runs/glow-digits-folder-") and workdir.endswith("-faces-8x8x1")
+    assert train_cli.default_workdir(TINY, "glow-digits") == "runs/glow-digits"
+    result = train_cli.main([*args, "--workdir", str(tmp_path / "run")])
+    assert result["step"] == 2 and np.isfinite(result["test_bpd"])
+    flow, params = flowinv.load_prior(str(tmp_path / "prior"))
+    assert flow.image_shape == (8, 8, 1)
+    meta = json.loads((tmp_path / "prior" / "metadata.json").read_text())
+    assert meta["data"]["dataset"] == spec and "--dataset" in meta["command"]
+
+
 def test_learning_rate_schedules():
     """Warm-up is linear to ``lr`` for both; "cosine" then halves at the midpoint of the rest
     and reaches 0 at ``steps``; "constant" stays at ``lr``."""

@@ -232,6 +232,10 @@ CLI_CASES = [
     ("experiments.train", ["--prior", "glow-mnist", "--lr", "0"]),
     ("experiments.train", ["--prior", "glow-mnist", "--actnorm-eps", "-1"]),
     ("experiments.train", ["--prior", "realnvp-mnist", "--actnorm-eps", "0"]),
+    ("experiments.train", ["--prior", "glow-mnist", "--dataset", "digits", "--export"]),
+    ("experiments.train", ["--prior", "glow-mnist", "--image-shape", "28,28"]),
+    ("experiments.train", ["--prior", "glow-mnist", "--image-shape", "30,30,1"]),
+    ("experiments.train", ["--prior", "glow-mnist", "--dataset", "imagenet"]),
     ("experiments.train_gan", ["--gan", "dcgan-imagenet"]),
     ("experiments.train_gan", ["--gan", "dcgan-mnist", "--r1", "-1"]),
     ("experiments.train_gan", ["--gan", "dcgan-mnist", "--method", "wgan"]),
@@ -270,6 +274,13 @@ def test_a_flat_folder_too_small_for_validation_images_is_a_usage_error(tmp_path
     _cli("experiments.denoise", ["--dataset", f"folder:{tmp_path / 'flat'}", "--num-images", "3"])
     err = capsys.readouterr().err
     assert "holds 3 images" in err and "at most 2 test images" in err
+
+
+def test_training_on_a_flat_folder_is_a_usage_error(tmp_path, capsys):
+    _pngs(tmp_path / "flat", 3)
+    flat = f"folder:{tmp_path / 'flat'}"
+    _cli("experiments.train", ["--prior", "glow-digits", "--dataset", flat])
+    assert "no train/ and test/ subfolders" in capsys.readouterr().err
 
 
 def test_folder_sizes_that_leave_validation_images_pass(tmp_path):
