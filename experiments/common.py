@@ -232,6 +232,20 @@ def _check_folder_leaves_validation_images(spec: str, num_test: int) -> None:
             "(and test images in test/)")
 
 
+def check_separate_training_split(spec: str) -> None:
+    """ValueError for a ``folder:`` spec without ``train/`` and ``test/`` subfolders, whose
+    training images are its test images: a model trained on it would be tested (and the
+    experiments would report) on the images it was trained on. Counted by file name."""
+    if not spec.startswith("folder:"):
+        return
+    from flowinv import data
+
+    if data.folder_files(spec, "train") == data.folder_files(spec, "test"):
+        raise ValueError(f"{spec!r} has no train/ and test/ subfolders, so its test images "
+                         "would be its training images: put training images in PATH/train "
+                         "and test images in PATH/test")
+
+
 def command_line(module: str, argv: list[str] | None) -> str:
     """The shell command that ran ``python -m MODULE`` with ``argv`` (``sys.argv[1:]`` when
     None), quoted so that it can be pasted back, e.g. into a checkpoint's sidecar."""

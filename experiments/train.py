@@ -92,14 +92,7 @@ def config_from_args(args: argparse.Namespace) -> train.TrainConfig:
     if args.export and _retargeted(config, args.prior):
         raise ValueError(f"--export would replace the shipped {args.prior!r} with a prior of "
                          "other data or another shape; write it elsewhere with --export-to DIR")
-    if config.dataset.startswith("folder:"):
-        from flowinv import data
-
-        if data.folder_files(config.dataset, "train") == data.folder_files(config.dataset,
-                                                                           "test"):
-            raise ValueError(f"{config.dataset!r} has no train/ and test/ subfolders, so its "
-                             "test images would be its training images: put training images "
-                             "in PATH/train and test images in PATH/test")
+    common.check_separate_training_split(config.dataset)
     return config
 
 

@@ -4,8 +4,11 @@
 
 trains the generator on the train split of its dataset (never the test split) and, with
 ``--export``, writes it to ``checkpoints/NAME`` with a sidecar giving its architecture, data,
-steps and the command. A GAN has no likelihood, so the sidecar records no bits/dim; it records
-the final discriminator/generator losses instead (the IMLE loss for ``dcgan-patches64``, whose
+steps and the command. ``--dataset`` trains it on other images (a ``folder:PATH`` with
+``train/`` and ``test/`` subfolders, ``tfds:NAME``, another bundled set), converted to its
+image shape; ``--export-to DIR`` then gives a generator the experiments take as ``--gan DIR``.
+A GAN has no likelihood, so the sidecar records no bits/dim; it records the final
+discriminator/generator losses instead (the IMLE loss for ``dcgan-patches64``, whose
 generator is fitted by IMLE: see ``flowinv.baselines.imle``).
 """
 
@@ -31,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--gan", required=True, choices=sorted(priors.GANS),
                    help="which shipped DCGAN to train")
+    p.add_argument("--dataset", default=None,
+                   help="train on this dataset spec instead of the recipe's own (a bundled "
+                        "name, tfds:NAME, folder:PATH with train/ and test/ subfolders); "
+                        "images are converted to the GAN's image shape")
     p.add_argument("--steps", type=common.positive_int, default=None,
                    help="override training steps")
     p.add_argument("--batch-size", type=common.positive_int, default=None,
@@ -105,9 +112,15 @@ def run(config: priors.GANConfig, *, export_to: str | None = None, command: str 
 
 def config_from_args(args: argparse.Namespace) -> priors.GANConfig:
     config = priors.gan_config(args.gan)
-    overrides = {k: getattr(args, k) for k in ("steps", "batch_size", "seed", "r1", "method")
+    overrides = {k: getattr(args, k) for k in ("dataset", "steps", "batch_size", "seed", "r1",
+                                               "method")
                  if getattr(args, k) is not None}
-    return dataclasses.replace(config, **overrides)
+    config = dataclasses.replace(config, **overrides)
+    if args.export and config.dataset != priors.gan_config(args.gan).dataset:
+        raise ValueError(f"--export would replace the shipped {args.gan!r} with a generator of "
+                         "other data; write it elsewhere with --export-to DIR")
+    common.check_separate_training_split(config.dataset)
+    return config
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -162,6 +162,16 @@ def test_train_gan_exports_a_loadable_generator(tmp_path, method):
     assert set(meta["final_losses"]) == expected | {"averaged_over_last_steps"}
 
 
+def test_train_gan_dataset_override(tmp_path):
+    from experiments import train_gan
+
+    parser = train_gan.build_parser()
+    config = train_gan.config_from_args(parser.parse_args(["--gan", "dcgan-mnist", "--dataset",
+                                                           "digits"]))
+    assert config.dataset == "digits" and config.image_shape == (28, 28, 1)
+    assert train_gan.training_images(config).shape[1:] == (28, 28, 1)  # converted
+
+
 def test_sample_diversity_is_the_mean_pairwise_rms_distance():
     from experiments import samples
 

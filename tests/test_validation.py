@@ -237,6 +237,7 @@ CLI_CASES = [
     ("experiments.train", ["--prior", "glow-mnist", "--image-shape", "30,30,1"]),
     ("experiments.train", ["--prior", "glow-mnist", "--dataset", "imagenet"]),
     ("experiments.train_gan", ["--gan", "dcgan-imagenet"]),
+    ("experiments.train_gan", ["--gan", "dcgan-mnist", "--dataset", "digits", "--export"]),
     ("experiments.train_gan", ["--gan", "dcgan-mnist", "--r1", "-1"]),
     ("experiments.train_gan", ["--gan", "dcgan-mnist", "--method", "wgan"]),
     ("experiments.compressed_sensing", ["--num-images", "x"]),
@@ -280,6 +281,8 @@ def test_training_on_a_flat_folder_is_a_usage_error(tmp_path, capsys):
     _pngs(tmp_path / "flat", 3)
     flat = f"folder:{tmp_path / 'flat'}"
     _cli("experiments.train", ["--prior", "glow-digits", "--dataset", flat])
+    assert "no train/ and test/ subfolders" in capsys.readouterr().err
+    _cli("experiments.train_gan", ["--gan", "dcgan-mnist", "--dataset", flat])
     assert "no train/ and test/ subfolders" in capsys.readouterr().err
 
 
