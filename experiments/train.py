@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "2**levels)")
     p.add_argument("--workdir", default=None,
                    help="checkpoints, log.csv and sample grids (default runs/NAME, or "
-                        "runs/NAME-DATASET with --dataset)")
+                        "runs/NAME-DATASET-HxWxC with another --dataset or --image-shape)")
     p.add_argument("--steps", type=common.positive_int, default=None,
                    help="override training steps")
     p.add_argument("--batch-size", type=common.positive_int, default=None,
@@ -105,8 +105,8 @@ def _retargeted(config: train.TrainConfig, name: str) -> bool:
 
 
 def default_workdir(config: train.TrainConfig, name: str) -> str:
-    """``runs/NAME``, or ``runs/NAME-DATASET`` for a recipe trained on other data or shape (so
-    a run never resumes from another's checkpoints)."""
+    """``runs/NAME``, or ``runs/NAME-DATASET-HxWxC`` for a recipe trained on other data or at
+    another shape (so that it never resumes from the recipe's own checkpoints)."""
     if not _retargeted(config, name):
         return f"runs/{name}"
     shape = "x".join(map(str, config.architecture["image_shape"]))

@@ -55,8 +55,8 @@ __all__ = [
     "load_tfds",
     "mnist_indices",
     "digits_indices",
-    "quantize",
     "num_shared_images",
+    "quantize",
 ]
 
 #: Names of the bundled (offline) datasets; ``tfds:...`` and ``folder:...`` specs come on top.

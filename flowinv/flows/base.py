@@ -164,10 +164,10 @@ class Flow:
         one program instead of op by op; under ``jit``, ``vmap`` or ``grad`` it is traced into
         the caller's program like any other function. Op by op, every call re-traced and
         recompiled its ``lax.scan`` loops (each a new closure) and dispatched hundreds of
-        operations: measured on 2 cores
-        (``python -m benchmarks.eager_calls``), ``forward`` of the README's 28×28 Glow took
-        14.3 s on its first call and 2.8 s on each later one, compiled 3.8 s and 3.5 ms; with
-        the architecture of ``glow-patches64``, 56.6 s and 11.4 s against 18.9 s and 22 ms.
+        operations. Measured on 2 cores (``python -m benchmarks.eager_calls``): ``forward`` of
+        the README's 28×28 Glow took 14.3 s on its first call and 2.8 s on each later one op
+        by op, 3.8 s and 3.5 ms compiled; with the architecture of ``glow-patches64``, 56.6 s
+        and 11.4 s against 18.9 s and 22 ms.
         """
         self._check_image(x)
         return _compiled_inverse(self, params, x)
