@@ -187,14 +187,14 @@ def _summarise(curves: list[dict], config: Config) -> list[dict]:
             cands = [c for c in curves if c["sigma"] == s and c["method"] == method]
             if not cands:
                 continue
-            has_val = all(np.isfinite(c["val_psnr"]) for c in cands)
-            best = max(cands, key=lambda c: c["val_psnr"] if has_val else c["test_psnr"])
+            # never chosen on test PSNR; a NaN validation score (a failed solve) ranks last
+            best = max(cands, key=lambda c: np.nan_to_num(c["val_psnr"], nan=-np.inf))
             name = {"glow-sq": "γ", "glow-norm": "γ", "dcgan": "λ"}.get(method, "")
             rows.append(dict(sigma=s, method=method,
                              param=f"{name}={best['param']}" if name else "",
                              param_value=best["param"],
                              test_psnr=round(best["test_psnr"], 2),
-                             val_psnr=round(best["val_psnr"], 2) if has_val else np.nan))
+                             val_psnr=round(best["val_psnr"], 2)))
     return rows
 
 

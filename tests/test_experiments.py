@@ -61,6 +61,16 @@ def test_denoise_runs_end_to_end(tiny_prior, tmp_path):
         assert (tmp_path / name).stat().st_size > 0
 
 
+def test_denoise_summary_picks_gamma_on_validation_only():
+    from experiments import denoise
+
+    curves = [dict(sigma=0.1, method="glow-sq", param=0.0, test_psnr=30.0, val_psnr=np.nan),
+              dict(sigma=0.1, method="glow-sq", param=0.1, test_psnr=20.0, val_psnr=25.0),
+              dict(sigma=0.1, method="glow-sq", param=0.3, test_psnr=28.0, val_psnr=24.0)]
+    (row,) = denoise._summarise(curves, denoise.Config(sigmas=(0.1,)))
+    assert row["param_value"] == 0.1 and row["test_psnr"] == 20.0 and row["val_psnr"] == 25.0
+
+
 def test_compressed_sensing_runs_end_to_end(tiny_prior, tmp_path):
     """On ``lfw``, which has no training split: λ is chosen on its images after the test ones
     (loading a training split of it failed)."""
