@@ -132,7 +132,7 @@ def summarise(curves: list[dict]) -> list[dict]:
         groups.setdefault((c["setting_name"], c["setting_value"], c["method"]), []).append(c)
     rows = []
     for (sname, svalue, method), cands in groups.items():
-        best = max(cands, key=lambda c: (np.nan_to_num(c["val_psnr"], nan=-np.inf)))
+        best = common.best_on_validation(cands)
         pname = best["param_name"]
         rows.append(dict(
             setting_name=sname, setting_value=svalue, method=method,

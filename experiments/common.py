@@ -445,6 +445,12 @@ def load_gan_or_none(gan: str | None, dataset: str, image_shape: tuple | None = 
     return generator, params
 
 
+def best_on_validation(candidates: list[dict], key: str = "val_psnr") -> dict:
+    """The candidate (one per hyperparameter value) with the highest mean validation PSNR
+    ``candidate[key]``; a NaN score (a failed solve) ranks last, and test scores never count."""
+    return max(candidates, key=lambda c: np.nan_to_num(float(c[key]), nan=-np.inf))
+
+
 def load_test_and_val(spec: str, shape, num_test: int,
                       num_val: int) -> tuple[np.ndarray, np.ndarray]:
     """``num_test`` test images and ``num_val`` validation images from the *training* split.

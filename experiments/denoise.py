@@ -187,8 +187,7 @@ def _summarise(curves: list[dict], config: Config) -> list[dict]:
             cands = [c for c in curves if c["sigma"] == s and c["method"] == method]
             if not cands:
                 continue
-            # never chosen on test PSNR; a NaN validation score (a failed solve) ranks last
-            best = max(cands, key=lambda c: np.nan_to_num(c["val_psnr"], nan=-np.inf))
+            best = common.best_on_validation(cands)
             name = {"glow-sq": "γ", "glow-norm": "γ", "dcgan": "λ"}.get(method, "")
             rows.append(dict(sigma=s, method=method,
                              param=f"{name}={best['param']}" if name else "",

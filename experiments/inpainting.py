@@ -297,7 +297,7 @@ def _summarise(tables, curves, settings, sets) -> list[dict]:
                          and c["method"] == method]
                 if not cands:
                     continue
-                best = max(cands, key=lambda c: c["val_psnr"])
+                best = common.best_on_validation(cands)
                 rs = [r for r in tables[name].rows if r["method"] == method
                       and r["setting_value"] == setting and r["param_value"] == best["param"]]
                 label = {"glow": "γ", "dcgan": "λ"}.get(method)

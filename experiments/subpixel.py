@@ -197,7 +197,7 @@ def _summarise(rows: list[dict], curves: list[dict]) -> list[dict]:
         cands = [c for c in curves if c["method"] == method]
         if not cands:
             continue
-        best = max(cands, key=lambda c: c["val_psnr"])
+        best = common.best_on_validation(cands)
         rs = [r for r in rows if r["method"] == method and r["param_value"] == best["param"]]
         label = {"map": "β", "asim": "γ"}.get(method)
         out.append(dict(

@@ -69,6 +69,9 @@ def test_denoise_summary_picks_gamma_on_validation_only():
               dict(sigma=0.1, method="glow-sq", param=0.3, test_psnr=28.0, val_psnr=24.0)]
     (row,) = denoise._summarise(curves, denoise.Config(sigmas=(0.1,)))
     assert row["param_value"] == 0.1 and row["test_psnr"] == 20.0 and row["val_psnr"] == 25.0
+    # the shared rule of every experiment: NaN ranks last whatever its position
+    for order in (curves, curves[::-1]):
+        assert common.best_on_validation(order)["param"] == 0.1
 
 
 def test_compressed_sensing_runs_end_to_end(tiny_prior, tmp_path):
