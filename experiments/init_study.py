@@ -175,10 +175,12 @@ def _forward_batch(flow, params, zs):
     return jax.vmap(lambda z: flow.forward(params, z)[0])(zs)
 
 
-def _training_images(config: Config, shape, count: int, rng: np.random.Generator):
-    """``count`` random training images (other test images for test-only datasets)."""
+def _training_images(config: Config, shape, count: int, rng: np.random.Generator,
+                     test: np.ndarray | None = None):
+    """``count`` random training images (other test images for test-only datasets); ``test``:
+    the run's test images, if already loaded."""
     pool = common.load_train_images(config.dataset, shape, max(64, count), config.num_images,
-                                    purpose="drawing 'inverse-train' starts")
+                                    test=test, purpose="drawing 'inverse-train' starts")
     if len(pool) == 0:
         raise ValueError(f"dataset {config.dataset!r} has no images left for 'inverse-train'")
     idx = rng.choice(len(pool), size=count, replace=len(pool) < count)
@@ -216,7 +218,7 @@ def run(config: Config) -> dict:
     truth = jnp.asarray(test)
     key = jax.random.PRNGKey(config.seed)
     rng = np.random.default_rng(config.seed)
-    train_imgs = (_training_images(config, shape, nt, rng)
+    train_imgs = (_training_images(config, shape, nt, rng, test)
                   if "inverse-train" in config.inits else None)
     inverse = lambda xs: invert_images(flow, params, xs)[0]
     generate = lambda zs: _forward_batch(flow, params, zs)
