@@ -364,8 +364,9 @@ def run_cs(config, *, one_bit: bool, experiment: str) -> dict:
         cols = [("truth", test)] + best_columns(sweep, summary, "m", m)
         common.sample_sheet(out / f"samples_m{m}.png", cols, f"{what}, m={m} of n={n}")
     print(f"\n{what} with positive-mean sinusoidal noise (s={config.noise_scale}), "
-          f"{len(test)} held-out {config.dataset} test images (β/γ/λ picked on {len(val)} "
-          f"validation images, none of them a test image), prior {prior_name}, n={n}, "
+          f"{common.count(len(test), 'held-out test image')} of {config.dataset} (β/γ/λ picked "
+          f"on {common.count(len(val), 'validation image')}, none of them a test image), "
+          f"prior {prior_name}, n={n}, "
           f"{config.maxiter} {config.solver} iterations:")
     print(common.format_table([{k: v for k, v in r.items()
                                 if k not in ("setting_name", "param_value")} for r in summary]))

@@ -204,18 +204,32 @@ def check_sources(config) -> None:
 
     for spec in named(DATASET_FIELDS):
         data.check_dataset(spec)
-    if getattr(config, "val_images", None) and str(config.dataset).startswith("folder:"):
-        _check_folder_leaves_validation_images(config.dataset, config.num_images)
+    needs = _images_beyond_test(config)
+    if needs and str(config.dataset).startswith("folder:"):
+        _check_folder_leaves_validation_images(config.dataset, config.num_images, needs)
     for name in named(FLOW_FIELDS):
         checkpoints.find_checkpoint(name, "flow")
     for name in named(GAN_FIELDS):
         checkpoints.find_checkpoint(name, "dcgan")
 
 
-def _check_folder_leaves_validation_images(spec: str, num_test: int) -> None:
+def _images_beyond_test(config) -> str | None:
+    """What ``config`` draws from images other than its test images (:func:`load_train_images`):
+    validation images (a ``val_images`` field) or ``init_study``'s ``inverse-train`` starts;
+    ``None`` when nothing."""
+    if getattr(config, "val_images", None):
+        return "validation images"
+    if "inverse-train" in (getattr(config, "inits", None) or ()):
+        return "'inverse-train' starts"
+    return None
+
+
+def _check_folder_leaves_validation_images(spec: str, num_test: int,
+                                           purpose: str = "validation images") -> None:
     """A ``folder:`` whose test and training files are the same (no ``train/`` and ``test/``
-    subfolders) validates on its images after the first ``num_test`` (:func:`load_train_images`),
-    so it needs more than ``num_test`` of them; counted from the file names."""
+    subfolders) takes its validation images (or other ``purpose``) from its images after the
+    first ``num_test`` (:func:`load_train_images`), so it needs more than ``num_test`` of them;
+    counted from the file names."""
     from flowinv import data
 
     test = data.folder_files(spec, "test")
@@ -227,7 +241,7 @@ def _check_folder_leaves_validation_images(spec: str, num_test: int) -> None:
     if shared and len(test) <= num_test:
         raise ValueError(
             f"{spec!r} holds {len(test)} images and no separate train/ subfolder, so its "
-            f"validation images are those after the first --num-images {num_test}: ask for at "
+            f"{purpose} come from those after the first --num-images {num_test}: ask for at "
             f"most {len(test) - 1} test images, or put training images in a train/ subfolder "
             "(and test images in test/)")
 
@@ -244,6 +258,12 @@ def check_separate_training_split(spec: str) -> None:
         raise ValueError(f"{spec!r} has no train/ and test/ subfolders, so its test images "
                          "would be its training images: put training images in PATH/train "
                          "and test images in PATH/test")
+
+
+def count(n: int, noun: str) -> str:
+    """``n`` and ``noun``, made plural unless ``n`` is 1: ``count(1, "test image")`` is
+    ``"1 test image"``, ``count(3, "test image")`` is ``"3 test images"``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def command_line(module: str, argv: list[str] | None) -> str:

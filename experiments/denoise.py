@@ -169,8 +169,9 @@ def run(config: Config) -> dict:
                              samples[(s, row["method"], row["param_value"])]))
         common.sample_sheet(out / f"samples_sigma{s}.png", cols,
                             f"denoising, {config.dataset}, prior {prior_name}, σ={s}")
-    print(f"\nDenoising on {n_test} held-out {config.dataset} test images "
-          f"(γ/λ picked on {len(val)} validation images, none of them a test image), "
+    print(f"\nDenoising on {common.count(n_test, 'held-out test image')} of {config.dataset} "
+          f"(γ/λ picked on {common.count(len(val), 'validation image')}, none of them a test "
+          "image), "
           f"prior {prior_name}, {config.maxiter} L-BFGS iterations; "
           f"seconds are per image, including compilation:")
     print(common.format_table([{k: v for k, v in r.items() if k != "param_value"}

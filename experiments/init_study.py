@@ -343,7 +343,8 @@ def run(config: Config) -> dict:
                             f"CS, {config.dataset}, m={m} of n={n}, γ={g0:g}: "
                             f"recoveries per init")
     print(f"\nInitialisation study, compressed sensing, prior {prior_name}, n={n}, "
-          f"{nt} test images, {config.maxiter} L-BFGS iterations; means over images:")
+          f"{common.count(nt, 'test image')}, {config.maxiter} L-BFGS iterations; "
+          "means over images:")
     print(common.format_table([{**r, "gamma": f"{r['gamma']:g}"} for r in summary]))
     print(f"\nwrote {out}/results.csv, summary.csv, latents.csv, znorm_history.csv, "
           "psnr_vs_gamma.png, znorm_vs_iteration.png, psnr_vs_z0norm.png, samples_m*.png")

@@ -277,8 +277,9 @@ def run(config: Config) -> dict:
     sheets = _sample_sheets(out, summary, recovered, sets, settings, masks, np.asarray(y),
                             slices, prior_name)
     print(f"\nInpainting, prior {prior_name} ({'x'.join(map(str, shape))}), "
-          f"{config.maxiter} L-BFGS iterations, mean over {len(test)} test images per set; "
-          f"γ/λ picked on {len(val)} validation images of {config.dataset} "
+          f"{config.maxiter} L-BFGS iterations, mean over "
+          f"{common.count(len(test), 'test image')} per set; γ/λ picked on "
+          f"{common.count(len(val), 'validation image')} of {config.dataset} "
           "(none of them a test image) per mask setting:")
     print(common.format_table(summary))
     print(f"\nwrote {out}/results.csv, summary.csv, curves.csv, psnr_vs_missing.png, "

@@ -345,8 +345,9 @@ def run(config: Config) -> dict:
                  if not c[0].startswith("noisy")]
         common.sample_sheet(out / f"samples_{kind}.png", cols,
                             f"{kind} noise, s={s}, {config.dataset}, prior {name}")
-    print(f"\nStructured-noise denoising on {nt} held-out {config.dataset} test images "
-          f"(β/γ/λ picked on {len(val)} validation images, none of them a test image), prior "
+    print(f"\nStructured-noise denoising on {common.count(nt, 'held-out test image')} of "
+          f"{config.dataset} (β/γ/λ picked on {common.count(len(val), 'validation image')}, "
+          "none of them a test image), prior "
           f"{prior_name}, {config.maxiter} {config.solver} iterations:")
     print(common.format_table([{k: v for k, v in r.items() if k != "param_value"}
                                for r in pretty]))

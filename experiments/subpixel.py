@@ -181,8 +181,9 @@ def run(config: Config) -> dict:
                         f"sub-pixel imputation, {config.dataset}, prior {prior_name}")
     print(f"\nSub-pixel imputation ({config.drop:.0%} of sub-pixels dropped) at "
           f"{'x'.join(map(str, shape))}, prior {prior_name}, {config.maxiter} iterations of "
-          f"{config.solver}, mean over {nt} {config.dataset} test images; β, γ picked on "
-          f"{len(val)} validation images (none a test image); seconds_per_image excludes "
+          f"{config.solver}, mean over {common.count(nt, 'test image')} of {config.dataset}; β, γ "
+          f"picked on {common.count(len(val), 'validation image')} (none a test image); "
+          "seconds_per_image excludes "
           f"compilation ({len(images)} images per batched solve):")
     print(common.format_table([{k: v for k, v in r.items() if k != "param_value"}
                                for r in summary]))

@@ -104,3 +104,9 @@ def test_default_gan_follows_the_prior_shape_for_other_datasets(capsys):
     assert gan is not None and tuple(gan[0].image_shape) == (64, 64, 3)
     assert common.load_gan_or_none(None, "folder:/anything", (8, 8, 1)) is None
     assert "no shipped DCGAN" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("n,text", [(0, "0 test images"), (1, "1 test image"),
+                                    (2, "2 test images")])
+def test_count_makes_the_noun_plural_unless_one(n, text):
+    assert common.count(n, "test image") == text

@@ -277,6 +277,20 @@ def test_a_flat_folder_too_small_for_validation_images_is_a_usage_error(tmp_path
     assert "holds 3 images" in err and "at most 2 test images" in err
 
 
+def test_init_study_inverse_train_starts_on_a_too_small_flat_folder_are_a_usage_error(
+        tmp_path, capsys):
+    from experiments import common, init_study
+
+    _pngs(tmp_path / "flat", 2)
+    flat = f"folder:{tmp_path / 'flat'}"
+    _cli("experiments.init_study", ["--dataset", flat, "--num-images", "2"])
+    err = capsys.readouterr().err
+    assert "'inverse-train' starts come from those after" in err and "at most 1 test" in err
+    # the other starts need no image beyond the test images
+    common.check_sources(init_study.Config(dataset=flat, prior=None, num_images=2,
+                                           inits=("zeros", "normal")))
+
+
 def test_training_on_a_flat_folder_is_a_usage_error(tmp_path, capsys):
     _pngs(tmp_path / "flat", 3)
     flat = f"folder:{tmp_path / 'flat'}"
