@@ -165,13 +165,19 @@ RESUMABLE_CHANGES = ("steps", "eval_every", "ckpt_every", "eval_limit")
 def _check_same_run(workdir: pathlib.Path, config: TrainConfig) -> None:
     """Refuses to resume checkpoints in ``workdir`` written with another config (other data,
     architecture, optimiser or seed), which would continue another run as if it were this one.
-    Fields the earlier ``config.json`` lacks (added in a later version) are not compared."""
+    Fields the earlier ``config.json`` lacks (added in a later version) are not compared; a
+    missing or unreadable one is warned about and the checkpoints are resumed."""
     path, ckpt = workdir / "config.json", workdir / "ckpt"
-    if not path.is_file() or not ckpt.is_dir() or not any(ckpt.iterdir()):
+    if not ckpt.is_dir() or not any(ckpt.iterdir()):
         return
     try:
         before = json.loads(path.read_text())
-    except ValueError:
+        if not isinstance(before, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as e:
+        warnings.warn(f"cannot read {str(path)!r} ({e}), so the checkpoints in {str(ckpt)!r} "
+                      "cannot be checked to come from this config; resuming them",
+                      stacklevel=3)
         return
     now = json.loads(json.dumps(dataclasses.asdict(config)))
     changed = sorted(k for k in before if k not in RESUMABLE_CHANGES and k in now
@@ -229,7 +235,9 @@ def train(config: TrainConfig, workdir: str | pathlib.Path, *, export_to: str | 
         raise ValueError(f"batch_size {config.batch_size} exceeds the {len(train_x)} "
                          f"training images of {config.dataset!r}")
     _check_same_run(workdir, config)
-    (workdir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+    partial = workdir / "config.json.partial"  # renamed into place: a kill leaves no half file
+    partial.write_text(json.dumps(dataclasses.asdict(config), indent=2))
+    partial.replace(workdir / "config.json")
 
     root = jax.random.PRNGKey(config.seed)
     init_idx = data.batch_indices(len(train_x), min(config.init_batch, len(train_x)),

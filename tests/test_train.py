@@ -75,6 +75,16 @@ def test_a_workdir_of_another_run_is_not_resumed(tmp_path):
             before, seed=1, architecture={**before.architecture, "width": 4}))
 
 
+@pytest.mark.parametrize("text", [None, "{\"dataset\": \"dig", "[]"])
+def test_checkpoints_without_a_readable_config_are_resumed_with_a_warning(tmp_path, text):
+    run = tmp_path / "run"
+    (run / "ckpt" / "10").mkdir(parents=True)
+    if text is not None:
+        (run / "config.json").write_text(text)
+    with pytest.warns(UserWarning, match="cannot be checked to come from this config"):
+        train._check_same_run(run, TINY)
+
+
 def test_a_recipe_trained_on_a_folder_exports_a_prior_the_experiments_load(tmp_path, capsys):
     from experiments import train as train_cli
 
