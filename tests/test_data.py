@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from flowinv import data
+from flowinv.data import transforms
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -323,7 +324,7 @@ def test_dequantize_with_u_just_below_one_stays_in_bin():
     # u = the largest float32 below 1: x_q + u rounds to x_q + 1 in float32 unless clamped.
     u_max = np.nextafter(np.float32(1), np.float32(0))
     x = jnp.asarray((np.arange(256, dtype=np.float32) / 255.0).reshape(16, 16, 1))
-    xt = data._dequantize_with(x, jnp.full(x.shape, u_max), 8)
+    xt = transforms._dequantize_with(x, jnp.full(x.shape, u_max), 8)
     np.testing.assert_array_equal(np.floor(np.asarray(xt) * 256), np.arange(256).reshape(16, 16, 1))
 
 

@@ -1,0 +1,102 @@
+"""Training-time transforms of ONE image, pure JAX functions batched with ``jax.vmap``:
+``b``-bit quantisation, uniform dequantisation, and random symmetries of the square."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _check_bits(bits) -> int:
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 16:
+        raise ValueError(f"bits must be an int in [1, 16], got {bits!r}")
+    return int(bits)
+
+
+def _bin_index(x: jax.Array, bits: int) -> jax.Array:
+    levels = 2**bits
+    return jnp.clip(jnp.floor(x * levels), 0, levels - 1)
+
+
+def _float_dtype(x: jax.Array):
+    return x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.float32
+
+
+def _dequantize_with(x: jax.Array, u: jax.Array, bits: int) -> jax.Array:
+    """``(x_q + u) / 2^b`` with the sum kept strictly below ``x_q + 1`` in floating point."""
+    xq = _bin_index(x, bits)
+    # x_q + u can round up to x_q + 1 for u within an ulp of 1; clamp so the result stays in
+    # bin x_q. Dividing by 2^b is exact, so floor(out · 2^b) == x_q holds bit for bit.
+    s = jnp.minimum(xq + u, jnp.nextafter(xq + 1, jnp.zeros_like(xq)))
+    return s / 2**bits
+
+
+def quantize(x: jax.Array, bits: int = 8) -> jax.Array:
+    r"""Snaps one image to the centre of its ``bits``-bit bin.
+
+    .. math:: x_q = \min(\lfloor 2^b x \rfloor, 2^b - 1)\ (\text{clipped at } 0), \qquad
+              Q(x) = (x_q + \tfrac12) / 2^b.
+
+    Data on the ``k/(2^b - 1)`` grid (e.g. MNIST's ``k/255`` for ``b = 8``) maps one-to-one to
+    the bins: ``⌊2^b k/(2^b-1)⌋ = k``.
+
+    Args:
+      x: ``(H, W, C)`` in ``[0, 1]`` (values outside are clipped into the end bins).
+      bits: bit depth ``b`` in ``[1, 16]``.
+
+    Returns:
+      ``(H, W, C)`` float, the bin centres.
+    """
+    bits = _check_bits(bits)
+    x = jnp.asarray(x)
+    x = x.astype(_float_dtype(x))
+    return (_bin_index(x, bits) + 0.5) / 2**bits
+
+
+def dequantize(key: jax.Array, x: jax.Array, bits: int = 8) -> jax.Array:
+    r"""Uniform dequantisation of one image to ``bits`` bits (training/evaluation of flows).
+
+    .. math:: x_q = \min(\lfloor 2^b x \rfloor, 2^b - 1), \qquad
+              \tilde x = (x_q + u) / 2^b, \quad u \sim U[0, 1)^{H \times W \times C},
+
+    so ``x̃`` lies in bin ``[x_q/2^b, (x_q+1)/2^b)`` (exactly: ``quantize(x̃) == quantize(x)``).
+    ``b = 8`` keeps the full depth of 8-bit data; ``b = 5`` is what the Glow/RealNVP papers
+    train natural images with.
+
+    Args:
+      key: PRNG key.
+      x: ``(H, W, C)`` in ``[0, 1]``.
+      bits: bit depth ``b`` in ``[1, 16]``.
+
+    Returns:
+      ``(H, W, C)`` float in ``[0, 1)``.
+    """
+    bits = _check_bits(bits)
+    x = jnp.asarray(x)
+    x = x.astype(_float_dtype(x))
+    u = jax.random.uniform(key, x.shape, x.dtype)
+    return _dequantize_with(x, u, bits)
+
+
+def augment(key: jax.Array, x: jax.Array) -> jax.Array:
+    """A uniformly random symmetry of the square (flips and 90° rotations) of one image.
+
+    Three fair coins ``b`` give ``T^{b_2} ∘ H^{b_1} ∘ V^{b_0}`` (V: flip rows, H: flip columns,
+    T: transpose), which enumerates each of the 8 elements of the dihedral group D4 once.
+    For training only; never applied to test data.
+
+    Args:
+      key: PRNG key.
+      x: ``(H, H, C)``, a square image (rotations would change a non-square shape).
+
+    Returns:
+      ``(H, H, C)``.
+    """
+    x = jnp.asarray(x)
+    if x.ndim != 3 or x.shape[0] != x.shape[1]:
+        raise ValueError(f"x must be a square image (H, H, C), got shape {x.shape}")
+    b = jax.random.bernoulli(key, 0.5, (3,))
+    x = jnp.where(b[0], x[::-1], x)
+    x = jnp.where(b[1], x[:, ::-1], x)
+    return jnp.where(b[2], jnp.swapaxes(x, 0, 1), x)
