@@ -3,17 +3,21 @@
 ``y = A x + η`` with ``A`` an m×n Gaussian matrix (i.i.d. N(0, 1/m)) and ``η`` normalised so
 that ``sqrt(E‖η‖²) = 0.1``. Glow recovers with ``γ = 0`` from ``z0 = 0`` (regularised by the
 optimiser alone); baselines are Lasso in the DCT and wavelet bases, a DCGAN prior (CSGM, best of
-3 random restarts by measurement loss), and an unlearned Deep Decoder. PSNR and SSIM vs m, on
-the in-distribution test split and on an out-of-distribution set.
+3 random restarts by measurement loss), IAGAN (Hussein et al. 2020: the DCGAN's weights and
+latent adapted to each image from the CSGM solution, then optionally back-projected), and an
+unlearned Deep Decoder. PSNR and SSIM vs m, on the in-distribution test split and on an
+out-of-distribution set.
 
-Hyperparameters of the baselines (Lasso λ) are picked on validation images from the training
-split, never on the test images.
+Hyperparameters of the baselines (Lasso λ; IAGAN's weight learning rate and whether to
+back-project) are picked on validation images from the training split, never on the test
+images.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import types
 
 import jax
 import jax.numpy as jnp
@@ -22,10 +26,12 @@ import numpy as np
 from experiments import common
 
 QUICK = dict(num_images=4, val_images=2, maxiter=100, ratios=(0.02, 0.05, 0.1, 0.25, 0.5),
-             dd_steps=300, gan_restarts=3, lasso_lams=(1e-3, 1e-2))
+             dd_steps=300, gan_restarts=3, lasso_lams=(1e-3, 1e-2), iagan_steps=200,
+             iagan_lrs=(1e-3,))
 FULL = dict(num_images=20, val_images=4, maxiter=300,
             ratios=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0), dd_steps=2000,
-            gan_restarts=3, lasso_lams=(1e-4, 1e-3, 1e-2, 1e-1))
+            gan_restarts=3, lasso_lams=(1e-4, 1e-3, 1e-2, 1e-1), iagan_steps=500,
+            iagan_lrs=(1e-4, 1e-3))
 OOD = {"mnist": "lfw", "patches64": "cartoon"}
 
 
@@ -42,7 +48,10 @@ class Config:
     dd_steps: int = QUICK["dd_steps"]
     gan_restarts: int = QUICK["gan_restarts"]
     lasso_lams: tuple[float, ...] = QUICK["lasso_lams"]
-    methods: tuple[str, ...] = ("glow", "lasso-dct", "lasso-wavelet", "dcgan", "deep-decoder")
+    iagan_steps: int = QUICK["iagan_steps"]
+    iagan_lrs: tuple[float, ...] = QUICK["iagan_lrs"]
+    methods: tuple[str, ...] = ("glow", "lasso-dct", "lasso-wavelet", "dcgan", "iagan",
+                                "deep-decoder")
     seed: int = 0
     out: str = "results/compressed_sensing"
     progress: bool = True
@@ -60,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
                         " 'none' to skip)")
     p.add_argument("--methods", default=None,
                    help="comma-separated subset of glow,lasso-dct,lasso-wavelet,dcgan,"
-                        "deep-decoder")
+                        "iagan,deep-decoder")
     return p
 
 
@@ -79,7 +88,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         dataset=args.dataset, ood_dataset=args.ood_dataset, prior=args.prior, gan=args.gan,
         num_images=args.num_images or preset["num_images"], val_images=preset["val_images"],
         maxiter=args.maxiter or preset["maxiter"], ratios=ratios, dd_steps=preset["dd_steps"],
-        gan_restarts=preset["gan_restarts"], lasso_lams=preset["lasso_lams"], methods=methods,
+        gan_restarts=preset["gan_restarts"], lasso_lams=preset["lasso_lams"],
+        iagan_steps=preset["iagan_steps"], iagan_lrs=preset["iagan_lrs"], methods=methods,
         seed=args.seed, out=args.out, progress=not args.no_progress)
 
 
@@ -103,20 +113,54 @@ def _deep_decoder(key, y, op, shape, steps):
 
 
 def _csgm(gan, y, op, key, restarts, maxiter):
+    """CSGM images and latents ``(x, z)`` of the batch ``y``: the best of ``restarts`` random
+    starts per image, by measurement loss."""
     import flowinv
 
-    best_x, best_loss = None, None
+    best_x, best_z, best_loss = None, None, None
     for r in range(restarts):
         res = flowinv.recover(gan, y, operator=op, method="bora", gamma=0.1, init="normal",
                               init_scale=1.0, key=jax.random.fold_in(key, r), maxiter=maxiter,
                               chunk_size=common.chunk_size())
         if best_x is None:
-            best_x, best_loss = res.x, res.loss
+            best_x, best_z, best_loss = res.x, res.z, res.loss
         else:
             better = res.loss < best_loss  # chosen by measurement loss, never by PSNR
             best_x = jnp.where(better[:, None, None, None], res.x, best_x)
+            best_z = jnp.where(better[:, None], res.z, best_z)
             best_loss = jnp.minimum(res.loss, best_loss)
-    return best_x
+    return best_x, best_z
+
+
+def _iagan(gan, y, op, z0, steps, lr):
+    """IAGAN images of the batch ``y`` from the CSGM latents ``z0``: ``(adapted, adapted and
+    back-projected)``, both ``(B, H, W, C)``."""
+    from flowinv.baselines import iagan
+
+    generator, params = gan
+    fit = jax.vmap(lambda yy, zz: iagan.iagan_recover(generator, params, yy, op, zz,
+                                                      steps=steps, lr_weights=lr))
+    x = fit(y, z0)
+    return x, jax.jit(jax.vmap(lambda xx, yy: iagan.back_project(op, xx, yy)))(x, y)
+
+
+def _pick_iagan(gan, y, op, z_gan, nt, val, config, csgm_time):
+    """IAGAN on the test images (the first ``nt`` of ``y``) with the learning rate and the
+    back-projection choice of best validation PSNR; test and validation images are adapted in
+    one batch per learning rate. Returns ``(images, timer)``; the timer's seconds cover the
+    CSGM start and one adaptation."""
+    from flowinv import metrics
+
+    candidates = []
+    for lr in config.iagan_lrs:
+        with common.Timer() as t:
+            adapted, projected = _iagan(gan, y, op, z_gan, config.iagan_steps, lr)
+        for x in (adapted, projected):
+            x = np.clip(np.asarray(x), 0, 1)
+            candidates.append(dict(val_psnr=metrics.batch_psnr(x[nt:], val).mean(), x=x[:nt],
+                                   seconds=csgm_time.seconds + t.seconds))
+    best = common.best_on_validation(candidates)
+    return best["x"], types.SimpleNamespace(seconds=best["seconds"])
 
 
 def run(config: Config) -> dict:
@@ -132,7 +176,7 @@ def run(config: Config) -> dict:
     if ood and ood != "none":
         sets["ood"] = ood
     gan = (common.load_gan_or_none(config.gan, config.dataset, shape)
-           if "dcgan" in config.methods else None)
+           if {"dcgan", "iagan"} & set(config.methods) else None)
     test_in, val = common.load_test_and_val(config.dataset, shape, config.num_images,
                                             config.val_images)
     tests = {name: test_in if name == "in-dist" else
@@ -171,9 +215,13 @@ def run(config: Config) -> dict:
             with common.Timer() as t:
                 results[meth] = (np.asarray(_lasso(y[:nt], op, basis, lam)), t)
         if gan is not None:
+            # the validation images get CSGM latents too: IAGAN starts from them
             with common.Timer() as t:
-                results["dcgan"] = (np.asarray(_csgm(gan, y[:nt], op, key, config.gan_restarts,
-                                                     config.maxiter)), t)
+                x_gan, z_gan = _csgm(gan, y, op, key, config.gan_restarts, config.maxiter)
+            if "dcgan" in config.methods:
+                results["dcgan"] = (np.asarray(x_gan[:nt]), t)
+            if "iagan" in config.methods:
+                results["iagan"] = _pick_iagan(gan, y, op, z_gan, nt, val, config, t)
         if "deep-decoder" in config.methods:
             with common.Timer() as t:
                 results["deep-decoder"] = (np.asarray(_deep_decoder(key, y[:nt], op, shape,
