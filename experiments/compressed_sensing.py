@@ -147,20 +147,23 @@ def _iagan(gan, y, op, z0, steps, lr):
 def _pick_iagan(gan, y, op, z_gan, nt, val, config, csgm_time):
     """IAGAN on the test images (the first ``nt`` of ``y``) with the learning rate and the
     back-projection choice of best validation PSNR; test and validation images are adapted in
-    one batch per learning rate. Returns ``(images, timer)``; the timer's seconds cover the
-    CSGM start and one adaptation."""
+    one batch per learning rate. Returns ``(images, timer, choice)``; the timer's seconds
+    cover the CSGM start and one adaptation; ``choice`` names the pick and its score."""
     from flowinv import metrics
 
     candidates = []
     for lr in config.iagan_lrs:
         with common.Timer() as t:
             adapted, projected = _iagan(gan, y, op, z_gan, config.iagan_steps, lr)
-        for x in (adapted, projected):
+        for bp, x in ((False, adapted), (True, projected)):
             x = np.clip(np.asarray(x), 0, 1)
             candidates.append(dict(val_psnr=metrics.batch_psnr(x[nt:], val).mean(), x=x[:nt],
-                                   seconds=csgm_time.seconds + t.seconds))
+                                   seconds=csgm_time.seconds + t.seconds, lr=lr,
+                                   back_projection=bp))
     best = common.best_on_validation(candidates)
-    return best["x"], types.SimpleNamespace(seconds=best["seconds"])
+    choice = {k: best[k] for k in ("lr", "back_projection")}
+    choice["val_psnr"] = round(float(best["val_psnr"]), 2)
+    return best["x"], types.SimpleNamespace(seconds=best["seconds"]), choice
 
 
 def run(config: Config) -> dict:
@@ -184,7 +187,7 @@ def run(config: Config) -> dict:
              for name, spec in sets.items()}
     table = common.ResultTable("compressed_sensing", config.dataset, prior_name)
     key = jax.random.PRNGKey(config.seed)
-    sheets = {}
+    sheets, iagan_choices = {}, []
     jobs = [(name, spec, r) for name, spec in sets.items() for r in config.ratios]
     for name, spec, ratio in tqdm(jobs, desc="compressed sensing", disable=not config.progress):
         test = tests[name]
@@ -221,7 +224,9 @@ def run(config: Config) -> dict:
             if "dcgan" in config.methods:
                 results["dcgan"] = (np.asarray(x_gan[:nt]), t)
             if "iagan" in config.methods:
-                results["iagan"] = _pick_iagan(gan, y, op, z_gan, nt, val, config, t)
+                x_ia, t_ia, choice = _pick_iagan(gan, y, op, z_gan, nt, val, config, t)
+                results["iagan"] = (x_ia, t_ia)
+                iagan_choices.append(dict(test_set=f"{name}:{spec}", m=m, **choice))
         if "deep-decoder" in config.methods:
             with common.Timer() as t:
                 results["deep-decoder"] = (np.asarray(_deep_decoder(key, y[:nt], op, shape,
@@ -249,7 +254,14 @@ def run(config: Config) -> dict:
                             f"compressed sensing, {spec}, m={mid} of n={n}")
     print(f"\nCompressed sensing, prior {prior_name}, n={n}, mean over test images:")
     print(common.format_table(summary))
-    print(f"\nwrote {out}/results.csv, summary.csv, psnr_vs_m.png, samples_*.png")
+    written = "results.csv, summary.csv, psnr_vs_m.png, samples_*.png"
+    if iagan_choices:
+        common.write_csv(out / "iagan_choices.csv", iagan_choices)
+        picked = common.count(len(val), "validation image")
+        print(f"\nIAGAN's learning rate and back-projection, picked on {picked}:")
+        print(common.format_table(iagan_choices))
+        written += ", iagan_choices.csv"
+    print(f"\nwrote {out}/{written}")
     return {"rows": table.rows, "summary": summary, "out": str(out)}
 
 

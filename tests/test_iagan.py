@@ -115,3 +115,7 @@ def test_compressed_sensing_reports_iagan_chosen_on_validation(gan, tmp_path):
         rows = list(csv.DictReader(f))
     assert sorted(r["method"] for r in rows) == ["dcgan", "dcgan", "iagan", "iagan"]
     assert all(np.isfinite(float(r["psnr"])) and float(r["seconds"]) > 0 for r in rows)
+    with open(tmp_path / "out" / "iagan_choices.csv", newline="") as f:
+        (choice,) = list(csv.DictReader(f))  # one ratio, one test set
+    assert float(choice["lr"]) in (1e-3, 1e-2) and choice["back_projection"] in ("True", "False")
+    assert np.isfinite(float(choice["val_psnr"]))
