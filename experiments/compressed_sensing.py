@@ -141,7 +141,16 @@ def _iagan(gan, y, op, z0, steps, lr):
     fit = jax.vmap(lambda yy, zz: iagan.iagan_recover(generator, params, yy, op, zz,
                                                       steps=steps, lr_weights=lr))
     x = fit(y, z0)
-    return x, jax.jit(jax.vmap(lambda xx, yy: iagan.back_project(op, xx, yy)))(x, y)
+    return x, _back_project_batch(op, x, y)
+
+
+@jax.jit
+def _back_project_batch(op, x, y):
+    """:func:`flowinv.baselines.iagan.back_project` of a batch ``x``, ``y`` (``δ = 0``); the
+    operator is an argument, not a closure, so its matrix is never a compile-time constant."""
+    from flowinv.baselines import iagan
+
+    return jax.vmap(iagan.back_project, in_axes=(None, 0, 0))(op, x, y)
 
 
 def _pick_iagan(gan, y, op, z_gan, nt, val, config, csgm_time):
