@@ -163,7 +163,8 @@ def _pick_iagan(gan, y, op, z_gan, nt, val, config, csgm_time):
     candidates = []
     for lr in config.iagan_lrs:
         with common.Timer() as t:
-            adapted, projected = _iagan(gan, y, op, z_gan, config.iagan_steps, lr)
+            adapted, projected = jax.block_until_ready(
+                _iagan(gan, y, op, z_gan, config.iagan_steps, lr))
         for bp, x in ((False, adapted), (True, projected)):
             x = np.clip(np.asarray(x), 0, 1)
             candidates.append(dict(val_psnr=metrics.batch_psnr(x[nt:], val).mean(), x=x[:nt],
@@ -229,7 +230,8 @@ def run(config: Config) -> dict:
         if gan is not None:
             # the validation images get CSGM latents too: IAGAN starts from them
             with common.Timer() as t:
-                x_gan, z_gan = _csgm(gan, y, op, key, config.gan_restarts, config.maxiter)
+                x_gan, z_gan = jax.block_until_ready(
+                    _csgm(gan, y, op, key, config.gan_restarts, config.maxiter))
             if "dcgan" in config.methods:
                 results["dcgan"] = (np.asarray(x_gan[:nt]), t)
             if "iagan" in config.methods:
