@@ -16,6 +16,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def tfds_missing(name: str, reason: object) -> RuntimeError:
+    """The error for a ``tfds:NAME`` spec when ``tensorflow_datasets`` cannot be imported."""
     return RuntimeError(
         f"cannot load 'tfds:{name}': tensorflow_datasets is not installed ({reason}). Install it "
         "with `pip install 'flowinv[tfds]'` (downloading needs network access), or use "
