@@ -173,8 +173,9 @@ def environment(precision: str = "default") -> dict:
 
     dev = jax.devices()[0]
     stats = _memory_stats(dev)
-    env_vars = ("XLA_FLAGS", "XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION",
-                "XLA_PYTHON_CLIENT_ALLOCATOR", "NVIDIA_TF32_OVERRIDE", "CUDA_VISIBLE_DEVICES")
+    env_vars = ("XLA_FLAGS", "JAX_DISABLE_MOST_OPTIMIZATIONS", "XLA_PYTHON_CLIENT_PREALLOCATE",
+                "XLA_PYTHON_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_ALLOCATOR",
+                "NVIDIA_TF32_OVERRIDE", "CUDA_VISIBLE_DEVICES")
     return {
         "device": f"{dev.platform}:{dev.device_kind}",
         "platform": dev.platform,
@@ -193,6 +194,7 @@ def environment(precision: str = "default") -> dict:
         "matmul_precision_meaning": PRECISION_MEANING[precision],
         "compilation_cache_dir": jax.config.jax_compilation_cache_dir,
         "compilation_cache_enabled": bool(jax.config.jax_enable_compilation_cache),
+        "xla_most_optimizations_disabled": bool(jax.config.read("jax_disable_most_optimizations")),
         "env": {k: os.environ[k] for k in env_vars if k in os.environ},
     }
 

@@ -164,8 +164,11 @@ def test_lasso_vmaps_over_images_and_operators():
     for i in range(2):
         op_i = jax.tree.map(lambda a, i=i: a[i], ops)
         single = classical.lasso_cs(ys[i], op_i, lam=1e-3, iters=200)
-        # same float32 arithmetic, batched vs not: agreement to accumulated rounding.
-        np.testing.assert_allclose(batched[i], single, atol=1e-5)
+        # The same float32 iteration, batched or not, with operations in a different order:
+        # the power-iteration step size and each of the 200 FISTA steps add rounding of order
+        # eps·‖x‖ ~ 1e-7, which accumulates (1.2e-5 measured with XLA's LLVM passes off,
+        # tests/conftest.py); a mixed-up image or operator is off by O(0.1).
+        np.testing.assert_allclose(batched[i], single, atol=5e-5)
 
 
 def test_lasso_validation():

@@ -27,7 +27,8 @@ from benchmarks import (
     training,
 )
 
-ENV_FIELDS = ("device", "platform", "device_count", "jax", "dtype", "matmul_precision")
+ENV_FIELDS = ("device", "platform", "device_count", "jax", "dtype", "matmul_precision",
+              "xla_most_optimizations_disabled")
 MEASURE_FIELDS = ("device", "precision", "batch", "image_shape", "num_params", "compile_s",
                   "run_s", "images_per_s", "ratio_vs_floor", "floor_images_per_s",
                   "peak_memory_bytes", "peak_memory_source", "status")

@@ -388,9 +388,10 @@ def test_batched_recovery_of_patches64_finishes():
         print("lbfgs", "ok", flush=True)
     """)
     timeout = 360
+    env = dict(os.environ, JAX_DISABLE_MOST_OPTIMIZATIONS="0")  # compiled as users run it
     try:
         res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                             timeout=timeout)
+                             timeout=timeout, env=env)
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"batched glow-patches64 recovery did not return in {timeout} s "
                     f"(stdout: {e.stdout!r})")

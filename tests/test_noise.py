@@ -266,7 +266,8 @@ def test_flow_noise_change_of_variables():
     assert abs(lp - float(flow.log_prob(params, (jnp.asarray(delta) - offset) / scale))) > 30
     # Through jit, with the flow as static metadata and params as leaves.
     lp_jit = jax.jit(lambda n, d: n.log_prob(d))(nz, jnp.asarray(delta, jnp.float32))
-    np.testing.assert_allclose(float(lp_jit), lp, rtol=1e-6)
+    # Two float32 evaluations of the same sum (fused or op by op), each within ~1e-5 of it.
+    np.testing.assert_allclose(float(lp_jit), lp, rtol=0, atol=2e-5)
 
 
 def test_flow_noise_sample_statistics():

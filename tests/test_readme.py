@@ -17,7 +17,13 @@ def test_readme_has_python_examples():
     assert len(BLOCKS) >= 2
 
 
-@pytest.mark.parametrize("index", range(len(BLOCKS)))
+# Blocks that load a shipped prior run hundreds of solver iterations on it: compiled fully
+# optimised, as a user's would be (tests/conftest.py), block 1 took 124 s; without, 619 s.
+CASES = [pytest.param(i, marks=[pytest.mark.optimised] if "load_prior(" in code else [])
+         for i, code in enumerate(BLOCKS)]
+
+
+@pytest.mark.parametrize("index", CASES)
 def test_readme_block_runs(index):
     code = BLOCKS[index]
     if "load_prior(\"glow-mnist\")" in code and "glow-mnist" not in checkpoints.available_priors():
