@@ -457,6 +457,9 @@ def write_outputs(out: str | os.PathLike, name: str, *, quick: bool, environment
     if quick:
         notes.insert(0, "quick mode: tiny models and few iterations, a smoke run; the numbers "
                         "say little about speed at paper size or on a GPU")
+    if environment.get("xla_most_optimizations_disabled"):
+        notes.insert(0, "JAX_DISABLE_MOST_OPTIMIZATIONS was set: XLA compiled with most of its "
+                        "optimisation off, so run times are not representative")
     stem = output_stem(name, quick, environment.get("platform", "unknown"))
     json_path, md_path = out / f"{stem}.json", out / f"{stem}.md"
     payload = {"benchmark": name, "quick": quick, "environment": environment,

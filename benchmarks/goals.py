@@ -47,6 +47,8 @@ def _caveat(payload: dict | None, model_ok: bool, maxiter: int | None = None) ->
     env = payload.get("environment", {})
     if payload.get("quick"):
         why.append("quick mode")
+    if env.get("xla_most_optimizations_disabled"):
+        why.append("XLA optimisation off (JAX_DISABLE_MOST_OPTIMIZATIONS)")
     if "H100" not in str(env.get("device_kind", env.get("device", ""))):
         why.append(f"device {env.get('device')} is not an H100")
     if not model_ok:

@@ -12,6 +12,7 @@ import json
 import math
 import pathlib
 
+import jax
 import pytest
 
 from benchmarks import _common as C
@@ -48,6 +49,9 @@ def _load(payload: dict) -> dict:
         assert data["environment"].get(field) is not None, field
     assert data["environment"]["dtype"] == "float32"
     assert any("quick mode" in n for n in data["notes"])
+    optimisation_off = data["environment"]["xla_most_optimizations_disabled"]
+    assert optimisation_off is bool(jax.config.read("jax_disable_most_optimizations"))
+    assert any("JAX_DISABLE_MOST_OPTIMIZATIONS" in n for n in data["notes"]) is optimisation_off
     return data
 
 
@@ -215,6 +219,8 @@ def test_goals_and_summary(out, recovery_payload, compile_payload):
     by_id = {g["id"]: g for g in rows}
     assert by_id["cs64_time"]["status"] in ("PASS", "MISS")
     assert "quick mode" in by_id["cs64_time"]["caveat"]
+    optimisation_off = bool(jax.config.read("jax_disable_most_optimizations"))
+    assert ("XLA optimisation off" in by_id["cs64_time"]["caveat"]) is optimisation_off
     assert by_id["fit128"]["status"] == "NOT MEASURED"  # no 128×128 stand-in in this sweep
     summary = bench_all.summarize(out, payloads, quick=True)
     text = pathlib.Path(summary["path"]).read_text()
