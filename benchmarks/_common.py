@@ -449,8 +449,9 @@ def output_stem(name: str, quick: bool, platform_name: str) -> str:
 
 def write_outputs(out: str | os.PathLike, name: str, *, quick: bool, environment: dict,
                   config: dict, rows: list[dict], table: str, notes: Sequence[str] = (),
-                  extra: dict | None = None) -> dict:
-    """Writes ``<out>/<stem>.json`` and ``<out>/<stem>.md``; prints and returns the payload."""
+                  extra: dict | None = None, echo: bool = True) -> dict:
+    """Writes ``<out>/<stem>.json`` and ``<out>/<stem>.md``; prints them (unless ``echo`` is
+    false) and returns the payload."""
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     notes = [n for n in notes if n]
@@ -472,8 +473,9 @@ def write_outputs(out: str | os.PathLike, name: str, *, quick: bool, environment
           "device(s).", "", table.rstrip(), ""]
     md += [f"- {n}" for n in notes]
     md_path.write_text("\n".join(md) + "\n")
-    print("\n".join(md))
-    print(f"wrote {json_path} and {md_path.name}")
+    if echo:
+        print("\n".join(md))
+        print(f"wrote {json_path} and {md_path.name}")
     return payload
 
 

@@ -10,6 +10,12 @@ how much) and every benchmark's table.
 On one H100 the full run takes a few hours, most of it in the recovery sweep (two paper-size
 models × three tasks × batch sizes up to what fits, 300 L-BFGS iterations each);
 ``--only``/``--skip`` and each benchmark's own flags (run it directly) narrow it down.
+
+``--session`` runs instead the measurements that judge the goals, sized for one GPU call of
+about ten minutes (:data:`SESSION`), and ``--budget SECONDS`` stops the whole run at that wall
+time: a benchmark that would start with less than :data:`MIN_START_S` left is not started, and
+one still running at the deadline is killed with its worker processes. Either way the goals and
+the summary are written from what finished.
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import pathlib
+import signal
 import subprocess
 import sys
 import time
@@ -28,6 +36,23 @@ from benchmarks import goals
 BENCHMARKS = ("compile_time", "recovery", "training", "precision", "scaling", "iterations",
               "eager_calls")
 
+SESSION: dict[str, tuple[str, ...]] = {
+    "recovery": ("--models", "glow64,glow128", "--tasks", "cs-dense", "--batches", "16,64",
+                 "--model-batches", "glow128=16", "--worker-timeout", "240"),
+    "training": ("--models", "glow64", "--batches", "64,256"),
+    "precision": ("--batch", "16", "--tasks", "cs-dense", "--modes", "default,bfloat16"),
+}
+"""``--session``: each benchmark's flags, in the order they are worth device time. Recovery
+judges three of the four goals (64×64 CS s/image and solver overhead at batches 16 and 64, a
+128×128 batch of 16, and the compile time of its first calls); then training throughput, then
+TF32 and bfloat16 against float32. About 8 minutes on one H100 by our estimate (not yet
+measured): run it with ``--budget``."""
+
+MIN_START_S = 60.0
+"""``--budget``: a benchmark is not started with fewer seconds than this left."""
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
 
 def _latest_json(out: pathlib.Path, name: str, quick: bool) -> dict | None:
     pattern = f"{name}_quick_*.json" if quick else f"{name}_*.json"
@@ -37,27 +62,50 @@ def _latest_json(out: pathlib.Path, name: str, quick: bool) -> dict | None:
     return json.loads(max(files, key=lambda f: f.stat().st_mtime).read_text())
 
 
+def run_until(cmd: list[str], deadline: float | None) -> int | None:
+    """Runs ``cmd`` from the repository root in a process group of its own and returns its exit
+    status; ``None`` if it was still running at ``deadline`` (a :func:`time.monotonic` time),
+    when the whole group is killed: the benchmark and any worker processes it started."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True)
+    try:
+        timeout = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        return proc.wait(timeout=timeout)
+    except (subprocess.TimeoutExpired, KeyboardInterrupt) as e:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        return None
+
+
 def summarize(out: str | pathlib.Path, payloads: dict[str, dict], *, quick: bool,
-              failures: dict[str, str] | None = None, seconds: dict | None = None) -> dict:
-    """Judges the goals and writes ``summary[_quick]_<platform>.md``; returns its parts."""
+              failures: dict[str, str] | None = None, seconds: dict | None = None,
+              note: str | None = None) -> dict:
+    """Judges the goals and writes ``summary[_quick]_<platform>.md``; returns its parts.
+    ``note``, if given, is printed under the title."""
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     env = next((p["environment"] for p in payloads.values()
                 if p.get("environment", {}).get("platform")), {})
     platform = env.get("platform", "unknown")
     goal_rows = goals.evaluate(payloads)
-    lines = [f"# flowinv benchmarks{' (quick mode)' if quick else ''} on {env.get('device')}",
-             ""]
+    device = env.get("device", "an unknown device (no benchmark finished)")
+    lines = [f"# flowinv benchmarks{' (quick mode)' if quick else ''} on {device}", ""]
     if quick:
         lines += ["Quick mode: tiny models and few iterations, a smoke run. These numbers say "
                   "little about speed at paper size or on a GPU.", ""]
-    lines += [f"- device: {env.get('device')} × {env.get('device_count')}",
-              f"- JAX {env.get('jax')} (jaxlib {env.get('jaxlib')}), Python {env.get('python')}",
-              f"- dtype {env.get('dtype')}, matmul precision `{env.get('matmul_precision')}`",
-              "- device memory limit: " + (
-                  f"{C.fmt(C.gib(env['device_memory_limit_bytes']))} GiB"
-                  if env.get("device_memory_limit_bytes") else "not reported (CPU: host memory)"),
-              "", "## Goals (one H100)", "", goals.goals_table(goal_rows).rstrip(), ""]
+    if note:
+        lines += [note, ""]
+    if env:
+        lines += [
+            f"- device: {env.get('device')} × {env.get('device_count')}",
+            f"- JAX {env.get('jax')} (jaxlib {env.get('jaxlib')}), Python {env.get('python')}",
+            f"- dtype {env.get('dtype')}, matmul precision `{env.get('matmul_precision')}`",
+            "- device memory limit: " + (
+                f"{C.fmt(C.gib(env['device_memory_limit_bytes']))} GiB"
+                if env.get("device_memory_limit_bytes") else "not reported (CPU: host memory)"),
+            ""]
+    lines += ["## Goals (one H100)", "", goals.goals_table(goal_rows).rstrip(), ""]
     for g in goal_rows:
         lines.append(f"- {goals.format_goal(g)}")
     lines.append("")
@@ -71,6 +119,8 @@ def summarize(out: str | pathlib.Path, payloads: dict[str, dict], *, quick: bool
         md = md if md.is_file() else out / f"{stem}.md"
         body = md.read_text() if md.is_file() else "(table missing)\n"
         lines += [body.rstrip(), ""]
+        if name in (failures or {}):
+            lines += [f"({name}: {failures[name]}; the rows above are those it had saved.)", ""]
         if seconds and name in seconds:
             lines += [f"({name} took {seconds[name]:.0f} s of wall time, compilation included.)",
                       ""]
@@ -94,17 +144,36 @@ def main(argv=None) -> dict:
     p.add_argument("--skip", type=C.str_list, default=(), help="benchmarks to leave out")
     p.add_argument("--in-process", action="store_true",
                    help="call each benchmark in this process instead of a subprocess")
+    p.add_argument("--session", action="store_true",
+                   help="only the goals' measurements, sized for one GPU call of about ten "
+                        "minutes (see SESSION in benchmarks/all.py); use with --budget")
+    p.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                   help="stop the run at this wall time: a benchmark is not started with less "
+                        f"than {MIN_START_S:g} s left, and one running at the deadline is killed")
     args = p.parse_args(argv)
-    names = [n for n in (args.only or BENCHMARKS) if n not in args.skip]
-    if set(names) - set(BENCHMARKS):
-        p.error(f"benchmarks must be among {BENCHMARKS}")
+    start = time.monotonic()
+    deadline = None if args.budget is None else start + args.budget
+    plan = SESSION if args.session else dict.fromkeys(BENCHMARKS, ())
+    names = [n for n in (args.only or plan) if n not in args.skip]
+    if set(names) - set(plan):
+        p.error(f"benchmarks must be among {tuple(plan)}")
+    if args.session and args.quick:
+        p.error("--session sizes paper-size runs for a GPU; --quick is the CPU smoke run")
+    if args.budget is not None and (args.in_process or args.budget <= 0):
+        p.error("--budget needs a positive number of seconds, and subprocesses (it kills a "
+                "benchmark at the deadline): leave out --in-process")
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     payloads, failures, seconds = {}, {}, {}
     for name in names:
-        argv_n = ["--out", str(out)] + (["--quick"] if args.quick else [])
+        argv_n = [*plan[name], "--out", str(out)] + (["--quick"] if args.quick else [])
         if name != "precision":
             argv_n += ["--precision", args.precision]
+        if deadline is not None and deadline - time.monotonic() < MIN_START_S:
+            failures[name] = (f"not started: {max(deadline - time.monotonic(), 0):.0f} s of "
+                              f"the {args.budget:g} s budget left")
+            print(f"=== benchmarks.{name}: {failures[name]}", flush=True)
+            continue
         print(f"=== benchmarks.{name} {' '.join(argv_n)}", flush=True)
         t = time.perf_counter()
         if args.in_process:
@@ -114,16 +183,24 @@ def main(argv=None) -> dict:
                 failures[name] = C.first_line(e)
         else:
             started = time.time()
-            proc = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", *argv_n],
-                                  cwd=pathlib.Path(__file__).resolve().parent.parent)
+            rc = run_until([sys.executable, "-m", f"benchmarks.{name}", *argv_n], deadline)
             payload = _latest_json(out, name, args.quick)
             if payload is not None and pathlib.Path(payload.get("paths", {}).get(
                     "json", "")).stat().st_mtime >= started - 1:
                 payloads[name] = payload
-            if proc.returncode != 0 or name not in payloads:
-                failures[name] = f"exited with {proc.returncode}"
+            if rc is None:
+                failures[name] = (f"stopped at the {args.budget:g} s budget after "
+                                  f"{time.perf_counter() - t:.0f} s")
+            elif rc != 0 or name not in payloads:
+                failures[name] = f"exited with {rc}"
         seconds[name] = time.perf_counter() - t
-    result = summarize(out, payloads, quick=args.quick, failures=failures, seconds=seconds)
+    note = None
+    if args.session:
+        note = ("Session run (`--session`): a sized subset of each benchmark, not the whole "
+                "sweep; " + "; ".join(f"{n}: `{' '.join(a)}`" for n, a in SESSION.items()
+                                     if n in names) + ".")
+    result = summarize(out, payloads, quick=args.quick, failures=failures, seconds=seconds,
+                       note=note)
     result["failures"] = failures
     return result
 

@@ -23,6 +23,7 @@ it can judge (64×64 CS time per image, solver overhead, 128×128 batch ≥ 16 f
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import functools
 import math
@@ -236,9 +237,11 @@ def measure(config: dict, *, return_images: bool = False, with_environment: bool
     return (row, images) if return_images else row
 
 
-def sweep(config: dict, *, isolate: bool, worker_timeout: float | None = None) -> list[dict]:
+def sweep(config: dict, *, isolate: bool, worker_timeout: float | None = None,
+          on_row=None) -> list[dict]:
     """Runs every (model, group, batch) of ``config``; a group stops at its first batch that
-    does not fit (or fails). ``isolate`` runs each measurement in its own subprocess."""
+    does not fit (or fails). ``isolate`` runs each measurement in its own subprocess;
+    ``on_row(rows)``, if given, is called with the rows so far after each measurement."""
     rows = []
     for model in config["models"]:
         for task, operator in config["groups"][model]:
@@ -250,6 +253,8 @@ def sweep(config: dict, *, isolate: bool, worker_timeout: float | None = None) -
                        else measure(cfg, with_environment=False))
                 print(_progress_line(row), flush=True)
                 rows.append(row)
+                if on_row is not None:
+                    on_row(rows)
                 if row.get("status") != "ok":
                     break
     _add_speedups(rows)
@@ -290,6 +295,23 @@ def table(rows: list[dict], columns=COLUMNS) -> str:
                             columns)
 
 
+def _model_batches(parser: argparse.ArgumentParser, specs: list[str],
+                   models) -> dict[str, tuple[int, ...]]:
+    """``["glow128=16,32"]`` -> ``{"glow128": (16, 32)}``; a usage error for a model not in
+    ``models`` or a malformed spec."""
+    out = {}
+    for spec in specs:
+        model, _, batches = spec.partition("=")
+        try:
+            out[model] = C.int_list(batches)
+        except argparse.ArgumentTypeError as e:
+            parser.error(f"--model-batches {spec!r}: {e}")
+        if model not in models:
+            parser.error(f"--model-batches {spec!r}: expected MODEL=B1,B2,... with MODEL one "
+                         f"of the run's models {sorted(models)}")
+    return out
+
+
 def main(argv=None) -> dict:
     """Command line: see ``python -m benchmarks.recovery --help``."""
     p = C.base_parser("python -m benchmarks.recovery", __doc__)
@@ -301,6 +323,9 @@ def main(argv=None) -> dict:
                    help="batch sizes for every model (default powers of two up to --max-batch)")
     p.add_argument("--max-batch", type=int, default=None,
                    help="largest batch of the sweep (default 512 for glow64, 128 for glow128)")
+    p.add_argument("--model-batches", action="append", default=[], metavar="MODEL=B1,B2,...",
+                   help="batch sizes of one model, over --batches and --max-batch for it "
+                        "(repeatable), e.g. --batches 16,64 --model-batches glow128=16")
     p.add_argument("--maxiter", type=int, default=None,
                    help=f"L-BFGS iterations per image (default {C.PAPER_ITERATIONS}, the paper "
                         "setting; quick: 5). Fewer is recorded in the output")
@@ -327,10 +352,13 @@ def main(argv=None) -> dict:
         if set(args.tasks) - set(names):
             p.error(f"--tasks must be a subset of {sorted(names)}")
         config["groups"] = {m: tuple(names[t] for t in args.tasks) for m in C.MODELS}
+    per_model = _model_batches(p, args.model_batches, config["models"])
     for model in config["models"]:
         config["groups"].setdefault(model, GROUPS)
         default = config["batches"].get(model, C.powers_of_two(8))
-        if args.batches:
+        if model in per_model:
+            default = per_model[model]
+        elif args.batches:
             default = args.batches
         elif args.max_batch:
             default = C.powers_of_two(args.max_batch)
@@ -339,21 +367,32 @@ def main(argv=None) -> dict:
         if getattr(args, k) is not None:
             config[k] = getattr(args, k)
     isolate = not (args.quick or args.in_process)
-    rows = sweep(config, isolate=isolate, worker_timeout=args.worker_timeout)
-    env = C.worker_environment(rows, args.precision) if isolate else C.environment(
-        args.precision)
-    notes = [C.iterations_note(config["maxiter"]),
-             "iter / v&g: seconds per L-BFGS iteration of the batch over seconds per batched "
-             "value-and-gradient of the same loss (the floor), measured in the same process",
-             "the dense Gaussian operator computes A·x at Precision.HIGHEST whatever "
-             "--precision says; the flow's convolutions follow --precision",
-             "peak memory: " + ("one fresh process per measurement" if isolate else
-                                "process high-water mark so far (in-process run)")]
+
+    def save(rows: list[dict], partial: bool) -> dict:
+        env = C.worker_environment(rows, args.precision) if isolate else C.environment(
+            args.precision)
+        notes = [C.iterations_note(config["maxiter"]),
+                 "iter / v&g: seconds per L-BFGS iteration of the batch over seconds per "
+                 "batched value-and-gradient of the same loss (the floor), measured in the same "
+                 "process",
+                 "the dense Gaussian operator computes A·x at Precision.HIGHEST whatever "
+                 "--precision says; the flow's convolutions follow --precision",
+                 "peak memory: " + ("one fresh process per measurement" if isolate else
+                                    "process high-water mark so far (in-process run)")]
+        if partial:
+            notes.append(f"partial: the {len(rows)} measurements finished when the sweep was "
+                         "last saved; it was still running (or was stopped)")
+        _add_speedups(rows)
+        return C.write_outputs(args.out, "recovery", quick=args.quick, environment=env,
+                               config=config, rows=C.strip_environment(rows),
+                               table=table(rows), notes=notes, echo=not partial)
+
+    # saved after every measurement, so a run stopped at a deadline keeps what it finished
+    rows = sweep(config, isolate=isolate, worker_timeout=args.worker_timeout,
+                 on_row=lambda rows: save(rows, partial=True))
     from benchmarks import goals
 
-    payload = C.write_outputs(args.out, "recovery", quick=args.quick, environment=env,
-                              config=config, rows=C.strip_environment(rows), table=table(rows),
-                              notes=notes)
+    payload = save(rows, partial=False)
     goals.print_goals(goals.evaluate({"recovery": payload}), only=("cs64_time",
                                                                     "solver_overhead",
                                                                     "fit128"))

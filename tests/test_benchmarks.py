@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import math
 import pathlib
+import sys
+import time
 
 import jax
 import pytest
@@ -73,8 +75,10 @@ def out(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def recovery_payload(out):
+    # --model-batches overrides --batches for its model: the sweep runs batches 1 and 2
     return recovery.main(["--quick", "--out", str(out), "--models", "tiny8",
-                          "--tasks", "cs-dense", "--batches", "1,2"])
+                          "--tasks", "cs-dense", "--batches", "4", "--model-batches",
+                          "tiny8=1,2"])
 
 
 @pytest.fixture(scope="module")
@@ -260,3 +264,112 @@ def test_benchmarks_switch_the_persistent_compilation_cache_off():
         assert C.environment()["compilation_cache_enabled"] is False
     finally:
         jax.config.update("jax_enable_compilation_cache", was)
+
+
+@pytest.mark.parametrize("spec", ["glow64=16", "tiny8=", "tiny8=two"])
+def test_recovery_model_batches_usage_errors(spec, tmp_path):
+    """A model the run does not sweep, or no batch sizes, is a usage error before any work."""
+    with pytest.raises(SystemExit) as e:
+        recovery.main(["--quick", "--out", str(tmp_path), "--models", "tiny8",
+                       "--model-batches", spec])
+    assert e.value.code == 2
+
+
+class _Planned(Exception):
+    """Raised in place of a benchmark's first measurement; carries its arguments."""
+
+
+def _stop(*args, **kwargs):
+    raise _Planned(args, kwargs)
+
+
+@pytest.mark.parametrize("name", list(bench_all.SESSION))
+def test_session_plan_parses(name, monkeypatch, tmp_path):
+    """``benchmarks.all --session`` gives each benchmark flags its command line accepts, and
+    they configure what the plan says (checked up to the first measurement, which is stopped:
+    these are paper-size models)."""
+    monkeypatch.setattr(recovery, "sweep", _stop)
+    monkeypatch.setattr(C, "run_worker", _stop)
+    monkeypatch.setattr(precision, "run", _stop)
+    module = {"recovery": recovery, "training": training, "precision": precision}[name]
+    with pytest.raises(_Planned) as e:
+        module.main([*bench_all.SESSION[name], "--out", str(tmp_path)])
+    args, kwargs = e.value.args
+    if name == "recovery":
+        config = args[0]
+        assert config["batches"] == {"glow64": (16, 64), "glow128": (16,)}
+        assert config["models"] == ("glow64", "glow128")
+        assert all(config["groups"][m] == (("cs", "dense"),) for m in config["models"])
+        assert config["maxiter"] == C.PAPER_ITERATIONS
+        assert kwargs["isolate"] is True and kwargs["worker_timeout"] == 240.0
+    elif name == "training":
+        assert args[0] == "training" and args[1]["model"] == "glow64"
+        assert args[1]["batch"] == 64
+    else:
+        config = args[0]
+        assert config["model"] == "glow64" and config["batch"] == 16
+        assert config["modes"] == ("highest", "default", "bfloat16")
+        assert config["maxiter"] == C.PAPER_ITERATIONS
+
+
+def test_all_budget_leaves_out_what_it_cannot_start(tmp_path):
+    result = bench_all.main(["--quick", "--only", "compile_time", "--budget", "1",
+                             "--out", str(tmp_path)])
+    assert result["failures"]["compile_time"].startswith("not started: ")
+    assert "Not available: not started" in pathlib.Path(result["path"]).read_text()
+    assert not list(tmp_path.glob("compile_time*.json"))
+
+
+@pytest.mark.parametrize("argv", [["--session", "--quick"], ["--budget", "10", "--in-process"],
+                                  ["--budget", "0"], ["--session", "--only", "scaling"]])
+def test_all_usage_errors(argv, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        bench_all.main([*argv, "--out", str(tmp_path)])
+    assert e.value.code == 2
+
+
+def _gone(pid: int) -> bool:
+    """Whether process ``pid`` has exited (a zombie no parent has reaped counts as exited)."""
+    try:
+        state = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state in ("Z", "X")
+
+
+@pytest.mark.skipif(not pathlib.Path("/proc/self/stat").is_file(), reason="needs /proc")
+def test_run_until_kills_the_benchmark_and_its_workers(tmp_path):
+    """At the deadline the benchmark's whole process group goes, its worker processes too (a
+    surviving worker would keep the GPU busy into the next benchmark)."""
+    pidfile = tmp_path / "worker.pid"
+    benchmark = ("import subprocess, sys, time; w = subprocess.Popen([sys.executable, '-c', "
+                 "'import time; time.sleep(120)']); "
+                 f"open({str(pidfile)!r}, 'w').write(str(w.pid)); time.sleep(120)")
+    t = time.monotonic()
+    assert bench_all.run_until([sys.executable, "-c", benchmark], t + 5) is None
+    assert time.monotonic() - t < 60
+    worker = int(pidfile.read_text())
+    deadline = time.monotonic() + 10
+    while not _gone(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _gone(worker)
+    assert bench_all.run_until([sys.executable, "-c", "raise SystemExit(3)"], None) == 3
+
+
+def test_recovery_saves_each_measurement(monkeypatch, tmp_path):
+    """A sweep stopped part-way (``benchmarks.all --budget`` kills it) keeps the measurements it
+    finished: the JSON is rewritten after each one, with a note that it is partial."""
+    def measure(cfg, with_environment=True):
+        if cfg["batch"] == 2:
+            raise KeyboardInterrupt  # stands in for the kill at the deadline
+        return {**cfg, "status": "ok", "images_per_s": 4.0, "s_per_image": 0.25,
+                "compile_s": 1.0, "ratio_vs_floor": 1.1}
+
+    monkeypatch.setattr(recovery, "measure", measure)
+    with pytest.raises(KeyboardInterrupt):
+        recovery.main(["--quick", "--out", str(tmp_path), "--models", "tiny8", "--tasks",
+                       "cs-dense", "--batches", "1,2"])
+    (path,) = tmp_path.glob("recovery_quick_*.json")
+    data = json.loads(path.read_text())
+    assert [r["batch"] for r in data["rows"]] == [1]
+    assert any(n.startswith("partial: the 1 measurements") for n in data["notes"])
