@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import types
 
 import jax
 import jax.numpy as jnp
@@ -153,11 +152,11 @@ def _back_project_batch(op, x, y):
     return jax.vmap(iagan.back_project, in_axes=(None, 0, 0))(op, x, y)
 
 
-def _pick_iagan(gan, y, op, z_gan, nt, val, config, csgm_time):
+def _pick_iagan(gan, y, op, z_gan, nt, val, config, csgm_seconds):
     """IAGAN on the test images (the first ``nt`` of ``y``) with the learning rate and the
     back-projection choice of best validation PSNR; test and validation images are adapted in
-    one batch per learning rate. Returns ``(images, timer, choice)``; the timer's seconds
-    cover the CSGM start and one adaptation; ``choice`` names the pick and its score."""
+    one batch per learning rate. Returns ``(images, seconds, choice)``; the seconds cover the
+    CSGM start and one adaptation; ``choice`` names the pick and its score."""
     from flowinv import metrics
 
     candidates = []
@@ -168,12 +167,12 @@ def _pick_iagan(gan, y, op, z_gan, nt, val, config, csgm_time):
         for bp, x in ((False, adapted), (True, projected)):
             x = np.clip(np.asarray(x), 0, 1)
             candidates.append(dict(val_psnr=metrics.batch_psnr(x[nt:], val).mean(), x=x[:nt],
-                                   seconds=csgm_time.seconds + t.seconds, lr=lr,
+                                   seconds=csgm_seconds + t.seconds, lr=lr,
                                    back_projection=bp))
     best = common.best_on_validation(candidates)
     choice = {k: best[k] for k in ("lr", "back_projection")}
     choice["val_psnr"] = round(float(best["val_psnr"]), 2)
-    return best["x"], types.SimpleNamespace(seconds=best["seconds"]), choice
+    return best["x"], best["seconds"], choice
 
 
 def run(config: Config) -> dict:
@@ -209,13 +208,14 @@ def run(config: Config) -> dict:
         y = jax.vmap(op)(images) + jax.vmap(eta.sample)(
             jax.random.split(k_noise, images.shape[0]))
         nt = len(test)
-        results = {}
+        results = {}  # method -> (recovered test images, seconds)
         if "glow" in config.methods:
             with common.Timer() as t:
                 r = flowinv.recover((flow, params), y[:nt], operator=op, gamma=0.0,
                                     init="zeros", maxiter=config.maxiter,
                                     chunk_size=common.chunk_size())
-                results["glow"] = (np.asarray(r.x), t)
+                x = np.asarray(r.x)
+            results["glow"] = (x, t.seconds)
         for basis in ("dct", "wavelet"):
             meth = f"lasso-{basis}"
             if meth not in config.methods:
@@ -226,26 +226,27 @@ def run(config: Config) -> dict:
                 for lam in config.lasso_lams]
             lam = max(scores)[1]
             with common.Timer() as t:
-                results[meth] = (np.asarray(_lasso(y[:nt], op, basis, lam)), t)
+                x = np.asarray(_lasso(y[:nt], op, basis, lam))
+            results[meth] = (x, t.seconds)
         if gan is not None:
             # the validation images get CSGM latents too: IAGAN starts from them
             with common.Timer() as t:
                 x_gan, z_gan = jax.block_until_ready(
                     _csgm(gan, y, op, key, config.gan_restarts, config.maxiter))
             if "dcgan" in config.methods:
-                results["dcgan"] = (np.asarray(x_gan[:nt]), t)
+                results["dcgan"] = (np.asarray(x_gan[:nt]), t.seconds)
             if "iagan" in config.methods:
-                x_ia, t_ia, choice = _pick_iagan(gan, y, op, z_gan, nt, val, config, t)
-                results["iagan"] = (x_ia, t_ia)
+                x_ia, s_ia, choice = _pick_iagan(gan, y, op, z_gan, nt, val, config, t.seconds)
+                results["iagan"] = (x_ia, s_ia)
                 iagan_choices.append(dict(test_set=f"{name}:{spec}", m=m, **choice))
         if "deep-decoder" in config.methods:
             with common.Timer() as t:
-                results["deep-decoder"] = (np.asarray(_deep_decoder(key, y[:nt], op, shape,
-                                                                    config.dd_steps)), t)
-        for meth, (x_hat, t) in results.items():
+                x = np.asarray(_deep_decoder(key, y[:nt], op, shape, config.dd_steps))
+            results["deep-decoder"] = (x, t.seconds)
+        for meth, (x_hat, seconds) in results.items():
             x_hat = np.clip(x_hat, 0, 1)
             table.add(method=meth, psnr=metrics.batch_psnr(x_hat, test),
-                      ssim=metrics.batch_ssim(x_hat, test), seconds=t.seconds,
+                      ssim=metrics.batch_ssim(x_hat, test), seconds=seconds,
                       param_name="m", param_value=m, setting_name="test_set",
                       setting_value=f"{name}:{spec}", image_ids=range(nt))
             sheets.setdefault((name, spec), {}).setdefault(meth, {})[m] = x_hat
