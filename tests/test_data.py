@@ -283,6 +283,19 @@ def test_folder_sixteen_bit_and_rgba(tmp_path):
     np.testing.assert_array_equal(data.load_folder(tmp_path / "c")[0], rgba[..., :3] / 255.0)
 
 
+def test_folder_applies_exif_orientation(tmp_path):
+    from PIL import Image
+
+    stored = (np.arange(6, dtype=np.uint8) * 40).reshape(2, 3)
+    tags = Image.Exif()
+    tags[0x0112] = 6  # orientation: the stored image is displayed turned 90° clockwise
+    (tmp_path / "p").mkdir()
+    Image.fromarray(stored).save(tmp_path / "p" / "a.png", exif=tags)
+    x = data.load_folder(tmp_path / "p")
+    _check_images(x, (3, 2, 1))
+    np.testing.assert_allclose(x[0, ..., 0], np.rot90(stored, -1) / 255.0, atol=1e-7)
+
+
 def test_folder_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         data.load_dataset(f"folder:{tmp_path / 'missing'}")

@@ -107,12 +107,15 @@ def _stack_images(arrays: list[np.ndarray], shape, labels: list[str]) -> np.ndar
 
 
 def _read_image_file(path: pathlib.Path) -> np.ndarray:
-    """One PNG/JPEG as float32 ``(h, w, c)`` in ``[0, 1]`` (Pillow; 16-bit grey kept exact)."""
-    from PIL import Image
+    """One PNG/JPEG as float32 ``(h, w, c)`` in ``[0, 1]`` (Pillow; 16-bit grey kept exact),
+    turned upright as its EXIF orientation tag says (a camera's portrait photo is stored
+    sideways with that tag)."""
+    from PIL import Image, ImageOps
 
     try:
-        with Image.open(path) as im:
-            im.load()
+        with Image.open(path) as opened:
+            opened.load()
+            im = ImageOps.exif_transpose(opened)
             if im.mode.startswith("I;16") or im.mode == "I":  # 16-bit grey PNG
                 arr = np.asarray(im, np.float32) / 65535.0
             elif im.mode == "F":
@@ -159,10 +162,10 @@ def load_folder(path: str | os.PathLike, split: str | None = None, *,
     If ``split`` is given and ``path/split`` is a folder (a ``train/`` + ``test/`` layout), that
     subfolder is read; otherwise the folder itself is read for any split, so keep training and
     test images in separate folders. Files ending in ``.png``, ``.jpg`` or ``.jpeg`` (any case)
-    are read with Pillow, sorted by their path relative to the folder; an alpha
-    channel is dropped. With ``image_shape`` each image is centre-cropped to the aspect ``H/W``
-    (a square crop for square shapes) and resized (:func:`fit_shape`); without it all images
-    must have the same size.
+    are read with Pillow, sorted by their path relative to the folder, and turned upright by
+    their EXIF orientation tag; an alpha channel is dropped. With ``image_shape`` each image
+    is centre-cropped to the aspect ``H/W`` (a square crop for square shapes) and resized
+    (:func:`fit_shape`); without it all images must have the same size.
 
     Args:
       path: the folder.
