@@ -113,22 +113,13 @@ def _deep_decoder(key, y, op, shape, steps):
 
 def _csgm(gan, y, op, key, restarts, maxiter):
     """CSGM images and latents ``(x, z)`` of the batch ``y``: the best of ``restarts`` random
-    starts per image, by measurement loss."""
+    starts per image, by measurement loss (``recover``'s ``restarts``, one batched solve)."""
     import flowinv
 
-    best_x, best_z, best_loss = None, None, None
-    for r in range(restarts):
-        res = flowinv.recover(gan, y, operator=op, method="bora", gamma=0.1, init="normal",
-                              init_scale=1.0, key=jax.random.fold_in(key, r), maxiter=maxiter,
-                              chunk_size=common.chunk_size())
-        if best_x is None:
-            best_x, best_z, best_loss = res.x, res.z, res.loss
-        else:
-            better = res.loss < best_loss  # chosen by measurement loss, never by PSNR
-            best_x = jnp.where(better[:, None, None, None], res.x, best_x)
-            best_z = jnp.where(better[:, None], res.z, best_z)
-            best_loss = jnp.minimum(res.loss, best_loss)
-    return best_x, best_z
+    r = flowinv.recover(gan, y, operator=op, method="bora", gamma=0.1, init="normal",
+                        init_scale=1.0, key=key, restarts=restarts, maxiter=maxiter,
+                        chunk_size=common.chunk_size())
+    return r.x, r.z
 
 
 def _iagan(gan, y, op, z0, steps, lr):

@@ -20,6 +20,7 @@ Array = jax.Array
 
 METHODS = ("asim", "map", "mle", "bora")
 INITS = ("zeros", "normal", "inverse", "lasso-wavelet", "null-space")
+RANDOM_INITS = ("normal", "null-space")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,6 +174,15 @@ def _shard(tree, batch: int):
     return jax.device_put(tree, sharding)
 
 
+def _best_start(result: Recovery, restarts: int) -> Recovery:
+    """Per image, the start with the lowest final loss (NaN ranks last) of a restart-major
+    ``Recovery`` of ``restarts·B`` solves."""
+    per_start = jax.tree.map(lambda a: a.reshape(restarts, -1, *a.shape[1:]), result)
+    loss = jnp.where(jnp.isnan(per_start.loss), jnp.inf, per_start.loss)
+    best, images = jnp.argmin(loss, axis=0), jnp.arange(loss.shape[1])
+    return jax.tree.map(lambda a: a[best, images], per_start)
+
+
 def initial_latents(prior, params, y: Array, op, *, init: str, key: Array | None,
                     init_scale: float, x0: Array | None, dim: int) -> Array:
     """Initial latents ``(B, dim)`` for a batch ``y`` ``(B, …)``.
@@ -307,6 +317,7 @@ def recover(
     per_image_noise: bool = False,
     solver_kwargs: dict | None = None,
     chunk_size: int | None = None,
+    restarts: int = 1,
 ) -> Recovery:
     """Recovers images from measurements ``y = f(x) + δ`` with a generative prior.
 
@@ -333,6 +344,11 @@ def recover(
         their vmapped line search runs until its slowest image accepts a step, so a wide batch
         pays for the worst image at every iteration (``"lbfgs"`` has no nested search: a
         batch runs as many loop passes as its image that needs the most evaluations).
+      restarts: solve each image from this many starts and keep, per image, the one with the
+        lowest final loss (the objective, never the truth: CSGM's "best of R restarts"). Start
+        ``r`` is the random ``init`` (``"normal"`` or ``"null-space"``) drawn with
+        ``jax.random.fold_in(key, r)``; all ``R·B`` solves run as one batch (chunked by
+        ``chunk_size``), so on a GPU restarts cost batch width rather than time.
 
     Returns:
       A :class:`Recovery`; every image keeps its own optimiser state, and each result is the
@@ -354,6 +370,10 @@ def recover(
     tol = _check_finite_number("tol", tol)
     if chunk_size is not None:
         chunk_size = positive_int(chunk_size, "chunk_size")
+    restarts = positive_int(restarts, "restarts")
+    if restarts > 1 and init not in RANDOM_INITS:
+        raise ValueError(f"restarts={restarts} needs a random init {RANDOM_INITS}: every start "
+                         f"from init={init!r} would be the same")
     if method in ("map", "mle") and noise is None:
         raise ValueError(f"method={method!r} needs a noise model (noise=...)")
     if method == "map" and not isinstance(_prior_parts(prior)[0], Flow):
@@ -399,16 +419,30 @@ def recover(
         _check_pixels("x0", x0)
     dim = prior.latent_dim if isinstance(prior, Generator) else prior.dim
 
-    if init in ("lasso-wavelet", "null-space") and per_image_operator:
-        z0 = jnp.concatenate([
-            initial_latents(prior, params, y[i: i + 1], jax.tree.map(lambda a, i=i: a[i], operator),
-                            init=init, key=key, init_scale=init_scale,
-                            x0=None if x0 is None else x0.reshape(batch, -1)[i: i + 1],
-                            dim=dim)
-            for i in range(batch)])
-    else:
-        z0 = initial_latents(prior, params, y, operator, init=init, key=key,
-                             init_scale=init_scale, x0=x0, dim=dim)
+    def starts(key):
+        if init in ("lasso-wavelet", "null-space") and per_image_operator:
+            return jnp.concatenate([
+                initial_latents(prior, params, y[i: i + 1],
+                                jax.tree.map(lambda a, i=i: a[i], operator), init=init, key=key,
+                                init_scale=init_scale,
+                                x0=None if x0 is None else x0.reshape(batch, -1)[i: i + 1],
+                                dim=dim)
+                for i in range(batch)])
+        return initial_latents(prior, params, y, operator, init=init, key=key,
+                               init_scale=init_scale, x0=x0, dim=dim)
+
+    if restarts == 1:
+        z0 = starts(key)
+    else:  # restart-major: solve r·B + b is image b from start r
+        key = jax.random.PRNGKey(0) if key is None else key
+        z0 = jnp.concatenate([starts(jax.random.fold_in(key, r)) for r in range(restarts)])
+        tile = lambda a: jnp.tile(jnp.asarray(a), (restarts,) + (1,) * (jnp.ndim(a) - 1))
+        y, batch = tile(y), batch * restarts
+        gamma, beta = (tile(w) if jnp.ndim(w) else w for w in (gamma, beta))
+        if per_image_operator:
+            operator = jax.tree.map(tile, operator)
+        if per_image_noise:
+            noise = jax.tree.map(tile, noise)
     spec = _Spec(prior, method, penalty, space, solver, int(maxiter), float(tol),
                  tuple(sorted((solver_kwargs or {}).items())))
     gamma, beta = jnp.asarray(gamma, y.dtype), jnp.asarray(beta, y.dtype)
@@ -434,6 +468,8 @@ def recover(
         chunks.append(jax.tree.map(lambda a, n=n: a[:n], r))
     result = chunks[0] if len(chunks) == 1 else jax.tree.map(
         lambda *a: jnp.concatenate(a), *chunks)
+    if restarts > 1:
+        result = _best_start(result, restarts)
     if single:
         result = jax.tree.map(lambda a: a[0], result)
     return result
