@@ -471,6 +471,35 @@ def best_on_validation(candidates: list[dict], key: str = "val_psnr") -> dict:
     return max(candidates, key=lambda c: np.nan_to_num(float(c[key]), nan=-np.inf))
 
 
+def paired_difference(rows: list[dict], a: dict, b: dict) -> dict:
+    """PSNR of method ``a`` minus method ``b`` on the same test images, paired by image.
+
+    ``a`` and ``b`` select rows of a :class:`ResultTable` (``{column: value}``, e.g. a method
+    at its validation-picked weight and setting); each must select one row per image. The
+    mean of a paired difference has a standard error far smaller than the spread of PSNR
+    across images, which is what decides whether an ordering of two methods is more than noise.
+
+    Returns:
+      ``{"diff_db": mean of a − b, "se_db": standard error of that mean (NaN for one image),
+      "ahead": images where a is higher, "images": images in both}``.
+    """
+    def psnr_by_image(selector: dict) -> dict:
+        chosen = [r for r in rows if all(r[k] == v for k, v in selector.items())]
+        by_image = {r["image_id"]: float(r["psnr"]) for r in chosen}
+        if len(by_image) != len(chosen):
+            raise ValueError(f"{selector} selects more than one row for an image")
+        return by_image
+
+    pa, pb = psnr_by_image(a), psnr_by_image(b)
+    ids = sorted(pa.keys() & pb.keys())
+    if not ids:
+        raise ValueError(f"no image has rows for both {a} and {b}")
+    d = np.array([pa[i] - pb[i] for i in ids])
+    se = float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+    return {"diff_db": round(float(np.mean(d)), 2), "se_db": round(se, 2),
+            "ahead": int(np.sum(d > 0)), "images": len(d)}
+
+
 def load_test_and_val(spec: str, shape, num_test: int,
                       num_val: int) -> tuple[np.ndarray, np.ndarray]:
     """``num_test`` test images and ``num_val`` validation images from the *training* split.

@@ -9,7 +9,9 @@ The best γ (and λ) per σ is chosen on validation images drawn from the *train
 reported on the held-out test images, so nothing is tuned on the test set.
 
 Writes ``results.csv`` (tidy, one row per image × method × setting), ``summary.csv``,
-``psnr_vs_gamma.png`` and ``samples_sigma*.png`` under ``--out``, and prints the summary.
+``comparison.csv`` (each learned method at its picked weight minus BM3D, paired per test image,
+with its standard error), ``psnr_vs_gamma.png`` and ``samples_sigma*.png`` under ``--out``, and
+prints the summary and the comparison.
 """
 
 from __future__ import annotations
@@ -159,6 +161,8 @@ def run(config: Config) -> dict:
     table.write(out / "results.csv")
     summary = _summarise(curves, config)
     common.write_csv(out / "summary.csv", summary)
+    comparison = _compare_with_bm3d(table.rows, summary)
+    common.write_csv(out / "comparison.csv", comparison)
     common.write_csv(out / "curves.csv", curves)
     _plot_curves(out / "psnr_vs_gamma.png", curves, config, prior_name)
     for s in config.sigmas:
@@ -176,8 +180,31 @@ def run(config: Config) -> dict:
           f"seconds are per image, including compilation:")
     print(common.format_table([{k: v for k, v in r.items() if k != "param_value"}
                                for r in summary]))
-    print(f"\nwrote {out}/results.csv, summary.csv, psnr_vs_gamma.png, samples_sigma*.png")
-    return {"rows": table.rows, "summary": summary, "out": str(out)}
+    if comparison:
+        print("\nEach method at its picked weight minus BM3D, paired per test image (dB; se: "
+              "standard error of the mean; ahead: test images where the method beats BM3D):")
+        print(common.format_table(comparison))
+    print(f"\nwrote {out}/results.csv, summary.csv, comparison.csv, psnr_vs_gamma.png, "
+          "samples_sigma*.png")
+    return {"rows": table.rows, "summary": summary, "comparison": comparison, "out": str(out)}
+
+
+def _compare_with_bm3d(rows: list[dict], summary: list[dict]) -> list[dict]:
+    """Per σ > 0 and learned method at its validation-picked weight: the paired PSNR difference
+    to BM3D on the test images (:func:`common.paired_difference`)."""
+    out = []
+    for row in summary:
+        if row["sigma"] == 0 or row["method"] not in ("glow-sq", "glow-norm", "dcgan"):
+            continue
+        if not any(r["method"] == "bm3d" and r["setting_value"] == row["sigma"] for r in rows):
+            continue
+        d = common.paired_difference(
+            rows, dict(method=row["method"], param_value=row["param_value"],
+                       setting_value=row["sigma"]),
+            dict(method="bm3d", setting_value=row["sigma"]))
+        out.append(dict(sigma=row["sigma"], method=row["method"], param=row["param"],
+                        vs="bm3d", **d))
+    return out
 
 
 def _summarise(curves: list[dict], config: Config) -> list[dict]:

@@ -59,6 +59,34 @@ def test_denoise_runs_end_to_end(tiny_prior, tmp_path):
     assert {"glow-sq", "glow-norm", "bm3d"} <= {r["method"] for r in result["summary"]}
     for name in ("summary.csv", "curves.csv", "psnr_vs_gamma.png", "samples_sigma0.1.png"):
         assert (tmp_path / name).stat().st_size > 0
+    # comparison.csv: each Glow method at its picked γ minus BM3D, recomputed from results.csv
+    comparison = _read(tmp_path / "comparison.csv")
+    assert {c["method"] for c in comparison} == {"glow-sq", "glow-norm"}
+    picked = {r["method"]: r["param_value"] for r in result["summary"] if r["sigma"] == 0.1}
+    for c in comparison:
+        psnr = {(r["method"], r["param_value"], r["image_id"]): float(r["psnr"]) for r in rows
+                if r["setting_value"] == "0.1"}
+        d = [psnr[(c["method"], str(picked[c["method"]]), i)] - psnr[("bm3d", "", i)]
+             for i in ("0", "1")]
+        assert float(c["diff_db"]) == pytest.approx(np.mean(d), abs=0.006)
+        assert float(c["se_db"]) == pytest.approx(abs(d[0] - d[1]) / 2, abs=0.006)
+        assert int(c["ahead"]) == sum(v > 0 for v in d) and c["images"] == "2"
+
+
+def test_paired_difference():
+    rows = [dict(method=m, param_value=p, setting_value=0.1, image_id=i, psnr=v)
+            for m, p, vals in (("a", 1.0, (30.0, 28.0, 25.0)), ("a", 2.0, (10.0, 10.0, 10.0)),
+                               ("b", "", (29.0, 28.5, 22.0)))
+            for i, v in enumerate(vals)]
+    d = common.paired_difference(rows, dict(method="a", param_value=1.0), dict(method="b"))
+    # differences 1.0, −0.5, 3.0: mean 7/6, sample std 1.7559, s.e. = std/√3
+    assert d == {"diff_db": 1.17, "se_db": 1.01, "ahead": 2, "images": 3}
+    one = common.paired_difference(rows[:1] + rows[6:7], dict(method="a"), dict(method="b"))
+    assert one["diff_db"] == 1.0 and math.isnan(one["se_db"]) and one["images"] == 1
+    with pytest.raises(ValueError, match="more than one row"):
+        common.paired_difference(rows, dict(method="a"), dict(method="b"))
+    with pytest.raises(ValueError, match="no image"):
+        common.paired_difference(rows, dict(method="a", param_value=3.0), dict(method="b"))
 
 
 def test_denoise_summary_picks_gamma_on_validation_only():
