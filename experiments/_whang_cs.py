@@ -142,6 +142,35 @@ def summarise(curves: list[dict]) -> list[dict]:
     return rows
 
 
+def compare(rows: list[dict], summary: list[dict], leads: tuple[str, ...] = ("map",)) -> list[dict]:
+    """Per setting, each ``leads`` method at its picked hyperparameter minus every other method
+    at its own (``noisy`` and earlier leads excepted), paired per test image
+    (:func:`common.paired_difference` over the tidy ``rows``; ``summary`` from
+    :func:`summarise`)."""
+    def selector(r: dict) -> dict:
+        return {k: r[k] for k in ("setting_name", "setting_value", "method", "param_value")}
+
+    out = []
+    for lead in summary:
+        if lead["method"] not in leads:
+            continue
+        skip = {"noisy", *leads[: leads.index(lead["method"]) + 1]}
+        for other in summary:
+            if (other["setting_name"], other["setting_value"]) != (
+                    lead["setting_name"], lead["setting_value"]) or other["method"] in skip:
+                continue
+            d = common.paired_difference(rows, selector(lead), selector(other))
+            out.append(dict(setting_name=lead["setting_name"],
+                            setting_value=lead["setting_value"], method=lead["method"],
+                            param=lead["param"], vs=other["method"], vs_param=other["param"],
+                            **d))
+    return out
+
+
+COMPARISON_NOTE = ("paired per test image (dB; se: standard error of the mean; ahead: test "
+                   "images where the first method is higher)")
+
+
 def plot_vs(path: pathlib.Path, summary: list[dict], panels: list[tuple[str, str]], *,
             xlabel: str, title: str, xscale: str = "linear") -> None:
     """PSNR (test images, best validation hyperparameter) vs the setting, one line per
@@ -355,6 +384,9 @@ def run_cs(config, *, one_bit: bool, experiment: str) -> dict:
     summary = summarise(sweep.curves)
     common.write_csv(out / "summary.csv", summary)
     common.write_csv(out / "curves.csv", sweep.curves)
+    leads = tuple(m for m in ("map", "map-probit") if m in methods)
+    comparison = compare(sweep.table.rows, summary, leads)
+    common.write_csv(out / "comparison.csv", comparison)
     what = "1-bit CS, y = sign(Ax + δ)" if one_bit else "noisy CS, y = Ax + δ"
     plot_vs(out / "psnr_vs_m.png", summary, [("m", f"{config.dataset}, n = {n}")],
             xlabel="m (measurements)", xscale="log",
@@ -370,6 +402,13 @@ def run_cs(config, *, one_bit: bool, experiment: str) -> dict:
           f"{config.maxiter} {config.solver} iterations:")
     print(common.format_table([{k: v for k, v in r.items()
                                 if k not in ("setting_name", "param_value")} for r in summary]))
-    print(f"\nwrote {out}/results.csv, summary.csv, curves.csv, psnr_vs_m.png, samples_m*.png")
+    if comparison:
+        print(f"\nMAP at its picked β minus each other method at its picked weight, "
+              f"{COMPARISON_NOTE}:")
+        print(common.format_table([{k: v for k, v in r.items() if k != "setting_name"}
+                                   for r in comparison]))
+    print(f"\nwrote {out}/results.csv, summary.csv, comparison.csv, curves.csv, psnr_vs_m.png, "
+          "samples_m*.png")
     sys.stdout.flush()
-    return {"rows": sweep.table.rows, "summary": summary, "out": str(out)}
+    return {"rows": sweep.table.rows, "summary": summary, "comparison": comparison,
+            "out": str(out)}

@@ -18,8 +18,9 @@ Compared, for several m (PSNR vs m):
   when a DCGAN checkpoint loads (otherwise skipped with a note).
 
 β, γ and λ are picked per m on validation images from the *training* split; the test images
-are only reported. Writes ``results.csv`` (tidy), ``summary.csv``, ``curves.csv``,
-``psnr_vs_m.png`` and ``samples_m*.png`` under ``--out`` and prints the summary. Shared code:
+are only reported. Writes ``results.csv`` (tidy), ``summary.csv``, ``comparison.csv`` (MAP
+minus each other method, paired per test image), ``curves.csv``, ``psnr_vs_m.png`` and
+``samples_m*.png`` under ``--out`` and prints the summary and the comparison. Shared code:
 :mod:`experiments._whang_cs`.
 """
 

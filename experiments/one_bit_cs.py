@@ -29,8 +29,9 @@ Compared, for several m (PSNR vs m):
 
 ``mle`` and ``bora`` need a DCGAN checkpoint (skipped with a note otherwise). β, γ and λ are
 picked per m on validation images from the *training* split, never on the test images.
-Writes ``results.csv`` (tidy), ``summary.csv``, ``curves.csv``, ``psnr_vs_m.png`` and
-``samples_m*.png`` under ``--out`` and prints the summary. Shared code:
+Writes ``results.csv`` (tidy), ``summary.csv``, ``comparison.csv`` (each MAP minus each other
+method, paired per test image), ``curves.csv``, ``psnr_vs_m.png`` and ``samples_m*.png`` under
+``--out`` and prints the summary and the comparison. Shared code:
 :mod:`experiments._whang_cs`.
 """
 

@@ -38,6 +38,11 @@ def _check_results(out, n_rows):
     return rows
 
 
+def _comparison(out):
+    with open(out / "comparison.csv") as f:
+        return list(csv.DictReader(f))
+
+
 def test_structured_noise_runs_end_to_end(tiny_prior, tmp_path):
     from experiments import structured_noise as sn
 
@@ -56,6 +61,17 @@ def test_structured_noise_runs_end_to_end(tiny_prior, tmp_path):
     for name in ("summary.csv", "curves.csv", "psnr_vs_scale.png", "samples_digits.png",
                  "samples_sinusoidal.png", "samples_radial.png"):
         assert (tmp_path / name).stat().st_size > 0
+    # comparison.csv: MAP minus Asim and BM3D per (noise, scale), recomputed from results.csv
+    comparison = _comparison(tmp_path)
+    assert sorted((c["noise"], c["scale"], c["vs"]) for c in comparison) == sorted(
+        (k, sc, vs) for k, sc in (("digits", "1.0"), ("sinusoidal", "0.2"), ("radial", "0.1"),
+                                  ("radial", "0.2")) for vs in ("asim", "bm3d"))
+    for c in comparison:
+        psnr = {(r["method"], r["image_id"]): float(r["psnr"]) for r in rows
+                if r["setting_name"] == f"{c['noise']}_scale" and r["setting_value"] == c["scale"]}
+        d = [psnr[("map", i)] - psnr[(c["vs"], i)] for i in ("0", "1")]
+        assert float(c["diff_db"]) == pytest.approx(np.mean(d), abs=0.006)
+        assert int(c["ahead"]) == sum(v > 0 for v in d) and c["images"] == "2"
 
 
 def test_structured_noise_skips_digits_without_noise_flow(tiny_prior, tmp_path, capsys):
@@ -84,6 +100,8 @@ def test_noisy_cs_runs_end_to_end(tiny_prior, tmp_path):
     assert len(result["summary"]) == 4
     for name in ("summary.csv", "psnr_vs_m.png", "samples_m16.png", "samples_m32.png"):
         assert (tmp_path / name).stat().st_size > 0
+    assert sorted((c["setting_value"], c["method"], c["vs"]) for c in _comparison(tmp_path)) == [
+        ("16", "map", "asim"), ("32", "map", "asim")]
 
 
 def test_one_bit_cs_runs_end_to_end(tiny_prior, tmp_path):
@@ -98,6 +116,10 @@ def test_one_bit_cs_runs_end_to_end(tiny_prior, tmp_path):
     assert {r["setting_value"] for r in rows} == {"32", "128"}
     assert {r["method"] for r in rows} == {"map", "map-probit", "asim"}
     assert (tmp_path / "psnr_vs_m.png").stat().st_size > 0
+    # each MAP against the others, the two MAPs compared once
+    pairs = sorted((c["setting_value"], c["method"], c["vs"]) for c in _comparison(tmp_path))
+    assert pairs == sorted((m, a, b) for m in ("32", "128") for a, b in (
+        ("map", "map-probit"), ("map", "asim"), ("map-probit", "asim")))
 
 
 MODULES = ("structured_noise", "noisy_cs", "one_bit_cs")
