@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -74,7 +74,7 @@ def load_tfds(name: str, split: str = "test", *, image_shape: Sequence[int] | No
         if image_key is None:
             raise ValueError(f"tfds:{name} has no image feature among {sorted(first)}; "
                              "pass image_key")
-    return _stack_images([np.asarray(r[image_key]) for r in records], shape,
+    return _stack_images((np.asarray(r[image_key]) for r in records), shape,
                          [f"tfds:{name}[{i}]" for i in range(len(records))])
 
 
@@ -93,10 +93,14 @@ def _as_float_image(arr: np.ndarray, label: str) -> np.ndarray:
     return np.clip(img_as_float32(arr), 0.0, 1.0)
 
 
-def _stack_images(arrays: list[np.ndarray], shape, labels: list[str]) -> np.ndarray:
-    images = [_as_float_image(a, lab) for a, lab in zip(arrays, labels, strict=True)]
+def _stack_images(arrays: Iterable[np.ndarray], shape, labels: Iterable[str]) -> np.ndarray:
+    """Stacks images as float32 ``(N, H, W, C)``; with ``shape`` each is fitted as it arrives,
+    so a lazy ``arrays`` never holds more than one full-size image (a folder of camera photos
+    brought to 64×64 needs memory for 64×64 images, not for the photos)."""
+    images = (_as_float_image(a, lab) for a, lab in zip(arrays, labels, strict=True))
     if shape is not None:
         return np.stack([fit_shape(img[None], shape)[0] for img in images]).astype(np.float32)
+    images = list(images)
     sizes = {img.shape[:2] for img in images}
     if len(sizes) > 1:
         raise ValueError(f"images differ in size ({sorted(sizes)[:3]}...); pass image_shape=(H, "
@@ -183,5 +187,4 @@ def load_folder(path: str | os.PathLike, split: str | None = None, *,
     """
     shape, limit = check_shape(image_shape), check_limit(limit)
     files = list_folder(path, split, recursive)[:limit]
-    arrays = [_read_image_file(f) for f in files]
-    return _stack_images(arrays, shape, [str(f) for f in files])
+    return _stack_images((_read_image_file(f) for f in files), shape, [str(f) for f in files])
