@@ -5,6 +5,7 @@ compilation cache of the experiments' command lines."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import os
 import pathlib
@@ -71,6 +72,28 @@ def test_denoise_runs_end_to_end(tiny_prior, tmp_path):
         assert float(c["diff_db"]) == pytest.approx(np.mean(d), abs=0.006)
         assert float(c["se_db"]) == pytest.approx(abs(d[0] - d[1]) / 2, abs=0.006)
         assert int(c["ahead"]) == sum(v > 0 for v in d) and c["images"] == "2"
+
+
+def test_denoise_restarts_reach_recover(tiny_prior, tmp_path, monkeypatch, capsys):
+    """--restarts R > 1: the Glow solves start from R random draws (the DCGAN is not run
+    here), and the printed header says so."""
+    from experiments import denoise
+
+    calls = []
+    real = flowinv.recover
+    monkeypatch.setattr(flowinv, "recover", lambda *a, **kw: calls.append(kw) or real(*a, **kw))
+    args = denoise.build_parser().parse_args(["--restarts", "2", "--init-scale", "0.5"])
+    config = dataclasses.replace(
+        denoise.config_from_args(args), dataset="digits", prior=tiny_prior, gan="none",
+        sigmas=(0.1,), num_images=2, val_images=1, maxiter=2, gammas=(0.1,),
+        norm_gammas=(0.1,), reference_gammas=None, out=str(tmp_path), progress=False)
+    denoise.run(config)
+    assert len(calls) == 2  # glow-sq, glow-norm
+    assert all(kw["restarts"] == 2 and kw["init"] == "normal" and kw["init_scale"] == 0.5
+               for kw in calls)
+    assert "best of 2 starts from N(0, 0.5² I)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        denoise.build_parser().parse_args(["--restarts", "0"])
 
 
 def test_paired_difference():
