@@ -339,7 +339,8 @@ def recover(
       maxiter, tol: stopping rule (gradient norm ≤ tol, or relative loss change ≤ tol·1e-3).
       solver_kwargs: extra keyword arguments of the solver (e.g. ``learning_rate`` for Adam).
       chunk_size: solve the batch in chunks of at most this many images, one after another
-        (one compiled solve for all chunks). ``None``: the whole batch at once, best on a GPU.
+        (as few chunks as that allows, of equal size, so one compiled solve serves them all).
+        ``None``: the whole batch at once, best on a GPU.
         On a CPU smaller chunks can be faster with ``"jaxopt-lbfgs"`` and ``"optax-lbfgs"``:
         their vmapped line search runs until its slowest image accepts a step, so a wide batch
         pays for the worst image at every iteration (``"lbfgs"`` has no nested search: a
@@ -449,7 +450,9 @@ def recover(
     per_image = (y, z0, operator if per_image_operator else None,
                  noise if per_image_noise else None, gamma if gamma.ndim else None,
                  beta if beta.ndim else None)
-    size = batch if chunk_size is None else min(chunk_size, batch)
+    # As few chunks as chunk_size allows, of equal size (18 images in chunks of at most 8: 3 of
+    # 6, not 8 + 8 + a padded 8).
+    size = batch if chunk_size is None else -(-batch // -(-batch // chunk_size))
     chunks = []
     for start in range(0, batch, size):
         # Every chunk has `size` images (the last is padded by repeating its final image), so

@@ -238,6 +238,18 @@ def test_chunked_batch_equals_whole_batch(tiny):
     np.testing.assert_array_equal(chunked.iterations, whole.iterations)
 
 
+def test_chunks_are_as_few_and_as_even_as_chunk_size_allows(tiny, monkeypatch):
+    """5 images in chunks of at most 4: two chunks of 3 (one padded), not 4 + a padded 4."""
+    flow, params, x = tiny
+    module = sys.modules["flowinv.recover"]
+    sizes, real = [], module._solve_batch
+    monkeypatch.setattr(module, "_solve_batch", lambda spec, params, y, *a, **kw: (
+        sizes.append(y.shape[0]) or real(spec, params, y, *a, **kw)))
+    r = flowinv.recover((flow, params), x[:5], operator=operators.identity(flow.image_shape),
+                        maxiter=2, chunk_size=4)
+    assert sizes == [3, 3] and r.x.shape == x[:5].shape
+
+
 def test_recover_is_deterministic_given_the_key(tiny):
     """Same key, same device: bit-identical recoveries (random init included); another key
     gives another start, so the check can fail."""
