@@ -43,6 +43,8 @@ MODELS: dict[str, dict] = {
     # Asim et al.'s Glow for 64×64×3 CelebA (K=18, L=4) and 128×128×3 (K=32, L=6); width 512.
     "glow64": dict(image_shape=(64, 64, 3), levels=4, steps=18, width=512),
     "glow128": dict(image_shape=(128, 128, 3), levels=6, steps=32, width=512),
+    # glow-mnist's architecture (random parameters): a CPU-sized model the experiments use.
+    "mnist28": dict(image_shape=(28, 28, 1), levels=2, steps=12, width=96),
     # Quick-mode stand-ins (CI smoke runs): tiny, so that each benchmark takes seconds on a CPU.
     "tiny16": dict(image_shape=(16, 16, 3), levels=2, steps=2, width=16),
     "tiny32": dict(image_shape=(32, 32, 3), levels=2, steps=2, width=16),

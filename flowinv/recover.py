@@ -174,6 +174,7 @@ def _shard(tree, batch: int):
     return jax.device_put(tree, sharding)
 
 
+@functools.partial(jax.jit, static_argnums=1)
 def _best_start(result: Recovery, restarts: int) -> Recovery:
     """Per image, the start with the lowest final loss (NaN ranks last) of a restart-major
     ``Recovery`` of ``restarts·B`` solves."""

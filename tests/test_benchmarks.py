@@ -26,6 +26,7 @@ from benchmarks import (
     iterations,
     precision,
     recovery,
+    restarts,
     scaling,
     training,
 )
@@ -155,6 +156,19 @@ def test_eager_calls_quick_in_subprocesses(out):
         assert r["compiled_programs"] >= 0 and r["op-by-op_programs"] >= 0
     # The first public call compiles its program; the second reuses it.
     assert data["rows"][0]["compiled_programs"] >= 1
+
+
+def test_restarts_quick(out):
+    """Both modes measured; the batched restarts keep the loop's minimum loss per image (the
+    same solves in another batch shape: float32 rounding at most)."""
+    data = _load(restarts.main(["--quick", "--out", str(out), "--chunk-size", "3"]))
+    assert [r["mode"] for r in data["rows"]] == list(restarts.MODES)
+    for r in data["rows"]:
+        for key in ("first_s", "second_s", "images_per_s", "ratio_loop_over_batched"):
+            assert _positive_finite(r[key]), (key, r)
+        assert r["chunk_size"] == 3 and r["loss_gap"] < 1e-4
+    with pytest.raises(SystemExit):
+        restarts.main(["--quick", "--out", str(out), "--restarts", "1"])
 
 
 def test_eager_calls_combine_reports_a_failed_mode():
