@@ -189,12 +189,12 @@ def run(config: Config) -> dict:
                              samples[(s, row["method"], row["param_value"])]))
         common.sample_sheet(out / f"samples_sigma{s}.png", cols,
                             f"denoising, {config.dataset}, prior {prior_name}, σ={s}")
-    starts = ("from z0 = 0" if config.restarts == 1 else
-              f"Glow best of {config.restarts} starts from N(0, {config.init_scale:g}² I)")
+    start_text = ("from z0 = 0" if config.restarts == 1 else
+                  f"Glow best of {config.restarts} starts from N(0, {config.init_scale:g}² I)")
     print(f"\nDenoising on {common.count(n_test, 'held-out test image')} of {config.dataset} "
           f"(γ/λ picked on {common.count(len(val), 'validation image')}, none of them a test "
           "image), "
-          f"prior {prior_name}, {config.maxiter} L-BFGS iterations {starts}; "
+          f"prior {prior_name}, {config.maxiter} L-BFGS iterations {start_text}; "
           f"seconds are per image, including compilation:")
     print(common.format_table([{k: v for k, v in r.items() if k != "param_value"}
                                for r in summary]))
@@ -213,8 +213,6 @@ def _compare_with_bm3d(rows: list[dict], summary: list[dict]) -> list[dict]:
     out = []
     for row in summary:
         if row["sigma"] == 0 or row["method"] not in ("glow-sq", "glow-norm", "dcgan"):
-            continue
-        if not any(r["method"] == "bm3d" and r["setting_value"] == row["sigma"] for r in rows):
             continue
         d = common.paired_difference(
             rows, dict(method=row["method"], param_value=row["param_value"],

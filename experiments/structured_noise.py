@@ -327,15 +327,10 @@ def run(config: Config) -> dict:
 
     sweep.table.write(out / "results.csv")
     summary = _whang_cs.summarise(sweep.curves)
-    pretty = [dict(noise=r["setting_name"].removesuffix("_scale"), scale=r["setting_value"],
-                   **{k: v for k, v in r.items() if k not in ("setting_name", "setting_value")})
-              for r in summary]
+    pretty = [_by_noise(r) for r in summary]
     common.write_csv(out / "summary.csv", pretty)
     common.write_csv(out / "curves.csv", sweep.curves)
-    comparison = [dict(noise=r["setting_name"].removesuffix("_scale"), scale=r["setting_value"],
-                       **{k: v for k, v in r.items()
-                          if k not in ("setting_name", "setting_value")})
-                  for r in _whang_cs.compare(sweep.table.rows, summary)]
+    comparison = [_by_noise(r) for r in _whang_cs.compare(sweep.table.rows, summary)]
     common.write_csv(out / "comparison.csv", comparison)
     name = pathlib.Path(prior_name).name
     if kinds:
@@ -365,6 +360,12 @@ def run(config: Config) -> dict:
           "psnr_vs_scale.png, samples_*.png")
     return {"rows": sweep.table.rows, "summary": pretty, "comparison": comparison,
             "out": str(out)}
+
+
+def _by_noise(row: dict) -> dict:
+    """A row keyed by ``setting_name="<noise>_scale"``, ``setting_value`` as ``noise, scale``."""
+    return dict(noise=row["setting_name"].removesuffix("_scale"), scale=row["setting_value"],
+                **{k: v for k, v in row.items() if k not in ("setting_name", "setting_value")})
 
 
 _TITLES = {"digits": "MNIST digits, y = x/2 + s·d",
