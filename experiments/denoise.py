@@ -10,7 +10,9 @@ reported on the held-out test images, so nothing is tuned on the test set.
 
 ``--restarts R`` (R > 1; not the paper's protocol) solves the Glow problems from R draws of
 N(0, s² I) (``s`` = ``--init-scale``) instead of ``z0 = 0`` and keeps, per
-image, the start with the lowest loss (``flowinv.recover``'s ``restarts``).
+image, the start with the lowest loss (``flowinv.recover``'s ``restarts``); with
+``--zero-start`` the first start is ``z0 = 0`` and the other R − 1 are draws, so no image ends
+at a higher loss than from ``z0 = 0`` alone.
 
 Writes ``results.csv`` (tidy, one row per image × method × setting), ``summary.csv``,
 ``comparison.csv`` (each learned method at its picked weight minus BM3D, paired per test image,
@@ -58,6 +60,7 @@ class Config:
     progress: bool = True
     restarts: int = 1  # > 1: Glow from `restarts` draws of N(0, init_scale² I), best by loss
     init_scale: float = 0.1
+    zero_start: bool = False  # with restarts > 1: start 0 is z0 = 0, the others random
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "keeps z0 = 0")
     p.add_argument("--init-scale", type=common.positive_float, default=0.1,
                    help="s of the random starts with --restarts > 1 (default 0.1)")
+    p.add_argument("--zero-start", action="store_true",
+                   help="with --restarts R > 1: the first start is z0 = 0 and the other R - 1 "
+                        "draw from N(0, s² I), so the kept loss is never above z0 = 0's")
     return p
 
 
@@ -99,7 +105,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         gan_lams=preset["gan_lams"],
         reference_gammas=preset["reference_gammas"] if args.gammas is None else None,
         seed=args.seed, out=args.out,
-        progress=not args.no_progress, restarts=args.restarts, init_scale=args.init_scale)
+        progress=not args.no_progress, restarts=args.restarts, init_scale=args.init_scale,
+        zero_start=args.zero_start)
 
 
 def run(config: Config) -> dict:
@@ -163,7 +170,8 @@ def run(config: Config) -> dict:
                                     maxiter=config.maxiter, chunk_size=chunk)
             else:
                 starts = {} if config.restarts == 1 else dict(
-                    init="normal", init_scale=config.init_scale, restarts=config.restarts,
+                    init="zeros" if config.zero_start else "normal", restart_init="normal",
+                    init_scale=config.init_scale, restarts=config.restarts,
                     key=jax.random.fold_in(key, 1000))
                 r = flowinv.recover((flow, params), y, operator=op, method="asim",
                                     gamma=weights, maxiter=config.maxiter,
@@ -189,8 +197,14 @@ def run(config: Config) -> dict:
                              samples[(s, row["method"], row["param_value"])]))
         common.sample_sheet(out / f"samples_sigma{s}.png", cols,
                             f"denoising, {config.dataset}, prior {prior_name}, σ={s}")
-    start_text = ("from z0 = 0" if config.restarts == 1 else
-                  f"Glow best of {config.restarts} starts from N(0, {config.init_scale:g}² I)")
+    draws = f"N(0, {config.init_scale:g}² I)"
+    if config.restarts == 1:
+        start_text = "from z0 = 0"
+    elif config.zero_start:
+        start_text = (f"Glow best of {config.restarts} starts, z0 = 0 and "
+                      f"{common.count(config.restarts - 1, 'draw')} of {draws}")
+    else:
+        start_text = f"Glow best of {config.restarts} starts from {draws}"
     print(f"\nDenoising on {common.count(n_test, 'held-out test image')} of {config.dataset} "
           f"(γ/λ picked on {common.count(len(val), 'validation image')}, none of them a test "
           "image), "

@@ -319,6 +319,7 @@ def recover(
     solver_kwargs: dict | None = None,
     chunk_size: int | None = None,
     restarts: int = 1,
+    restart_init: str | None = None,
 ) -> Recovery:
     """Recovers images from measurements ``y = f(x) + δ`` with a generative prior.
 
@@ -348,9 +349,13 @@ def recover(
         batch runs as many loop passes as its image that needs the most evaluations).
       restarts: solve each image from this many starts and keep, per image, the one with the
         lowest final loss (the objective, never the truth: CSGM's "best of R restarts"). Start
-        ``r`` is the random ``init`` (``"normal"`` or ``"null-space"``) drawn with
-        ``jax.random.fold_in(key, r)``; all ``R·B`` solves run as one batch (chunked by
+        ``r`` is drawn with ``jax.random.fold_in(key, r)``: start 0 from ``init``, the others
+        from ``restart_init``. All ``R·B`` solves run as one batch (chunked by
         ``chunk_size``), so on a GPU restarts cost batch width rather than time.
+      restart_init: the initialisation of starts ``1 … R−1`` (used when ``restarts > 1``), a
+        random one: ``"normal"`` or ``"null-space"``. ``None`` (default): ``init``, which must
+        then be random. ``init="zeros", restart_init="normal"`` keeps the paper's ``z0 = 0``
+        among the starts, so no image ends at a higher loss than its ``z0 = 0`` solve.
 
     Returns:
       A :class:`Recovery`; every image keeps its own optimiser state, and each result is the
@@ -373,9 +378,12 @@ def recover(
     if chunk_size is not None:
         chunk_size = positive_int(chunk_size, "chunk_size")
     restarts = positive_int(restarts, "restarts")
-    if restarts > 1 and init not in RANDOM_INITS:
-        raise ValueError(f"restarts={restarts} needs a random init {RANDOM_INITS}: every start "
-                         f"from init={init!r} would be the same")
+    if restart_init is not None and restart_init not in RANDOM_INITS:
+        raise ValueError(f"restart_init must be one of {RANDOM_INITS} or None, "
+                         f"got {restart_init!r}")
+    if restarts > 1 and restart_init is None and init not in RANDOM_INITS:
+        raise ValueError(f"restarts={restarts} needs a random init {RANDOM_INITS} or a "
+                         f"restart_init: every start from init={init!r} would be the same")
     if method in ("map", "mle") and noise is None:
         raise ValueError(f"method={method!r} needs a noise model (noise=...)")
     if method == "map" and not isinstance(_prior_parts(prior)[0], Flow):
@@ -421,7 +429,7 @@ def recover(
         _check_pixels("x0", x0)
     dim = prior.latent_dim if isinstance(prior, Generator) else prior.dim
 
-    def starts(key):
+    def starts(key, init):
         if init in ("lasso-wavelet", "null-space") and per_image_operator:
             return jnp.concatenate([
                 initial_latents(prior, params, y[i: i + 1],
@@ -434,10 +442,12 @@ def recover(
                                init_scale=init_scale, x0=x0, dim=dim)
 
     if restarts == 1:
-        z0 = starts(key)
+        z0 = starts(key, init)
     else:  # restart-major: solve r·B + b is image b from start r
         key = jax.random.PRNGKey(0) if key is None else key
-        z0 = jnp.concatenate([starts(jax.random.fold_in(key, r)) for r in range(restarts)])
+        later = init if restart_init is None else restart_init
+        z0 = jnp.concatenate([starts(jax.random.fold_in(key, r), init if r == 0 else later)
+                              for r in range(restarts)])
         tile = lambda a: jnp.tile(jnp.asarray(a), (restarts,) + (1,) * (jnp.ndim(a) - 1))
         y, batch = tile(y), batch * restarts
         gamma, beta = (tile(w) if jnp.ndim(w) else w for w in (gamma, beta))

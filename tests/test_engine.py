@@ -294,6 +294,30 @@ def test_restarts_keep_each_images_lowest_loss_start(tiny, per_image):
     assert best.loss_history.shape == each[0].loss_history.shape
 
 
+def test_restarts_from_a_deterministic_first_start(tiny):
+    """``init="zeros", restart_init="normal"``: start 0 is z0 = 0 and starts 1…R−1 are draws
+    from ``fold_in(key, r)``; each image keeps the lowest-loss start, so none ends above its
+    z0 = 0 loss."""
+    flow, params, x = tiny
+    op = operators.gaussian_cs(jax.random.PRNGKey(8), flow.image_shape, 32)
+    y = jax.vmap(op)(x[:4])
+    key = jax.random.PRNGKey(4)
+    kw = dict(operator=op, gamma=0.0, init_scale=1.0, maxiter=10)
+    best = flowinv.recover((flow, params), y, key=key, restarts=3, init="zeros",
+                           restart_init="normal", **kw)
+    each = [flowinv.recover((flow, params), y, init="zeros", **kw)] + [
+        flowinv.recover((flow, params), y, key=jax.random.fold_in(key, r), init="normal", **kw)
+        for r in (1, 2)]
+    losses_ = np.stack([np.asarray(e.loss) for e in each])  # (start, image)
+    winner = np.argmin(losses_, axis=0)
+    # Non-vacuous: some image keeps z0 = 0 and some a random start.
+    assert np.any(winner == 0) and np.any(winner != 0)
+    np.testing.assert_allclose(best.loss, losses_.min(axis=0), rtol=1e-4)
+    assert np.all(np.asarray(best.loss) <= losses_[0] * (1 + 1e-4))
+    for i, r in enumerate(winner):
+        np.testing.assert_allclose(best.z[i], each[r].z[i], rtol=1e-4, atol=1e-5)
+
+
 def test_restarts_of_one_unbatched_image(tiny):
     flow, params, x = tiny
     op = operators.identity(flow.image_shape)
@@ -311,6 +335,7 @@ def test_restarts_of_one_unbatched_image(tiny):
     (dict(maxiter=0), "maxiter"),
     (dict(restarts=0), "restarts"),
     (dict(restarts=2), "random init"),
+    (dict(restarts=2, restart_init="zeros"), "restart_init"),
 ])
 def test_recover_rejects_bad_options(tiny, kwargs, match):
     flow, params, x = tiny

@@ -94,6 +94,14 @@ def test_denoise_restarts_reach_recover(tiny_prior, tmp_path, monkeypatch, capsy
     assert "best of 2 starts from N(0, 0.5² I)" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         denoise.build_parser().parse_args(["--restarts", "0"])
+    calls.clear()
+    args = denoise.build_parser().parse_args(["--restarts", "3", "--zero-start"])
+    denoise.run(dataclasses.replace(config, zero_start=denoise.config_from_args(args).zero_start,
+                                    restarts=3))
+    assert len(calls) == 2 and all(
+        kw["restarts"] == 3 and kw["init"] == "zeros" and kw["restart_init"] == "normal"
+        for kw in calls)
+    assert "best of 3 starts, z0 = 0 and 2 draws of N(0, 0.5² I)" in capsys.readouterr().out
 
 
 def test_paired_difference():
