@@ -50,9 +50,10 @@ def diversity(images: np.ndarray) -> float:
     flat = np.asarray(images, np.float64).reshape(len(images), -1)
     if len(flat) < 2:
         raise ValueError(f"diversity needs at least 2 images, got {len(flat)}")
-    sq = np.sum(flat**2, 1)
-    d2 = np.maximum(sq[:, None] - 2.0 * flat @ flat.T + sq[None], 0.0) / flat.shape[1]
-    return float(np.mean(np.sqrt(d2[np.triu_indices(len(flat), 1)])))
+    # Differences, not the Gram expansion |a|^2 - 2ab + |b|^2: a collapsed set (identical
+    # samples) must read exactly 0, not the square root of BLAS rounding (~1e-8).
+    dists = [np.sqrt(np.mean((flat[i + 1:] - flat[i]) ** 2, axis=1)) for i in range(len(flat) - 1)]
+    return float(np.mean(np.concatenate(dists)))
 
 
 def draw(name: str, num: int, key: jax.Array, temperature: float) -> tuple[np.ndarray, dict]:
