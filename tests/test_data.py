@@ -145,6 +145,41 @@ def test_fit_shape_crops_centre_and_converts_channels():
     _check_images(mn, (32, 32, 1))
 
 
+def test_block_mean_averages_whole_blocks_and_trims_evenly():
+    from flowinv.data.shapes import _block_mean
+
+    img = np.arange(2 * 11 * 9 * 3, dtype=np.float32).reshape(2, 11, 9, 3)
+    # 11×9 -> 1×1 is a shrink by f = 9: k = 2, one column and one row trimmed (the bottom row and
+    # the right column: the odd leftover goes after the centred blocks).
+    want = img[:, :10, :8].reshape(2, 5, 2, 4, 2, 3).mean(axis=(2, 4))
+    np.testing.assert_allclose(_block_mean(img, 1, 1), want, rtol=1e-6)
+    assert _block_mean(img, 2, 2) is img  # f = 4.5 < 8: untouched
+
+
+def test_fit_shape_large_shrinks_match_the_direct_resize_on_smooth_images():
+    from skimage.transform import resize
+
+    from flowinv.data.shapes import _crop_to_aspect
+
+    def direct(img, h, w):
+        crop = _crop_to_aspect(img, h, w)
+        return resize(crop, (len(img), h, w, 1), order=1, anti_aliasing=None, preserve_range=True)
+
+    # f = 9.5, 15 and 10.4 (k = 2, 3, 2), with a row or column trimmed in the first and last
+    cases = [((400, 381), (40, 40)), ((600, 450), (40, 30)), ((333, 500), (32, 48))]
+    for (h, w), (oh, ow) in cases:
+        yy, xx = np.mgrid[0:h, 0:w] / np.array([h, w])[:, None, None]
+        # Periods of >= 8 output pixels, which either low-pass filter keeps within a few percent.
+        img = (0.5 + 0.2 * np.sin(2 * np.pi * (2 * xx + 1.5 * yy))
+               + 0.2 * np.cos(2 * np.pi * 3 * yy))[None, ..., None].astype(np.float32)
+        out = data.fit_shape(img, (oh, ow, 1))
+        assert out.shape == (1, oh, ow, 1)
+        np.testing.assert_allclose(out, direct(img, oh, ow), atol=0.02)
+    # Shrinks by less than 8 resize exactly as before.
+    noise = np.random.default_rng(0).uniform(size=(1, 70, 90, 1)).astype(np.float32)
+    np.testing.assert_array_equal(data.fit_shape(noise, (10, 10, 1)), direct(noise, 10, 10))
+
+
 # ----------------------------------------------------------------------------- dispatch errors
 
 

