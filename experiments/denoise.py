@@ -201,10 +201,10 @@ def run(config: Config) -> dict:
     if config.restarts == 1:
         start_text = "from z0 = 0"
     elif config.zero_start:
-        start_text = (f"Glow best of {config.restarts} starts, z0 = 0 and "
-                      f"{common.count(config.restarts - 1, 'draw')} of {draws}")
+        start_text = (f"(Glow: best of {config.restarts} starts, z0 = 0 and "
+                      f"{common.count(config.restarts - 1, 'draw')} of {draws})")
     else:
-        start_text = f"Glow best of {config.restarts} starts from {draws}"
+        start_text = f"(Glow: best of {config.restarts} starts from {draws})"
     print(f"\nDenoising on {common.count(n_test, 'held-out test image')} of {config.dataset} "
           f"(γ/λ picked on {common.count(len(val), 'validation image')}, none of them a test "
           "image), "
