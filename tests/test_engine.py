@@ -264,6 +264,16 @@ def test_recover_is_deterministic_given_the_key(tiny):
     assert not np.array_equal(a.z, c.z)
 
 
+def _assert_losses_match(actual, desired, start):
+    """Batched and separate solves round differently (XLA picks its kernels by batch size), and
+    L-BFGS carries that rounding along: beyond ``rtol=1e-4`` allow 1e-5 of each image's starting
+    loss, about 100 float32 ulps of the scale the loss was computed at (a loss that fell 3,000×
+    in 10 iterations differs by ~1 ulp of its start, 3e-4 of its end)."""
+    actual, desired, start = (np.asarray(a, np.float64) for a in (actual, desired, start))
+    assert np.all(np.abs(actual - desired) <= 1e-4 * np.abs(desired) + 1e-5 * np.abs(start)), (
+        actual, desired)
+
+
 @pytest.mark.parametrize("per_image", [False, True], ids=["shared-operator", "per-image"])
 def test_restarts_keep_each_images_lowest_loss_start(tiny, per_image):
     """``restarts=R`` equals R separate solves from ``fold_in(key, r)`` with the lowest-loss
@@ -287,7 +297,8 @@ def test_restarts_keep_each_images_lowest_loss_start(tiny, per_image):
     # Non-vacuous: the starts end at different losses, and not every image keeps the first.
     assert np.all(np.ptp(losses_, axis=0) > 1e-3 * np.abs(losses_).max(axis=0))
     assert np.any(winner != 0)
-    np.testing.assert_allclose(best.loss, losses_.min(axis=0), rtol=1e-4)
+    start = np.stack([np.asarray(e.loss_history)[:, 0] for e in each]).max(axis=0)
+    _assert_losses_match(best.loss, losses_.min(axis=0), start)
     for i, r in enumerate(winner):
         np.testing.assert_allclose(best.z[i], each[r].z[i], rtol=1e-4, atol=1e-5)
         assert int(best.iterations[i]) == int(each[r].iterations[i])
@@ -312,8 +323,9 @@ def test_restarts_from_a_deterministic_first_start(tiny):
     winner = np.argmin(losses_, axis=0)
     # Non-vacuous: some image keeps z0 = 0 and some a random start.
     assert np.any(winner == 0) and np.any(winner != 0)
-    np.testing.assert_allclose(best.loss, losses_.min(axis=0), rtol=1e-4)
-    assert np.all(np.asarray(best.loss) <= losses_[0] * (1 + 1e-4))
+    start = np.stack([np.asarray(e.loss_history)[:, 0] for e in each]).max(axis=0)
+    _assert_losses_match(best.loss, losses_.min(axis=0), start)
+    assert np.all(np.asarray(best.loss) <= losses_[0] + 1e-4 * losses_[0] + 1e-5 * start)
     for i, r in enumerate(winner):
         np.testing.assert_allclose(best.z[i], each[r].z[i], rtol=1e-4, atol=1e-5)
 
