@@ -421,18 +421,93 @@ def default_prior(spec: str) -> str:
     return name
 
 
+#: Distributions whose versions ``environment.json`` records.
+RECORDED_PACKAGES = ("jax", "jaxlib", "flax", "optax", "jaxopt", "orbax-checkpoint", "numpy",
+                     "scipy", "scikit-image", "bm3d", "PyWavelets")
+
+
+def _source_commit() -> str | None:
+    """``git describe``-style commit of the flowinv checkout these experiments run from
+    (``+dirty`` with uncommitted changes), or None outside a git checkout."""
+    import subprocess
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    try:
+        def git(*args):
+            return subprocess.run(["git", "-C", str(root), *args], capture_output=True,
+                                  text=True, timeout=10, check=True).stdout.strip()
+
+        if pathlib.Path(git("rev-parse", "--show-toplevel")).resolve() != root:
+            return None  # installed inside some other repository's tree
+        commit = git("rev-parse", "HEAD")
+        return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no")
+                         else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else ``platform.processor()``)."""
+    import platform
+
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment_record(config, prior_name: str) -> dict:
+    """Where and how an experiment ran: command, config, prior, source commit, package
+    versions, device and CPU. Float32 results differ by machine in their last digits (and, after
+    hundreds of solver iterations, by tenths of a dB), so a reported number needs this."""
+    import platform
+    from importlib import metadata
+
+    import jax
+
+    def version(name):
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    dev = jax.devices()[0]
+    return {
+        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": shlex.join([os.path.basename(sys.executable), *sys.argv]),
+        "config": dataclasses.asdict(config) if dataclasses.is_dataclass(config) else None,
+        "prior": prior_name,
+        "flowinv_commit": _source_commit(),
+        "versions": {name: version(name) for name in RECORDED_PACKAGES},
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": f"{dev.platform}:{dev.device_kind}",
+        "device_count": jax.device_count(),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+    }
+
+
 def setup_run(config) -> tuple[pathlib.Path, str, object, object]:
     """The start of every experiment's ``run``: ``(out, prior_name, flow, params)``.
 
-    Creates the output folder ``config.out`` and loads ``config.prior``, or the default prior of
-    ``config.dataset`` (:func:`default_prior`) when it is None.
+    Creates the output folder ``config.out``, loads ``config.prior``, or the default prior of
+    ``config.dataset`` (:func:`default_prior`) when it is None, and writes
+    ``environment.json`` (:func:`environment_record`) there.
     """
+    import json
+
     import flowinv
 
     out = pathlib.Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     prior_name = config.prior or default_prior(config.dataset)
     flow, params = flowinv.load_prior(prior_name)
+    record = environment_record(config, prior_name)
+    (out / "environment.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     return out, prior_name, flow, params
 
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import math
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import textwrap
@@ -72,6 +74,20 @@ def test_denoise_runs_end_to_end(tiny_prior, tmp_path):
         assert float(c["diff_db"]) == pytest.approx(np.mean(d), abs=0.006)
         assert float(c["se_db"]) == pytest.approx(abs(d[0] - d[1]) / 2, abs=0.006)
         assert int(c["ahead"]) == sum(v > 0 for v in d) and c["images"] == "2"
+    # environment.json: where and how it ran, with the config it ran
+    env = json.loads((tmp_path / "environment.json").read_text())
+    assert env["config"]["sigmas"] == [0.1] and env["config"]["maxiter"] == 3
+    assert env["prior"] == tiny_prior and env["device"].startswith(jax.devices()[0].platform)
+    assert env["versions"]["jax"] == jax.__version__ and env["cpu_count"] == os.cpu_count()
+    commit = env["flowinv_commit"]
+    assert commit is None or re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", commit), commit
+
+
+def test_source_commit_is_none_outside_a_checkout(monkeypatch, tmp_path):
+    from experiments import common
+
+    monkeypatch.setattr(common, "__file__", str(tmp_path / "experiments" / "common.py"))
+    assert common._source_commit() is None
 
 
 def test_denoise_restarts_reach_recover(tiny_prior, tmp_path, monkeypatch, capsys):
