@@ -459,6 +459,15 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def this_command() -> str:
+    """This process's command as typed: :func:`command_line` for a ``python -m`` run (whose
+    ``sys.argv[0]`` is the module's file path), else ``python`` and the quoted ``sys.argv``."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name:
+        return command_line(spec.name, None)
+    return shlex.join(["python", *sys.argv])
+
+
 def environment_record(config, prior_name: str) -> dict:
     """Where and how an experiment ran: command, config, prior, source commit, package
     versions, device and CPU. Float32 results differ by machine in their last digits (and, after
@@ -477,7 +486,7 @@ def environment_record(config, prior_name: str) -> dict:
     dev = jax.devices()[0]
     return {
         "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": shlex.join([os.path.basename(sys.executable), *sys.argv]),
+        "command": this_command(),
         "config": dataclasses.asdict(config) if dataclasses.is_dataclass(config) else None,
         "prior": prior_name,
         "flowinv_commit": _source_commit(),

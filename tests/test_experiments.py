@@ -83,6 +83,18 @@ def test_denoise_runs_end_to_end(tiny_prior, tmp_path):
     assert commit is None or re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", commit), commit
 
 
+def test_this_command_names_the_module_of_a_module_run(monkeypatch):
+    from experiments import common
+
+    main = type(sys)("__main__")
+    main.__spec__ = type("Spec", (), {"name": "experiments.denoise"})()
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    monkeypatch.setattr(sys, "argv", ["/x/experiments/denoise.py", "--out", "a b"])
+    assert common.this_command() == "python -m experiments.denoise --out 'a b'"
+    main.__spec__ = None  # `python script.py` or `python -c`
+    assert common.this_command() == "python /x/experiments/denoise.py --out 'a b'"
+
+
 def test_source_commit_is_none_outside_a_checkout(monkeypatch, tmp_path):
     from experiments import common
 
