@@ -427,8 +427,8 @@ RECORDED_PACKAGES = ("jax", "jaxlib", "flax", "optax", "jaxopt", "orbax-checkpoi
 
 
 def _source_commit() -> str | None:
-    """``git describe``-style commit of the flowinv checkout these experiments run from
-    (``+dirty`` with uncommitted changes), or None outside a git checkout."""
+    """The full commit hash of the flowinv checkout these experiments run from (``+dirty``
+    with uncommitted changes to tracked files), or None outside a git checkout."""
     import subprocess
 
     root = pathlib.Path(__file__).resolve().parent.parent
