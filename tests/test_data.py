@@ -226,6 +226,21 @@ def test_tfds_download_failure_is_a_clear_runtime_error(monkeypatch):
         data.load_dataset("tfds:celeb_a:train", "test")
 
 
+def test_tfds_missing_builder_dependency_names_the_extra(monkeypatch):
+    """TFDS installed without TensorFlow (as the ``[test]`` extra does) reads prepared data but
+    cannot prepare a download: the error names the missing module and the ``[tfds]`` extra."""
+    fake = types.ModuleType("tensorflow_datasets")
+
+    def data_source(name, split, data_dir=None):
+        raise ModuleNotFoundError("No module named 'tensorflow'")
+
+    fake.data_source = data_source
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
+    with pytest.raises(RuntimeError, match=r"tensorflow'.*flowinv\[tfds\]") as err:
+        data.load_dataset("tfds:mnist", "test")
+    assert "offline?" not in str(err.value)
+
+
 def test_tfds_conversion_with_a_fake_source(monkeypatch):
     """The record -> image conversion, without TFDS installed (fake ``data_source``)."""
     rng = np.random.default_rng(0)
@@ -250,12 +265,16 @@ def test_tfds_conversion_with_a_fake_source(monkeypatch):
 
 
 def test_tfds_mock_data():
-    tfds = pytest.importorskip("tensorflow_datasets")
+    """The real TFDS, on its mock data: the ``[test]`` extra installs it (no TensorFlow needed)."""
+    import tensorflow_datasets as tfds
+
     with tfds.testing.mock_data(num_examples=4):
         x = data.load_dataset("tfds:mnist", "test")
+        first = np.asarray(tfds.data_source("mnist", split="test")[0]["image"])
         y = data.load_dataset("tfds:mnist:train", "test", image_shape=(16, 16, 3), limit=2)
     _check_images(x, (28, 28, 1))
-    assert len(x) == 4
+    assert len(x) == 4 and first.dtype == np.uint8
+    np.testing.assert_allclose(x[0], first / 255.0, atol=1e-7)
     _check_images(y, (16, 16, 3))
     assert len(y) == 2
 

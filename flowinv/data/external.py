@@ -60,6 +60,11 @@ def load_tfds(name: str, split: str = "test", *, image_shape: Sequence[int] | No
         source = tfds.data_source(name, split=split, data_dir=data_dir)
         n = len(source) if limit is None else min(limit, len(source))
         records = [source[i] for i in range(n)]
+    except ImportError as e:  # a builder's own dependency, e.g. TensorFlow to prepare a download
+        raise RuntimeError(
+            f"cannot load 'tfds:{name}' split {split!r}: {type(e).__name__}: {e}. Preparing a "
+            "TFDS dataset needs TensorFlow and the builder's own dependencies: install them with "
+            f"`pip install 'flowinv[tfds]'`. {OFFLINE_HINT}.") from e
     except Exception as e:  # TFDS raises many types (network, DatasetNotFound, format, IO)
         raise RuntimeError(
             f"cannot load 'tfds:{name}' split {split!r}: {type(e).__name__}: {e}. TFDS needs "
