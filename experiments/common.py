@@ -10,6 +10,7 @@ import os
 import pathlib
 import shlex
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Iterable
@@ -211,6 +212,26 @@ def check_sources(config) -> None:
         checkpoints.find_checkpoint(name, "flow")
     for name in named(GAN_FIELDS):
         checkpoints.find_checkpoint(name, "dcgan")
+    if getattr(config, "out", None) is not None:
+        check_out_dir(config.out)
+
+
+def check_out_dir(out, option: str = "--out") -> None:
+    """Fails before any work if the output folder ``out`` (given as ``option``) cannot be
+    written: it is created (as the run would create it) and a temporary file is written in it
+    and removed. Trying is the only reliable test: permission bits say nothing to root, or
+    about a read-only file system."""
+    path = pathlib.Path(out)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"cannot write results to {option} {str(out)!r}: it is a "
+                                 "file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise OSError(f"cannot write results to {option} {str(out)!r}: {type(e).__name__}: "
+                      f"{e.strerror or e}") from e
 
 
 def _images_beyond_test(config) -> str | None:

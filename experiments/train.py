@@ -120,8 +120,13 @@ def run(config: train.TrainConfig, workdir: str, *, export_to: str | None = None
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args, config = common.parse_args_and_config(build_parser(), config_from_args, argv)
+    parser = build_parser()
+    args, config = common.parse_args_and_config(parser, config_from_args, argv)
     workdir = args.workdir or default_workdir(config, args.prior)
+    try:
+        common.check_out_dir(workdir, "--workdir")
+    except OSError as e:
+        parser.error(str(e))
     export_to = args.export_to or (str(checkpoints.checkpoint_root() / args.prior)
                                    if args.export else None)
     command = common.command_line("experiments.train", argv)

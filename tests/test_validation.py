@@ -288,7 +288,7 @@ def test_init_study_inverse_train_starts_on_a_too_small_flat_folder_are_a_usage_
     assert "'inverse-train' starts come from those after" in err and "at most 1 test" in err
     # the other starts need no image beyond the test images
     common.check_sources(init_study.Config(dataset=flat, prior=None, num_images=2,
-                                           inits=("zeros", "normal")))
+                                           inits=("zeros", "normal"), out=str(tmp_path / "o")))
 
 
 def test_training_on_a_flat_folder_is_a_usage_error(tmp_path, capsys):
@@ -307,9 +307,25 @@ def test_folder_sizes_that_leave_validation_images_pass(tmp_path):
     _pngs(tmp_path / "split" / "test", 3)
     _pngs(tmp_path / "split" / "train", 1)
     for spec in (f"folder:{tmp_path / 'flat'}", f"folder:{tmp_path / 'split'}"):
-        common.check_sources(denoise.Config(dataset=spec, prior=None, num_images=3))
+        common.check_sources(denoise.Config(dataset=spec, prior=None, num_images=3,
+                                            out=str(tmp_path / "out")))
     names = [f.name for f in data.folder_files(f"folder:{tmp_path / 'split'}", "train")]
     assert names == ["0.png"]
+
+
+def test_an_unwritable_out_folder_is_a_usage_error(tmp_path, capsys):
+    from experiments import common, denoise
+
+    (tmp_path / "file").write_text("not a folder")
+    for out, reason in ((tmp_path / "file", "it is a file, not a folder"),
+                        (tmp_path / "file" / "sub", "NotADirectoryError")):
+        _cli("experiments.denoise", ["--out", str(out)])
+        err = capsys.readouterr().err
+        assert f"cannot write results to --out '{out}'" in err and reason in err
+    _cli("experiments.train", ["--prior", "glow-digits", "--workdir", str(tmp_path / "file")])
+    assert "cannot write results to --workdir" in capsys.readouterr().err
+    common.check_sources(denoise.Config(out=str(tmp_path / "new" / "deep")))
+    assert (tmp_path / "new" / "deep").is_dir() and not any((tmp_path / "new" / "deep").iterdir())
 
 
 def test_source_checks_pass_what_the_loaders_read(saved_prior, tmp_path, monkeypatch):
