@@ -27,7 +27,8 @@ Constructors:
 - :func:`inpainting` with :func:`center_box_mask` / :func:`random_mask`,
   :func:`subpixel` (sub-pixel imputation),
 - :func:`one_bit_cs` / :func:`sign_measurements` (1-bit CS with straight-through gradient),
-- :func:`downsample` (average-pooling super-resolution).
+- :func:`downsample` (average-pooling super-resolution),
+- :func:`from_function`: any differentiable JAX function, e.g. a blur (linear or not).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ Shape = tuple[int, ...]
 __all__ = [
     "Downsample",
     "FastCS",
+    "FunctionOperator",
     "Identity",
     "Mask",
     "MatrixOperator",
@@ -58,6 +60,7 @@ __all__ = [
     "center_box_mask",
     "downsample",
     "fast_cs",
+    "from_function",
     "gaussian_cs",
     "identity",
     "inpainting",
@@ -602,6 +605,116 @@ def downsample(shape: Shape, factor: int) -> Downsample:
     if shape[0] % factor or shape[1] % factor:
         raise ValueError(f"factor={factor} must divide H and W of shape={shape}")
     return Downsample(in_shape=shape, factor=factor)
+
+
+# --------------------------------------------------------------------------------------------
+# any differentiable function
+
+
+@struct.dataclass
+class FunctionOperator:
+    r"""A forward operator of your own: :math:`y = f(x)`, or :math:`y = f(x, \theta)` with
+    arrays :math:`\theta` (``params``: a blur kernel, a phase mask, any pytree of arrays).
+
+    ``fn`` is static: the compiled solve is cached per function object, so build it once and
+    reuse it (a new ``lambda`` in every call recompiles). ``params`` are pytree leaves, so a
+    per-image operator is the same construction vmapped over its parameters.
+
+    With ``is_linear`` (``from_function(..., linear=True)``) ``A_adjoint`` is the transpose
+    of ``fn`` in ``x`` (:func:`jax.linear_transpose`), which the ``"null-space"`` and
+    ``"lasso-wavelet"`` initialisations and :func:`adjoint_check` use.
+    """
+
+    params: Any
+    fn: Any = struct.field(pytree_node=False)
+    in_shape: Shape = struct.field(pytree_node=False)
+    out_shape: Shape = struct.field(pytree_node=False)
+    is_linear: bool = struct.field(pytree_node=False)
+
+    def _apply(self, x: Array) -> Array:
+        return self.fn(x) if self.params is None else self.fn(x, self.params)
+
+    @_jit_method
+    def __call__(self, x: Array) -> Array:
+        """``x``: ``in_shape`` -> ``fn(x[, params])``: ``out_shape``."""
+        _check_input(x, self.in_shape, "x")
+        return self._apply(x)
+
+    def A(self, x: Array) -> Array:  # noqa: N802
+        """Same as ``op(x)``; only for a linear operator."""
+        self._require_linear("A")
+        return self(x)
+
+    @_jit_method
+    def A_adjoint(self, y: Array) -> Array:  # noqa: N802
+        r"""``y``: ``out_shape`` -> :math:`(\partial f/\partial x)^T y`: ``in_shape``."""
+        self._require_linear("A_adjoint")
+        _check_input(y, self.out_shape, "y")
+        transpose = jax.linear_transpose(self._apply, jax.ShapeDtypeStruct(self.in_shape,
+                                                                           y.dtype))
+        return transpose(y)[0]
+
+    def _require_linear(self, name: str) -> None:
+        if not self.is_linear:
+            raise ValueError(f"{name} needs a linear operator: build it with "
+                             "from_function(..., linear=True)")
+
+
+def from_function(fn: Any, shape: Shape, *, params: Any = None,
+                  linear: bool = False) -> FunctionOperator:
+    r"""Wraps any differentiable JAX function as a forward operator on images of ``shape``.
+
+    ``fn(x)`` (or ``fn(x, params)`` when ``params`` is given) maps ONE image ``x`` of shape
+    ``shape`` to a real floating measurement; its shape becomes ``out_shape``, found by
+    tracing ``fn`` once (:func:`jax.eval_shape`), so a mistake shows here rather than inside a
+    compiled solve. Example, a 5×5 Gaussian blur of a grey image::
+
+        k = jnp.exp(-(jnp.arange(-2, 3) ** 2) / 2.0); k = jnp.outer(k, k) / jnp.sum(k) ** 2
+        blur = lambda x, k: jax.scipy.signal.convolve2d(x[..., 0], k, mode="same")[..., None]
+        op = from_function(blur, (28, 28, 1), params=k, linear=True)
+
+    Args:
+      fn: a function of JAX arrays; differentiable in ``x`` for gradient-based recovery.
+      shape: image shape ``(H, W, C)`` (any non-empty shape of positive sizes).
+      params: optional pytree of arrays passed as ``fn``'s second argument.
+      linear: ``fn`` is linear in ``x``: checked by tracing its transpose and, unless
+        ``params`` are traced (a vmapped construction), by ``fn(0) = 0``; a nonlinear or
+        affine ``fn`` raises ``ValueError``. ``A``/``A_adjoint`` become available.
+
+    Returns:
+      A :class:`FunctionOperator`.
+    """
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    shape = _check_shape(shape)
+    dtype = jnp.asarray(0.0).dtype
+    spec = jax.ShapeDtypeStruct(shape, dtype)
+    params_spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)),
+                               params)
+    call = (lambda x, p: fn(x)) if params is None else fn
+    try:
+        out = jax.eval_shape(call, spec, params_spec)
+    except Exception as e:  # any error of the user's function on an image of this shape
+        raise ValueError(f"fn fails on an image of shape {shape}: {type(e).__name__}: {e}") from e
+    if not isinstance(out, jax.ShapeDtypeStruct):
+        raise ValueError(f"fn must return one array, got {type(out).__name__}")
+    if not jnp.issubdtype(out.dtype, jnp.floating):
+        raise ValueError(f"fn must return real floating measurements, got dtype {out.dtype} "
+                         "(for complex measurements return the real and imaginary parts)")
+    op = FunctionOperator(params=params, fn=fn, in_shape=shape, out_shape=tuple(out.shape),
+                          is_linear=bool(linear))
+    if op.is_linear:
+        try:
+            jax.eval_shape(op.A_adjoint, jax.ShapeDtypeStruct(op.out_shape, out.dtype))
+        except Exception as e:
+            raise ValueError(f"linear=True but fn is not linear in x: {type(e).__name__}: "
+                             f"{e}") from e
+        if not any(_is_tracer(a) for a in jax.tree.leaves(params)):  # an affine offset
+            offset = float(jnp.max(jnp.abs(op(jnp.zeros(shape, dtype)))))
+            if offset != 0.0:
+                raise ValueError(f"linear=True but fn(0) != 0 (max |fn(0)| = {offset:g}): an "
+                                 "affine fn is not linear; subtract fn(0) from y instead")
+    return op
 
 
 # --------------------------------------------------------------------------------------------

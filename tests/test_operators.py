@@ -30,6 +30,17 @@ def x64():
 
 
 _K = [jax.random.PRNGKey(i) for i in range(6)]
+
+
+def _blur(x, kernel):
+    """A per-channel 'same' convolution: a linear operator of our own for from_function."""
+    return jnp.stack([jax.scipy.signal.convolve2d(x[..., c], kernel, mode="same")
+                      for c in range(x.shape[-1])], axis=-1)
+
+
+def _matmul(x, a):
+    return a @ x.reshape(-1)
+
 # Every linear operator of the module, as factories of the float dtype of their leaves.
 LINEAR = {
     "identity": lambda dt: ops.identity(SHAPE),
@@ -47,6 +58,10 @@ LINEAR = {
     "inpainting_random": lambda dt: ops.inpainting(ops.random_mask(_K[5], SHAPE, 0.6)),
     "subpixel": lambda dt: ops.subpixel(_K[5], SHAPE, 0.25),
     "downsample": lambda dt: ops.downsample(SHAPE, 2),
+    "from_function_blur": lambda dt: ops.from_function(
+        _blur, SHAPE, params=jax.random.uniform(_K[1], (3, 3), dt), linear=True),
+    "from_function_subsample": lambda dt: ops.from_function(
+        lambda x: 2.0 * x[::2, 1:], SHAPE, linear=True),
 }
 
 
@@ -182,8 +197,10 @@ def test_sign_measurements_of_fast_operator():
         lambda k: ops.subpixel(k, SHAPE, 0.25),
         lambda k: ops.inpainting(ops.random_mask(k, SHAPE, 0.5)),
         lambda k: ops.one_bit_cs(k, SHAPE, 20),
+        lambda k: ops.from_function(_matmul, SHAPE, params=jax.random.normal(k, (20, N)),
+                                    linear=True),
     ],
-    ids=["gaussian_cs", "fast_cs", "subpixel", "random_mask", "one_bit_cs"],
+    ids=["gaussian_cs", "fast_cs", "subpixel", "random_mask", "one_bit_cs", "from_function"],
 )
 def test_vmapped_per_image_operators(make):
     batch = 4
@@ -237,6 +254,52 @@ def test_matrix_operator_matches_matmul():
     x = np.asarray(jax.random.uniform(jax.random.PRNGKey(22), SHAPE))
     op = ops.matrix_operator(a, SHAPE)
     np.testing.assert_allclose(op(jnp.asarray(x)), a @ x.ravel(), rtol=1e-5)
+
+
+def test_from_function_equals_the_operator_it_reimplements():
+    a = jax.random.normal(_K[2], (7, N))
+    mine, ref = ops.from_function(_matmul, SHAPE, params=a, linear=True), \
+        ops.matrix_operator(a, SHAPE)
+    x, y = jax.random.uniform(_K[3], SHAPE), jax.random.normal(_K[4], (7,))
+    assert mine.out_shape == ref.out_shape == (7,)
+    np.testing.assert_allclose(mine(x), ref(x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(mine.A_adjoint(y), ref.A_adjoint(y), rtol=1e-5, atol=1e-5)
+    # a nonlinear operator: out_shape traced from fn, gradients flow, no adjoint
+    mag = ops.from_function(lambda x: jnp.abs(jnp.fft.rfft2(x[..., 0])), SHAPE)
+    assert not mag.is_linear and mag.out_shape == (8, 3)
+    g = jax.grad(lambda x: jnp.sum(mag(x) ** 2))(x)
+    assert g.shape == SHAPE and bool(jnp.all(jnp.isfinite(g))) and float(jnp.abs(g).max()) > 0
+    for method in (lambda: mag.A_adjoint(jnp.zeros(mag.out_shape)), lambda: mag.A(x)):
+        with pytest.raises(ValueError, match="linear=True"):
+            method()
+
+
+@pytest.mark.parametrize(
+    "fn,linear,words",
+    [
+        (lambda x: jnp.tanh(x), True, "not linear"),
+        (lambda x: x * x, True, "not linear"),
+        (lambda x: x + 1.0, True, "affine"),
+        (lambda x: jnp.fft.fft2(x[..., 0]), False, "real floating"),
+        (lambda x: x.reshape(5), False, "fails on an image of shape"),
+        (lambda x: (x, x), False, "one array"),
+        (lambda x: x > 0, False, "real floating"),
+    ],
+    ids=["tanh", "square", "affine", "complex", "bad-reshape", "tuple", "bool"],
+)
+def test_from_function_rejects_what_it_cannot_serve(fn, linear, words):
+    with pytest.raises(ValueError, match=words):
+        ops.from_function(fn, SHAPE, linear=linear)
+
+
+def test_from_function_bad_arguments():
+    with pytest.raises(TypeError, match="callable"):
+        ops.from_function(np.ones(3), SHAPE)
+    with pytest.raises(ValueError, match="shape"):
+        ops.from_function(lambda x: x, (8, 0, 2))
+    op = ops.from_function(lambda x: x[:2], SHAPE)
+    with pytest.raises(ValueError, match="x"):
+        op(jnp.zeros((8, 4, 1)))
 
 
 def test_adjoint_check_detects_wrong_adjoint():
