@@ -3,7 +3,8 @@
 The curated public API; submodules hold the rest:
 
 * flows: :func:`glow`, :func:`realnvp` (pure-function flows with explicit log-dets);
-* recovery: :func:`recover`, :class:`Recovery`, :class:`Generator`, :func:`invert_images`;
+* recovery: :func:`recover` (a batch, on the host), :func:`recover_one` (one image, a pure
+  function to compose with jit/vmap), :class:`Recovery`, :class:`Generator`, :func:`invert_images`;
 * priors: :func:`load_prior`;
 * submodules ``operators``, ``noise``, ``losses``, ``solvers``, ``theory``, ``data``,
   ``metrics``, ``train``, ``checkpoints``, ``baselines``.
@@ -11,9 +12,9 @@ The curated public API; submodules hold the rest:
 
 from flowinv.checkpoints import load_prior
 from flowinv.flows import Flow, Glow, RealNVP, glow, num_params, realnvp
-from flowinv.recover import Generator, Recovery, invert_images, recover
+from flowinv.recover import Generator, Recovery, invert_images, recover, recover_one
 
 __version__ = "0.1.0"
 
 __all__ = ["Flow", "Generator", "Glow", "RealNVP", "Recovery", "glow", "invert_images",
-           "load_prior", "num_params", "realnvp", "recover"]
+           "load_prior", "num_params", "realnvp", "recover", "recover_one"]

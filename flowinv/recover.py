@@ -112,6 +112,10 @@ def _solve_one(spec: _Spec, params, y, z0, op, noise, gamma, beta) -> Recovery:
                     r.znorm_history, r.stalled)
 
 
+# One image, compiled (an eager recover_one); inside an outer jit/vmap it is simply inlined.
+_solve_one_jit = jax.jit(_solve_one, static_argnums=0)
+
+
 @functools.partial(jax.jit, static_argnames=("spec", "op_batched", "noise_batched"))
 def _solve_batch(spec, params, y, z0, op, noise, gamma, beta, *, op_batched, noise_batched):
     return jax.vmap(
@@ -296,6 +300,102 @@ def null_space_projection(op, v: Array, iters: int = 200) -> Array:
     return v - op.A_adjoint(w)
 
 
+def _checked_spec(prior, operator, noise, *, method, penalty, space, solver, maxiter, tol,
+                  solver_kwargs):
+    """The checks of everything static about a solve, shared by :func:`recover` and
+    :func:`recover_one`: ``(prior, params, spec, operator.out_shape)``."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if solver not in solvers.SOLVERS:
+        raise ValueError(f"solver must be one of {solvers.SOLVERS}, got {solver!r}")
+    if penalty not in losses.PENALTIES:
+        raise ValueError(f"penalty must be one of {losses.PENALTIES}, got {penalty!r}")
+    if space not in ("z", "x"):
+        raise ValueError(f"space must be 'z' or 'x', got {space!r}")
+    maxiter = positive_int(maxiter, "maxiter")
+    tol = _check_finite_number("tol", tol)
+    if method in ("map", "mle") and noise is None:
+        raise ValueError(f"method={method!r} needs a noise model (noise=...)")
+    if method == "map" and not isinstance(_prior_parts(prior)[0], Flow):
+        raise ValueError("method='map' needs a flow prior (it uses log p_G)")
+    prior, params = _prior_parts(prior)
+    if method != "map" and space != "z":
+        raise ValueError("space='x' is only defined for method='map'")
+    in_shape = tuple(getattr(operator, "in_shape", ()))
+    out_shape = tuple(getattr(operator, "out_shape", ()))
+    if not in_shape or not callable(operator):
+        raise TypeError("operator must be a flowinv operator (callable with in_shape/out_shape)")
+    if in_shape != tuple(prior.image_shape):
+        raise ValueError(f"operator.in_shape {in_shape} does not match the prior's image shape "
+                         f"{tuple(prior.image_shape)}")
+    spec = _Spec(prior, method, penalty, space, solver, int(maxiter), float(tol),
+                 tuple(sorted((solver_kwargs or {}).items())))
+    return prior, params, spec, out_shape
+
+
+def recover_one(
+    prior,
+    y: Array,
+    *,
+    operator,
+    noise=None,
+    method: str = "asim",
+    gamma: float | Array = 0.0,
+    beta: float | Array = 1.0,
+    penalty: str = "sq",
+    space: str = "z",
+    solver: str = "lbfgs",
+    z0: Array | None = None,
+    maxiter: int = 300,
+    tol: float = 1e-5,
+    solver_kwargs: dict | None = None,
+) -> Recovery:
+    """Recovers ONE image, as a pure function of its arrays: compose it with ``jax.jit``,
+    ``jax.vmap``, ``lax.map`` or a program of your own.
+
+    The loss and solver of :func:`recover` (same arguments, same meaning), without its host-side
+    work: ``y``, ``gamma``, ``beta``, ``z0`` and the arrays of ``operator`` and ``noise`` may
+    be traced, so their values are not checked (a non-finite ``y`` shows as ``diverged``);
+    there is no batching, chunking, sharding or restarts, and the start is ``z0`` (default 0,
+    the papers' start; :func:`initial_latents` builds the others). Shapes and every static
+    argument are checked as in :func:`recover`. ``jax.vmap(recover_one)`` over a batch runs
+    the same per-image solves as ``recover`` of that batch from the same starts. Example, a γ
+    sweep of one image in one compiled program::
+
+        sweep = jax.jit(jax.vmap(lambda g: flowinv.recover_one(
+            (flow, params), y, operator=op, gamma=g, maxiter=100).x))
+        xs = sweep(jnp.array([0.0, 0.01, 0.1]))          # (3, H, W, C)
+
+    Args:
+      prior: ``(flow, params)``, ``(Generator, params)`` or a shipped prior's name.
+      y: one measurement, shape ``operator.out_shape``.
+      z0: the starting latent, shape ``(n,)`` (``n`` the prior's latent size); default zeros.
+      others: as in :func:`recover`; ``gamma`` and ``beta`` are numbers or scalar arrays.
+
+    Returns:
+      A :class:`Recovery` of one image (no batch axis).
+    """
+    prior, params, spec, out_shape = _checked_spec(
+        prior, operator, noise, method=method, penalty=penalty, space=space, solver=solver,
+        maxiter=maxiter, tol=tol, solver_kwargs=solver_kwargs)
+    y = jnp.asarray(y)
+    if not jnp.issubdtype(y.dtype, jnp.floating):
+        raise TypeError(f"y must be floating point, got dtype {y.dtype}")
+    if tuple(y.shape) != out_shape:
+        raise ValueError(f"y must have shape {out_shape} (one image; vmap recover_one for a "
+                         f"batch), got {tuple(y.shape)}")
+    dim = prior.latent_dim if isinstance(prior, Generator) else prior.dim
+    z0 = jnp.zeros((dim,), y.dtype) if z0 is None else jnp.asarray(z0, y.dtype)
+    if tuple(z0.shape) != (dim,):
+        raise ValueError(f"z0 must have shape ({dim},), got {tuple(z0.shape)}")
+    for name, w in (("gamma", gamma), ("beta", beta)):
+        if jnp.ndim(w) != 0:
+            raise ValueError(f"{name} must be a number or a scalar array for one image, got "
+                             f"shape {jnp.shape(w)} (vmap recover_one to sweep it)")
+    gamma, beta = jnp.asarray(gamma, y.dtype), jnp.asarray(beta, y.dtype)
+    return _solve_one_jit(spec, params, y, z0, operator, noise, gamma, beta)
+
+
 def recover(
     prior,
     y: Array,
@@ -362,19 +462,9 @@ def recover(
       best finite iterate, with ``diverged`` set where the loss became non-finite (an image
       whose initial point is already non-finite falls back to ``z = 0``, also flagged).
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if solver not in solvers.SOLVERS:
-        raise ValueError(f"solver must be one of {solvers.SOLVERS}, got {solver!r}")
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
-    if penalty not in losses.PENALTIES:
-        raise ValueError(f"penalty must be one of {losses.PENALTIES}, got {penalty!r}")
-    if space not in ("z", "x"):
-        raise ValueError(f"space must be 'z' or 'x', got {space!r}")
     init_scale = _check_finite_number("init_scale", init_scale)
-    maxiter = positive_int(maxiter, "maxiter")
-    tol = _check_finite_number("tol", tol)
     if chunk_size is not None:
         chunk_size = positive_int(chunk_size, "chunk_size")
     restarts = positive_int(restarts, "restarts")
@@ -384,21 +474,15 @@ def recover(
     if restarts > 1 and restart_init is None and init not in RANDOM_INITS:
         raise ValueError(f"restarts={restarts} needs a random init {RANDOM_INITS} or a "
                          f"restart_init: every start from init={init!r} would be the same")
-    if method in ("map", "mle") and noise is None:
-        raise ValueError(f"method={method!r} needs a noise model (noise=...)")
-    if method == "map" and not isinstance(_prior_parts(prior)[0], Flow):
-        raise ValueError("method='map' needs a flow prior (it uses log p_G)")
-    prior, params = _prior_parts(prior)
-    if method != "map" and space != "z":
-        raise ValueError("space='x' is only defined for method='map'")
-
-    in_shape = tuple(getattr(operator, "in_shape", ()))
-    out_shape = tuple(getattr(operator, "out_shape", ()))
-    if not in_shape or not callable(operator):
-        raise TypeError("operator must be a flowinv operator (callable with in_shape/out_shape)")
-    if in_shape != tuple(prior.image_shape):
-        raise ValueError(f"operator.in_shape {in_shape} does not match the prior's image shape "
-                         f"{tuple(prior.image_shape)}")
+    prior, params, spec, out_shape = _checked_spec(
+        prior, operator, noise, method=method, penalty=penalty, space=space, solver=solver,
+        maxiter=maxiter, tol=tol, solver_kwargs=solver_kwargs)
+    if any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves((y, gamma, beta, x0))):
+        raise TypeError(
+            "flowinv.recover cannot run inside jax.jit, jax.vmap or jax.grad (it got traced "
+            "arrays): it checks values, chunks and shards on the host, and batches by itself, "
+            "so pass the whole batch to it. To compose a solve with JAX transformations, use "
+            "flowinv.recover_one, the same solve of one image as a pure function.")
     y = jnp.asarray(y)
     if not jnp.issubdtype(y.dtype, jnp.floating):
         raise TypeError(f"y must be floating point, got dtype {y.dtype}")
@@ -455,8 +539,6 @@ def recover(
             operator = jax.tree.map(tile, operator)
         if per_image_noise:
             noise = jax.tree.map(tile, noise)
-    spec = _Spec(prior, method, penalty, space, solver, int(maxiter), float(tol),
-                 tuple(sorted((solver_kwargs or {}).items())))
     gamma, beta = jnp.asarray(gamma, y.dtype), jnp.asarray(beta, y.dtype)
     per_image = (y, z0, operator if per_image_operator else None,
                  noise if per_image_noise else None, gamma if gamma.ndim else None,

@@ -5,6 +5,7 @@ vmapped solve against per-image solves use 1e-4 (same arithmetic, different batc
 XLA's reductions). Loss identities are checked in float64 to 1e-9.
 """
 
+import functools
 import os
 import subprocess
 import sys
@@ -408,6 +409,57 @@ def test_image_initialisations_use_the_flows_support(preprocess):
     if preprocess == "logit":  # logit(1/512) ≈ −6.2 instead of logit(1e-6) ≈ −13.8
         raw = jax.vmap(lambda a: flow.inverse(params, a)[0])(x)
         assert float(jnp.abs(z0).max()) < 0.6 * float(jnp.abs(raw).max())
+
+
+def test_recover_one_composes_with_vmap_and_jit(tiny):
+    """recover_one is recover's solve of one image as a pure function: vmapped over a batch it
+    equals recover of that batch, a jitted γ sweep equals recover's per-image γ, and an eager
+    call equals recover of one image."""
+    flow, params, x = tiny
+    op = operators.gaussian_cs(jax.random.PRNGKey(3), flow.image_shape, 30)
+    y = jax.vmap(op)(x[:3])
+    kw = dict(operator=op, gamma=0.1, maxiter=6)
+    batch = flowinv.recover((flow, params), y, **kw)
+    mapped = jax.vmap(lambda yy: flowinv.recover_one((flow, params), yy, **kw))(y)
+    for field in ("z", "x", "loss"):
+        np.testing.assert_allclose(getattr(mapped, field), getattr(batch, field), rtol=1e-4,
+                                   atol=1e-5)
+    np.testing.assert_array_equal(mapped.iterations, batch.iterations)
+    assert float(jnp.abs(batch.z).max()) > 0  # it moved
+
+    gammas = jnp.array([0.0, 0.3, 3.0])
+    sweep = jax.jit(jax.vmap(lambda g: flowinv.recover_one(
+        (flow, params), y[0], operator=op, gamma=g, maxiter=6).z))
+    ref = flowinv.recover((flow, params), jnp.stack([y[0]] * 3), operator=op, gamma=gammas,
+                          maxiter=6)
+    np.testing.assert_allclose(sweep(gammas), ref.z, rtol=1e-4, atol=1e-5)
+
+    z0 = 0.1 * jax.random.normal(jax.random.PRNGKey(4), (flow.dim,))
+    one = flowinv.recover_one((flow, params), y[1], z0=z0, **kw)
+    start = jax.vmap(lambda yy, zz: flowinv.recover_one((flow, params), yy, z0=zz, **kw))(
+        y[1:2], z0[None])
+    np.testing.assert_allclose(one.z, start.z[0], rtol=1e-4, atol=1e-5)
+    assert one.z.shape == (flow.dim,) and one.loss_history.shape == (6,)
+
+
+def test_recover_refuses_traced_arrays_and_recover_one_checks_shapes(tiny):
+    flow, params, x = tiny
+    op = operators.identity(flow.image_shape)
+    with pytest.raises(TypeError, match="recover_one"):
+        jax.jit(lambda y: flowinv.recover((flow, params), y, operator=op, maxiter=2).x)(x[0])
+    with pytest.raises(TypeError, match="recover_one"):
+        jax.vmap(lambda g: flowinv.recover((flow, params), x[0], operator=op, gamma=g,
+                                           maxiter=2).x)(jnp.ones(2))
+    one = functools.partial(flowinv.recover_one, (flow, params), operator=op, maxiter=2)
+    for kwargs, words in ((dict(y=x[:2]), "vmap recover_one"),
+                          (dict(y=x[0], z0=jnp.zeros(3)), "z0 must have shape"),
+                          (dict(y=x[0], gamma=jnp.ones(2)), "scalar"),
+                          (dict(y=x[0], method="lasso"), "method"),
+                          (dict(y=x[0], method="map"), "noise model")):
+        with pytest.raises(ValueError, match=words):
+            one(**kwargs)
+    with pytest.raises(TypeError, match="floating"):
+        one(y=jnp.ones(flow.image_shape, jnp.int32))
 
 
 def _matmul(x, a):
