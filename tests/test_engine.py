@@ -492,6 +492,25 @@ def test_recover_with_a_function_operator_equals_the_built_in_operator(tiny):
     np.testing.assert_allclose(a.z, b.z, rtol=1e-4, atol=1e-5)
 
 
+def _gaussian_log_prob(delta, sigma):
+    """noise.gaussian's density written by hand: the same sum, entry by entry."""
+    z = delta / sigma
+    return jnp.sum(-0.5 * z * z - jnp.log(sigma) - 0.5 * jnp.log(2 * jnp.pi))
+
+
+def test_map_with_a_noise_density_of_ones_own_equals_the_built_in(tiny):
+    flow, params, x = tiny
+    op = operators.identity(flow.image_shape)
+    y = x[:2] + 0.1 * jax.random.normal(jax.random.PRNGKey(9), x[:2].shape)
+    mine = noise.from_log_prob(_gaussian_log_prob, flow.image_shape, params=jnp.asarray(0.1))
+    kw = dict(operator=op, method="map", beta=0.5, maxiter=5)
+    a = flowinv.recover((flow, params), y, noise=mine, **kw)
+    b = flowinv.recover((flow, params), y, noise=noise.gaussian(0.1), **kw)
+    np.testing.assert_allclose(a.loss, b.loss, rtol=1e-5)
+    np.testing.assert_allclose(a.z, b.z, rtol=1e-4, atol=1e-5)
+    assert float(jnp.abs(a.z).max()) > 0
+
+
 def test_null_space_projection_is_in_the_null_space():
     op = operators.gaussian_cs(jax.random.PRNGKey(0), (4, 4, 1), 6)
     v = jax.random.normal(jax.random.PRNGKey(1), (4, 4, 1))
