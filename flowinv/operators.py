@@ -677,9 +677,9 @@ def from_function(fn: Any, shape: Shape, *, params: Any = None,
       fn: a function of JAX arrays; differentiable in ``x`` for gradient-based recovery.
       shape: image shape ``(H, W, C)`` (any non-empty shape of positive sizes).
       params: optional pytree of arrays passed as ``fn``'s second argument.
-      linear: ``fn`` is linear in ``x``: checked by tracing its transpose and, unless
-        ``params`` are traced (a vmapped construction), by ``fn(0) = 0``; a nonlinear or
-        affine ``fn`` raises ``ValueError``. ``A``/``A_adjoint`` become available.
+      linear: ``fn`` is linear in ``x``: checked by tracing its transpose and, outside
+        ``jit``/``vmap`` (where ``fn(0)`` is known), by ``fn(0) = 0``; a nonlinear or affine
+        ``fn`` raises ``ValueError``. ``A``/``A_adjoint`` become available.
 
     Returns:
       A :class:`FunctionOperator`.
@@ -709,8 +709,9 @@ def from_function(fn: Any, shape: Shape, *, params: Any = None,
         except Exception as e:
             raise ValueError(f"linear=True but fn is not linear in x: {type(e).__name__}: "
                              f"{e}") from e
-        if not any(_is_tracer(a) for a in jax.tree.leaves(params)):  # an affine offset
-            offset = float(jnp.max(jnp.abs(op(jnp.zeros(shape, dtype)))))
+        at_zero = op(jnp.zeros(shape, dtype))
+        if not _is_tracer(at_zero):  # an affine offset (unknowable while tracing)
+            offset = float(jnp.max(jnp.abs(at_zero)))
             if offset != 0.0:
                 raise ValueError(f"linear=True but fn(0) != 0 (max |fn(0)| = {offset:g}): an "
                                  "affine fn is not linear; subtract fn(0) from y instead")

@@ -274,6 +274,17 @@ def test_from_function_equals_the_operator_it_reimplements():
             method()
 
 
+def test_from_function_builds_inside_jit():
+    """Inside jit fn(0) is traced, so the affine check is skipped rather than failing."""
+    def deblur_residual(x, kernel):
+        op = ops.from_function(_blur, SHAPE, params=kernel, linear=True)
+        return op.A_adjoint(op(x))
+
+    x, k = jax.random.uniform(_K[0], SHAPE), jax.random.uniform(_K[1], (3, 3))
+    np.testing.assert_allclose(jax.jit(deblur_residual)(x, k), deblur_residual(x, k),
+                               rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "fn,linear,words",
     [
