@@ -316,9 +316,9 @@ def _checked_spec(prior, operator, noise, *, method, penalty, space, solver, max
     tol = _check_finite_number("tol", tol)
     if method in ("map", "mle") and noise is None:
         raise ValueError(f"method={method!r} needs a noise model (noise=...)")
-    if method == "map" and not isinstance(_prior_parts(prior)[0], Flow):
-        raise ValueError("method='map' needs a flow prior (it uses log p_G)")
     prior, params = _prior_parts(prior)
+    if method == "map" and not isinstance(prior, Flow):
+        raise ValueError("method='map' needs a flow prior (it uses log p_G)")
     if method != "map" and space != "z":
         raise ValueError("space='x' is only defined for method='map'")
     in_shape = tuple(getattr(operator, "in_shape", ()))
