@@ -420,6 +420,7 @@ def recover(
     chunk_size: int | None = None,
     restarts: int = 1,
     restart_init: str | None = None,
+    progress: bool = False,
 ) -> Recovery:
     """Recovers images from measurements ``y = f(x) + δ`` with a generative prior.
 
@@ -456,6 +457,8 @@ def recover(
         random one: ``"normal"`` or ``"null-space"``. ``None`` (default): ``init``, which must
         then be random. ``init="zeros", restart_init="normal"`` keeps the paper's ``z0 = 0``
         among the starts, so no image ends at a higher loss than its ``z0 = 0`` solve.
+      progress: show a tqdm bar over the chunks when there is more than one (each chunk is
+        then waited for before the bar moves; chunks run one after another anyway).
 
     Returns:
       A :class:`Recovery`; every image keeps its own optimiser state, and each result is the
@@ -547,7 +550,12 @@ def recover(
     # 6, not 8 + 8 + a padded 8).
     size = batch if chunk_size is None else -(-batch // -(-batch // chunk_size))
     chunks = []
-    for start in range(0, batch, size):
+    starts_of_chunks = range(0, batch, size)
+    if progress and len(starts_of_chunks) > 1:
+        from tqdm.auto import tqdm
+
+        starts_of_chunks = tqdm(starts_of_chunks, desc="recover", unit="chunk")
+    for start in starts_of_chunks:
         # Every chunk has `size` images (the last is padded by repeating its final image), so
         # all chunks share one compiled solve.
         idx = np.minimum(np.arange(start, start + size), batch - 1)
@@ -562,6 +570,8 @@ def recover(
                          op_batched=per_image_operator, noise_batched=per_image_noise)
         n = min(size, batch - start)
         chunks.append(jax.tree.map(lambda a, n=n: a[:n], r))
+        if progress:
+            jax.block_until_ready(chunks[-1])
     result = chunks[0] if len(chunks) == 1 else jax.tree.map(
         lambda *a: jnp.concatenate(a), *chunks)
     if restarts > 1:

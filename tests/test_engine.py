@@ -224,8 +224,9 @@ def test_per_image_weights_equal_separate_solves(tiny):
     np.testing.assert_allclose(rm.z[1], r1.z, rtol=1e-4, atol=1e-5)
 
 
-def test_chunked_batch_equals_whole_batch(tiny):
-    """Chunks of 2 (the last one padded) give the whole-batch result with one compile."""
+def test_chunked_batch_equals_whole_batch(tiny, capsys):
+    """Chunks of 2 (the last one padded) give the whole-batch result with one compile; with
+    ``progress=True`` a bar counts the chunks and the result is the same."""
     flow, params, x = tiny
     op = operators.identity(flow.image_shape)
     gammas = jnp.array([0.0, 0.1, 0.3, 1.0, 3.0])
@@ -237,6 +238,12 @@ def test_chunked_batch_equals_whole_batch(tiny):
     assert chunked.x.shape == whole.x.shape
     np.testing.assert_allclose(chunked.z, whole.z, rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(chunked.iterations, whole.iterations)
+    capsys.readouterr()
+    shown = flowinv.recover((flow, params), x[:5], operator=op, gamma=gammas, maxiter=5,
+                            chunk_size=2, progress=True)
+    np.testing.assert_array_equal(shown.z, chunked.z)
+    err = capsys.readouterr().err
+    assert "recover" in err and "3/3" in err
 
 
 def test_chunks_are_as_few_and_as_even_as_chunk_size_allows(tiny, monkeypatch):
