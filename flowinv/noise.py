@@ -543,11 +543,10 @@ def from_log_prob(log_prob: Any, shape: Shape, *, params: Any = None,
     Returns:
       A :class:`FunctionNoise`.
     """
-    for name, fn in (("log_prob", log_prob), ("sample", sample)):
-        if fn is not None and not callable(fn):
-            raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
-    if log_prob is None:
-        raise TypeError("log_prob must be callable, got NoneType")
+    if not callable(log_prob):
+        raise TypeError(f"log_prob must be callable, got {type(log_prob).__name__}")
+    if sample is not None and not callable(sample):
+        raise TypeError(f"sample must be callable, got {type(sample).__name__}")
     shape = _check_shape(shape)
     model = FunctionNoise(params=params, log_prob_fn=log_prob, sample_fn=sample, shape=shape)
     dtype = jnp.asarray(0.0).dtype

@@ -15,6 +15,7 @@ import numpy as np
 from flowinv import losses, solvers
 from flowinv._checks import positive_int
 from flowinv.flows import Flow
+from flowinv.operators import _is_tracer
 
 Array = jax.Array
 
@@ -480,7 +481,7 @@ def recover(
     prior, params, spec, out_shape = _checked_spec(
         prior, operator, noise, method=method, penalty=penalty, space=space, solver=solver,
         maxiter=maxiter, tol=tol, solver_kwargs=solver_kwargs)
-    if any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves((y, gamma, beta, x0))):
+    if any(_is_tracer(a) for a in jax.tree.leaves((y, gamma, beta, x0))):
         raise TypeError(
             "flowinv.recover cannot run inside jax.jit, jax.vmap or jax.grad (it got traced "
             "arrays): it checks values, chunks and shards on the host, and batches by itself, "
@@ -551,7 +552,8 @@ def recover(
     size = batch if chunk_size is None else -(-batch // -(-batch // chunk_size))
     chunks = []
     starts_of_chunks = range(0, batch, size)
-    if progress and len(starts_of_chunks) > 1:
+    show_progress = progress and len(starts_of_chunks) > 1
+    if show_progress:
         from tqdm.auto import tqdm
 
         starts_of_chunks = tqdm(starts_of_chunks, desc="recover", unit="chunk")
@@ -570,7 +572,7 @@ def recover(
                          op_batched=per_image_operator, noise_batched=per_image_noise)
         n = min(size, batch - start)
         chunks.append(jax.tree.map(lambda a, n=n: a[:n], r))
-        if progress:
+        if show_progress:
             jax.block_until_ready(chunks[-1])
     result = chunks[0] if len(chunks) == 1 else jax.tree.map(
         lambda *a: jnp.concatenate(a), *chunks)
