@@ -368,35 +368,21 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def show(img: np.ndarray) -> tuple[np.ndarray, dict]:
-    """An image ready for ``imshow``: clipped, 2-D grey or RGB, with its keyword arguments."""
-    img = np.clip(np.asarray(img), 0, 1)
-    if img.shape[-1] == 1:
-        return img[..., 0], {"cmap": "gray", "vmin": 0, "vmax": 1}
-    return img, {}
-
-
-def sample_sheet(path: pathlib.Path, columns: list[tuple[str, np.ndarray]], title: str) -> None:
-    """A grid with one column per entry (name, images ``(N, H, W, C)``), one row per image."""
+def sample_sheet(path: pathlib.Path, columns: list[tuple[str, np.ndarray]], title: str, *,
+                 reference: str = "truth") -> None:
+    """Saves :func:`flowinv.plotting.image_grid` of ``columns`` (name, images ``(N, H, W, C)``)
+    to ``path``: one column per entry, one row per image, each image labelled with its PSNR
+    against the column named ``reference`` where there is one."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    n = len(columns[0][1])
-    fig, axes = plt.subplots(n, len(columns), figsize=(1.5 * len(columns), 1.5 * n),
-                             squeeze=False)
-    for j, (name, images) in enumerate(columns):
-        for i in range(n):
-            ax = axes[i, j]
-            img, kw = show(images[i])
-            ax.imshow(img, **kw)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(name, fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    from flowinv import plotting
+
+    names = [name for name, _ in columns]
+    fig = plotting.image_grid(columns, reference=reference if reference in names else None,
+                              title=title)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

@@ -24,7 +24,7 @@ import jax
 import numpy as np
 
 from experiments import common
-from flowinv import checkpoints, data
+from flowinv import checkpoints, data, plotting
 
 COLUMNS = ("prior", "kind", "dataset", "temperature", "sample_diversity", "data_diversity",
            "ratio")
@@ -121,7 +121,7 @@ def _plot(path: pathlib.Path, sheet, temperature: float) -> None:
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if c < len(images):
-                    img, kw = common.show(images[c])
+                    img, kw = plotting.displayable(images[c])
                     ax.imshow(img, **kw)
                 if c == 0:
                     ax.set_ylabel(label, fontsize=7)

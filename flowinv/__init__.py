@@ -7,7 +7,7 @@ The curated public API; submodules hold the rest:
   function to compose with jit/vmap), :class:`Recovery`, :class:`Generator`, :func:`invert_images`;
 * priors: :func:`load_prior`;
 * submodules ``operators``, ``noise``, ``losses``, ``solvers``, ``theory``, ``data``,
-  ``metrics``, ``train``, ``checkpoints``, ``baselines``.
+  ``metrics``, ``plotting``, ``train``, ``checkpoints``, ``baselines``.
 """
 
 from flowinv.checkpoints import load_prior

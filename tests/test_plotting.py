@@ -1,0 +1,100 @@
+"""flowinv.plotting: what each figure draws, and the errors for inputs it cannot draw."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from flowinv import metrics, plotting  # noqa: E402
+from flowinv.recover import Recovery  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _images(seed, shape=(3, 6, 5, 1)):
+    # values beyond [0, 1] on purpose: the grid shows them clipped
+    return np.random.default_rng(seed).uniform(-0.3, 1.3, shape)
+
+
+def test_image_grid_draws_each_image_clipped_with_its_psnr_against_the_reference():
+    truth, noisy, rec = _images(0), _images(1), _images(2)
+    fig = plotting.image_grid({"truth": truth, "noisy": noisy, "recovered": rec},
+                              reference="truth", title="t")
+    axes = np.array(fig.axes).reshape(3, 3)
+    assert [ax.get_title() for ax in axes[0]] == ["truth", "noisy", "recovered"]
+    assert fig.texts[0].get_text() == "t"
+    for j, images in enumerate((truth, noisy, rec)):
+        for i in range(3):
+            shown = axes[i, j].images[0]
+            np.testing.assert_array_equal(shown.get_array(), np.clip(images[i, ..., 0], 0, 1))
+            assert shown.get_cmap().name == "gray" and shown.get_clim() == (0, 1)
+            label = axes[i, j].get_xlabel()
+            if j == 0:
+                assert label == ""
+            else:
+                assert label == f"{metrics.psnr(images[i], truth[i]):.2f} dB"
+
+
+def test_image_grid_takes_pairs_rgb_and_a_single_image():
+    rgb = _images(3, (4, 4, 3))
+    fig = plotting.image_grid([("a", rgb), ("b", rgb * 0.5)])
+    assert len(fig.axes) == 2
+    np.testing.assert_array_equal(fig.axes[1].images[0].get_array(), np.clip(rgb * 0.5, 0, 1))
+    assert all(ax.get_xlabel() == "" for ax in fig.axes)  # no reference, no labels
+
+
+@pytest.mark.parametrize("columns, reference, match", [
+    ({}, None, "empty"),
+    ({"truth": np.zeros((2, 4, 4, 1)), "y": np.zeros((3, 4, 4, 1))}, None, "same number"),
+    ({"truth": np.zeros((2, 4, 4, 1)), "y": np.zeros((2, 50))}, None, "not an image"),
+    ({"truth": np.zeros((2, 4, 4, 2))}, None, "C = 1 or 3"),
+    ({"truth": np.zeros((2, 4, 4, 1))}, "x", "reference 'x' is not a column"),
+])
+def test_image_grid_rejects_what_it_cannot_draw(columns, reference, match):
+    with pytest.raises(ValueError, match=match):
+        plotting.image_grid(columns, reference=reference)
+
+
+def test_image_grid_rejects_a_column_that_is_not_a_pair():
+    with pytest.raises(TypeError, match="mapping or"):
+        plotting.image_grid([np.zeros((4, 4, 1))])
+
+
+def _recovery(loss_history, znorm_history):
+    b = loss_history.shape[:-1]
+    zeros = np.zeros(b)
+    return Recovery(x=None, z=None, loss=zeros, iterations=zeros, converged=zeros,
+                    diverged=zeros, loss_history=loss_history, znorm_history=znorm_history,
+                    stalled=zeros)
+
+
+def test_convergence_draws_each_images_history_up_to_its_stop():
+    loss = np.array([[4.0, 2.0, 1.0, np.nan], [3.0, 2.5, 2.2, 2.1]])
+    znorm = np.array([[0.5, 0.7, 0.8, np.nan], [0.1, 0.2, 0.3, 0.35]])
+    fig = plotting.convergence(_recovery(loss, znorm))
+    ax_loss, ax_z = fig.axes
+    assert ax_loss.get_yscale() == "log"
+    for ax, hist in ((ax_loss, loss), (ax_z, znorm)):
+        for line, h in zip(ax.get_lines(), hist, strict=True):
+            finite = np.isfinite(h)
+            np.testing.assert_array_equal(line.get_xdata(), np.arange(1, 5)[finite])
+            np.testing.assert_array_equal(line.get_ydata(), h[finite])
+
+
+def test_convergence_of_one_image_with_negative_losses_stays_linear():
+    # MAP losses are negative log densities and can be negative: no log scale then
+    fig = plotting.convergence(_recovery(np.array([1.0, -2.0, -3.0]), np.array([1.0, 2, 3])))
+    assert fig.axes[0].get_yscale() == "linear"
+    assert len(fig.axes[0].get_lines()) == 1
+
+
+def test_convergence_rejects_what_is_not_a_recovery():
+    with pytest.raises(TypeError, match="flowinv.Recovery"):
+        plotting.convergence(np.zeros((2, 3)))
