@@ -64,8 +64,8 @@ def _checked_columns(columns: Any) -> list[tuple[str, np.ndarray]]:
                 f"or 3, got {arr.shape}; a measurement that is not an image (compressed "
                 f"sensing) cannot be shown as one")
         checked.append((str(name), arr))
-    counts = {name: len(arr) for name, arr in checked}
-    if len(set(counts.values())) != 1:
+    counts = [(name, len(arr)) for name, arr in checked]  # names may repeat
+    if len({count for _, count in counts}) != 1:
         raise ValueError(f"every column needs the same number of images, got {counts}")
     return checked
 
@@ -78,8 +78,8 @@ def image_grid(columns: Any, *, reference: str | None = None, title: str | None 
       columns: a mapping ``{name: images}`` or a sequence of ``(name, images)`` pairs, in
         display order; ``images`` is ``(N, H, W, C)`` or one image ``(H, W, C)``, ``C`` = 1 or
         3, with the same ``N`` in every column. Shown clipped to ``[0, 1]``.
-      reference: the name of one column (the truth); each image of every other column of the
-        same shape is labelled with its PSNR against the image of its row,
+      reference: the name of one column (the truth; the first of that name); each image of
+        every other column of the same shape is labelled with its PSNR against the image of its row,
         :func:`flowinv.metrics.psnr` (clipped to ``[0, 1]``).
       title: a title over the grid.
       size: inches per image.
@@ -93,8 +93,8 @@ def image_grid(columns: Any, *, reference: str | None = None, title: str | None 
     names = [name for name, _ in cols]
     if reference is not None and reference not in names:
         raise ValueError(f"reference {reference!r} is not a column; columns: {names}")
-    ref = dict(cols)[reference] if reference is not None else None
-    if not (isinstance(size, int | float) and size > 0):
+    ref = next(arr for name, arr in cols if name == reference) if reference is not None else None
+    if isinstance(size, bool) or not (isinstance(size, int | float) and 0 < size < np.inf):
         raise ValueError(f"size must be a positive number of inches, got {size!r}")
     n = len(cols[0][1])
     fig, axes = plt.subplots(n, len(cols), figsize=(size * len(cols), size * n + 0.4),

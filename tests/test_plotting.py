@@ -53,6 +53,7 @@ def test_image_grid_takes_pairs_rgb_and_a_single_image():
 @pytest.mark.parametrize("columns, reference, match", [
     ({}, None, "empty"),
     ({"truth": np.zeros((2, 4, 4, 1)), "y": np.zeros((3, 4, 4, 1))}, None, "same number"),
+    ([("a", np.zeros((2, 4, 4, 1))), ("a", np.zeros((3, 4, 4, 1)))], None, "same number"),
     ({"truth": np.zeros((2, 4, 4, 1)), "y": np.zeros((2, 50))}, None, "not an image"),
     ({"truth": np.zeros((2, 4, 4, 2))}, None, "C = 1 or 3"),
     ({"truth": np.zeros((2, 4, 4, 1))}, "x", "reference 'x' is not a column"),
@@ -60,6 +61,12 @@ def test_image_grid_takes_pairs_rgb_and_a_single_image():
 def test_image_grid_rejects_what_it_cannot_draw(columns, reference, match):
     with pytest.raises(ValueError, match=match):
         plotting.image_grid(columns, reference=reference)
+
+
+@pytest.mark.parametrize("size", [0, -1.0, float("inf"), True])
+def test_image_grid_rejects_a_size_that_is_not_a_positive_number(size):
+    with pytest.raises(ValueError, match="size must be"):
+        plotting.image_grid({"a": np.zeros((4, 4, 1))}, size=size)
 
 
 def test_image_grid_rejects_a_column_that_is_not_a_pair():
