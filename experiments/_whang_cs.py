@@ -200,6 +200,114 @@ def plot_vs(path: pathlib.Path, summary: list[dict], panels: list[tuple[str, str
     plt.close(fig)
 
 
+#: Methods whose loss has a weight (β, γ or λ) that validation picks.
+WEIGHTED = ("map", "map-probit", "asim", "bora")
+#: A weight of the grid is "near the best" when its test PSNR is within this many dB of it.
+NEAR_BEST_DB = 1.0
+
+
+def sensitivity(curves: list[dict], summary: list[dict]) -> list[dict]:
+    r"""How much each weighted method's test PSNR depends on its weight (Whang et al. 2021,
+    §5.1.5, Fig. 6b: MAP is less sensitive to β than Asim et al. are to γ).
+
+    Per setting and method of :data:`WEIGHTED`, over the weights of its grid (``curves`` from
+    :class:`Sweep`, one entry per weight; ``summary`` from :func:`summarise`, for the weight
+    validation picked):
+
+    * ``best_psnr`` at ``best_weight`` and ``worst_psnr`` at ``worst_weight``: the highest and
+      lowest mean test PSNR;
+    * ``drop_db`` = best − worst, what a bad weight of the grid costs;
+    * ``near_best``: how many of the ``weights`` reach within :data:`NEAR_BEST_DB` dB of the best
+      (a flat curve: all of them);
+    * ``regret_db`` = best − the test PSNR at the weight validation picked, what picking on
+      validation images instead of the (unknowable) test images cost.
+
+    Reading the test PSNR of every weight describes the curve and picks nothing; two methods'
+    counts compare only over grids that span the same values (e.g. ``--betas`` = ``--gammas``).
+    A NaN test PSNR (a failed solve) counts as the worst.
+    """
+    picked = {(r["setting_name"], r["setting_value"], r["method"]): r["param_value"]
+              for r in summary}
+    groups: dict[tuple, list[dict]] = {}
+    for c in curves:
+        if c["method"] in WEIGHTED:
+            groups.setdefault((c["setting_name"], c["setting_value"], c["method"]), []).append(c)
+    rows = []
+    for (sname, svalue, method), cands in groups.items():
+        psnr = np.nan_to_num(np.array([float(c["test_psnr"]) for c in cands]), nan=-np.inf)
+        best, worst = int(np.argmax(psnr)), int(np.argmin(psnr))
+        at_pick = [p for c, p in zip(cands, psnr, strict=True)
+                   if c["param_value"] == picked[(sname, svalue, method)]]
+        rows.append(dict(
+            setting_name=sname, setting_value=svalue, method=method,
+            param=SYMBOLS[cands[0]["param_name"]], weights=len(cands),
+            best_weight=cands[best]["param_value"], best_psnr=round(float(psnr[best]), 2),
+            worst_weight=cands[worst]["param_value"], worst_psnr=round(float(psnr[worst]), 2),
+            drop_db=round(float(psnr[best] - psnr[worst]), 2),
+            near_best=int(np.sum(psnr >= psnr[best] - NEAR_BEST_DB)),
+            picked_weight=picked[(sname, svalue, method)],
+            regret_db=round(float(psnr[best] - at_pick[0]), 2)))
+    return rows
+
+
+SENSITIVITY_NOTE = (f"test PSNR over each method's grid of weights (dB): drop = best − worst; "
+                    f"near_best = weights within {NEAR_BEST_DB:g} dB of the best; regret = best − "
+                    "the weight validation picked")
+
+
+def plot_sensitivity(path: pathlib.Path, curves: list[dict], summary: list[dict], *,
+                     panel_title, title: str) -> None:
+    """Mean test PSNR vs the weight (β, γ, λ), one line per weighted method, one panel per
+    setting (a row of panels per ``setting_name``), the validation-picked weight starred.
+
+    ``panel_title(setting_name, setting_value) -> str``. The x axis is logarithmic, linear
+    below the smallest positive weight when a grid holds 0.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    weighted = [c for c in curves if c["method"] in WEIGHTED]
+    settings: dict[str, list] = {}
+    for c in weighted:
+        values = settings.setdefault(c["setting_name"], [])
+        if c["setting_value"] not in values:
+            values.append(c["setting_value"])
+    if not settings:
+        return
+    picked = {(r["setting_name"], r["setting_value"], r["method"]): r["param_value"]
+              for r in summary}
+    positive = [float(c["param_value"]) for c in weighted if float(c["param_value"]) > 0]
+    ncols = max(len(v) for v in settings.values())
+    fig, axes = plt.subplots(len(settings), ncols, figsize=(3.4 * ncols, 2.9 * len(settings)),
+                             squeeze=False)
+    for row, (sname, values) in zip(axes, settings.items(), strict=True):
+        for ax in row[len(values):]:
+            ax.set_visible(False)
+        for ax, svalue in zip(row, values, strict=False):
+            here = [c for c in weighted
+                    if (c["setting_name"], c["setting_value"]) == (sname, svalue)]
+            for method in dict.fromkeys(c["method"] for c in here):
+                pts = sorted((float(c["param_value"]), float(c["test_psnr"]))
+                             for c in here if c["method"] == method)
+                line, = ax.plot(*zip(*pts, strict=True), "o-", ms=3,
+                                label=f"{method} ({SYMBOLS[PARAM_NAMES[method]]})")
+                pick = float(picked[(sname, svalue, method)])
+                ax.plot([pick], [dict(pts)[pick]], "*", ms=11, color=line.get_color())
+            if positive:
+                ax.set_xscale("symlog", linthresh=min(positive))
+            ax.set_xlabel("weight β / γ / λ (★ picked on validation)", fontsize=7)
+            ax.set_ylabel("test PSNR (dB)", fontsize=8)
+            ax.set_title(panel_title(sname, svalue), fontsize=8)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=6)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def best_columns(sweep: Sweep, summary: list[dict], setting_name: str,
                  setting_value) -> list[tuple[str, np.ndarray]]:
     """Sample-sheet columns: each method's test recoveries at its selected hyperparameter."""
@@ -387,11 +495,17 @@ def run_cs(config, *, one_bit: bool, experiment: str) -> dict:
     leads = tuple(m for m in ("map", "map-probit") if m in methods)
     comparison = compare(sweep.table.rows, summary, leads)
     common.write_csv(out / "comparison.csv", comparison)
+    sens = sensitivity(sweep.curves, summary)
+    common.write_csv(out / "sensitivity.csv", sens)
     what = "1-bit CS, y = sign(Ax + δ)" if one_bit else "noisy CS, y = Ax + δ"
     plot_vs(out / "psnr_vs_m.png", summary, [("m", f"{config.dataset}, n = {n}")],
             xlabel="m (measurements)", xscale="log",
             title=f"{what}, positive-mean sinusoidal δ (s={config.noise_scale}), "
                   f"prior {pathlib.Path(prior_name).name}")
+    plot_sensitivity(out / "psnr_vs_weight.png", sweep.curves, summary,
+                     panel_title=lambda _, m: f"m = {m} of n = {n}",
+                     title=f"{what}: sensitivity to the weight, "
+                           f"prior {pathlib.Path(prior_name).name}")
     for m in ms:
         cols = [("truth", test)] + best_columns(sweep, summary, "m", m)
         common.sample_sheet(out / f"samples_m{m}.png", cols, f"{what}, m={m} of n={n}")
@@ -407,8 +521,12 @@ def run_cs(config, *, one_bit: bool, experiment: str) -> dict:
               f"{COMPARISON_NOTE}:")
         print(common.format_table([{k: v for k, v in r.items() if k != "setting_name"}
                                    for r in comparison]))
-    print(f"\nwrote {out}/results.csv, summary.csv, comparison.csv, curves.csv, psnr_vs_m.png, "
-          "samples_m*.png")
+    if sens:
+        print(f"\nSensitivity to the weight, {SENSITIVITY_NOTE}:")
+        print(common.format_table([{k: v for k, v in r.items() if k != "setting_name"}
+                                   for r in sens]))
+    print(f"\nwrote {out}/results.csv, summary.csv, comparison.csv, sensitivity.csv, curves.csv, "
+          "psnr_vs_m.png, psnr_vs_weight.png, samples_m*.png")
     sys.stdout.flush()
     return {"rows": sweep.table.rows, "summary": summary, "comparison": comparison,
             "out": str(out)}

@@ -30,8 +30,10 @@ Compared, for several m (PSNR vs m):
 ``mle`` and ``bora`` need a DCGAN checkpoint (skipped with a note otherwise). β, γ and λ are
 picked per m on validation images from the *training* split, never on the test images.
 Writes ``results.csv`` (tidy), ``summary.csv``, ``comparison.csv`` (each MAP minus each other
-method, paired per test image), ``curves.csv``, ``psnr_vs_m.png`` and ``samples_m*.png`` under
-``--out`` and prints the summary and the comparison. Shared code:
+method, paired per test image), ``sensitivity.csv`` and ``psnr_vs_weight.png`` (test PSNR over
+each method's grid of weights, as Whang et al. 2021 §5.1.5 compare MAP's β with Asim's γ),
+``curves.csv``, ``psnr_vs_m.png`` and ``samples_m*.png`` under ``--out`` and prints the
+summary, the comparison and the sensitivity. Shared code:
 :mod:`experiments._whang_cs`.
 """
 

@@ -1,5 +1,5 @@
 r"""Denoising structured noise with a flow prior and a noise model (Whang et al., ICML 2021,
-§5.1.1, §5.1.3, appendix B.1–B.2, Figs. 2, 3, 5, 6, 8, 9; Whang et al. 2020, §5.4.1–5.4.3).
+§5.1.1, §5.1.3, §5.1.5, appendix B.1–B.2, Figs. 2, 3, 5, 6, 8, 9; Whang et al. 2020, §5.4.1–5.4.3).
 
 Three noises, each at several scales ``s`` (PSNR vs noise scale):
 
@@ -50,8 +50,11 @@ checkpoint (or with a noise flow of another shape) the digit noise is skipped wi
 
 Writes ``results.csv`` (tidy, one row per test image × noise × scale × method × setting),
 ``summary.csv``, ``comparison.csv`` (MAP minus each other method, paired per test image),
-``curves.csv``, ``psnr_vs_scale.png`` and ``samples_<noise>.png`` (at the largest scale) under
-``--out``, and prints the summary and the comparison.
+``sensitivity.csv`` and ``psnr_vs_weight.png`` (test PSNR over each method's grid of weights:
+Whang et al. 2021 §5.1.5, Fig. 6b, MAP less sensitive to β than Asim to γ; compare over equal
+grids, ``--betas`` = ``--gammas``), ``curves.csv``, ``psnr_vs_scale.png`` and
+``samples_<noise>.png`` (at the largest scale) under ``--out``, and prints the summary, the
+comparison and the sensitivity.
 """
 
 from __future__ import annotations
@@ -332,11 +335,17 @@ def run(config: Config) -> dict:
     common.write_csv(out / "curves.csv", sweep.curves)
     comparison = [_by_noise(r) for r in _whang_cs.compare(sweep.table.rows, summary)]
     common.write_csv(out / "comparison.csv", comparison)
+    sensitivity = [_by_noise(r) for r in _whang_cs.sensitivity(sweep.curves, summary)]
+    common.write_csv(out / "sensitivity.csv", sensitivity)
     name = pathlib.Path(prior_name).name
     if kinds:
         _whang_cs.plot_vs(out / "psnr_vs_scale.png", summary,
                           [(f"{k}_scale", _TITLES[k]) for k in kinds], xlabel="noise scale s",
                           title=f"Structured-noise denoising ({config.dataset}, prior {name})")
+        _whang_cs.plot_sensitivity(
+            out / "psnr_vs_weight.png", sweep.curves, summary,
+            panel_title=lambda sname, s: f"{_TITLES[sname.removesuffix('_scale')]}, s={s}",
+            title=f"Sensitivity to the weight ({config.dataset}, prior {name})")
     for kind in kinds:
         s = max(scales[kind])
         cols = [("truth", test), ("y", measured[(kind, s)][:nt])]
@@ -356,8 +365,11 @@ def run(config: Config) -> dict:
         print("\nMAP with the true noise model at its picked β minus each other method at its "
               f"picked weight, {_whang_cs.COMPARISON_NOTE}:")
         print(common.format_table(comparison))
-    print(f"\nwrote {out}/results.csv, summary.csv, comparison.csv, curves.csv, "
-          "psnr_vs_scale.png, samples_*.png")
+    if sensitivity:
+        print(f"\nSensitivity to the weight, {_whang_cs.SENSITIVITY_NOTE}:")
+        print(common.format_table(sensitivity))
+    print(f"\nwrote {out}/results.csv, summary.csv, comparison.csv, sensitivity.csv, curves.csv, "
+          "psnr_vs_scale.png, psnr_vs_weight.png, samples_*.png")
     return {"rows": sweep.table.rows, "summary": pretty, "comparison": comparison,
             "out": str(out)}
 

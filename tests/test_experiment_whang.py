@@ -59,8 +59,16 @@ def test_structured_noise_runs_end_to_end(tiny_prior, tmp_path):
     assert len(result["summary"]) == 4 * 4
     assert all(math.isfinite(r["psnr"]) for r in result["summary"])
     for name in ("summary.csv", "curves.csv", "psnr_vs_scale.png", "samples_digits.png",
-                 "samples_sinusoidal.png", "samples_radial.png"):
+                 "samples_sinusoidal.png", "samples_radial.png", "psnr_vs_weight.png"):
         assert (tmp_path / name).stat().st_size > 0
+    # one weight per method: the curve is a point, nothing to lose, nothing to regret
+    with open(tmp_path / "sensitivity.csv") as f:
+        sens = list(csv.DictReader(f))
+    assert sorted((r["noise"], r["scale"], r["method"]) for r in sens) == sorted(
+        (k, sc, m) for k, sc in (("digits", "1.0"), ("sinusoidal", "0.2"), ("radial", "0.1"),
+                                 ("radial", "0.2")) for m in ("map", "asim"))
+    assert all((r["weights"], r["near_best"], float(r["drop_db"]), float(r["regret_db"]))
+               == ("1", "1", 0.0, 0.0) for r in sens)
     # comparison.csv: MAP minus Asim and BM3D per (noise, scale), recomputed from results.csv
     comparison = _comparison(tmp_path)
     assert sorted((c["noise"], c["scale"], c["vs"]) for c in comparison) == sorted(
@@ -98,7 +106,8 @@ def test_noisy_cs_runs_end_to_end(tiny_prior, tmp_path):
     assert {r["setting_value"] for r in rows} == {"16", "32"}  # m = ratio · 64
     assert {r["method"] for r in rows} == {"map", "asim"}
     assert len(result["summary"]) == 4
-    for name in ("summary.csv", "psnr_vs_m.png", "samples_m16.png", "samples_m32.png"):
+    for name in ("summary.csv", "psnr_vs_m.png", "samples_m16.png", "samples_m32.png",
+                 "sensitivity.csv", "psnr_vs_weight.png"):
         assert (tmp_path / name).stat().st_size > 0
     assert sorted((c["setting_value"], c["method"], c["vs"]) for c in _comparison(tmp_path)) == [
         ("16", "map", "asim"), ("32", "map", "asim")]
@@ -120,6 +129,48 @@ def test_one_bit_cs_runs_end_to_end(tiny_prior, tmp_path):
     pairs = sorted((c["setting_value"], c["method"], c["vs"]) for c in _comparison(tmp_path))
     assert pairs == sorted((m, a, b) for m in ("32", "128") for a, b in (
         ("map", "map-probit"), ("map", "asim"), ("map-probit", "asim")))
+
+
+def _curve(setting_value, method, weight, test_psnr, val_psnr, setting_name="sine_scale"):
+    from experiments._whang_cs import PARAM_NAMES
+
+    return dict(setting_name=setting_name, setting_value=setting_value, method=method,
+                param_name=PARAM_NAMES[method], param_value=weight, test_psnr=test_psnr,
+                test_ssim=0.5, val_psnr=val_psnr)
+
+
+def test_sensitivity_reads_each_weighted_methods_curve_over_its_grid(tmp_path):
+    from experiments import _whang_cs
+
+    curves = [
+        # validation picks β = 0.01, the test images prefer 0.1
+        _curve(0.1, "map", 0.01, 30.0, 29.0), _curve(0.1, "map", 0.1, 31.0, 28.0),
+        _curve(0.1, "map", 1.0, 25.0, 20.0),
+        # a failed solve (NaN) counts as the worst weight
+        _curve(0.1, "asim", 0.0, float("nan"), 10.0), _curve(0.1, "asim", 0.3, 28.0, 27.0),
+        _curve(0.1, "bm3d", 0.1, 27.0, 27.0), _curve(0.1, "noisy", "", 20.0, 20.0),
+        _curve(0.3, "map", 0.01, 22.0, 21.0), _curve(0.3, "map", 0.1, 22.5, 22.0),
+        _curve(0.3, "map", 1.0, 21.6, 20.0),
+        _curve(16, "bora", 0.1, 24.0, 23.0, setting_name="m"),
+    ]
+    summary = _whang_cs.summarise(curves)
+    rows = {(r["setting_value"], r["method"]): r for r in _whang_cs.sensitivity(curves, summary)}
+    assert set(rows) == {(0.1, "map"), (0.1, "asim"), (0.3, "map"), (16, "bora")}
+    m = rows[(0.1, "map")]
+    assert (m["param"], m["weights"], m["best_weight"], m["worst_weight"], m["picked_weight"]) == (
+        "β", 3, 0.1, 1.0, 0.01)
+    assert (m["best_psnr"], m["worst_psnr"], m["drop_db"], m["near_best"], m["regret_db"]) == (
+        31.0, 25.0, 6.0, 2, 1.0)
+    a = rows[(0.1, "asim")]
+    assert (a["param"], a["best_weight"], a["worst_weight"], a["picked_weight"]) == (
+        "γ", 0.3, 0.0, 0.3)
+    assert a["drop_db"] == math.inf and a["near_best"] == 1 and a["regret_db"] == 0.0
+    flat = rows[(0.3, "map")]
+    assert (flat["near_best"], flat["drop_db"], flat["regret_db"]) == (3, 0.9, 0.0)
+    assert rows[(16, "bora")]["param"] == "λ"
+    _whang_cs.plot_sensitivity(tmp_path / "w.png", curves, summary,
+                               panel_title=lambda name, value: f"{name} {value}", title="t")
+    assert (tmp_path / "w.png").stat().st_size > 0
 
 
 MODULES = ("structured_noise", "noisy_cs", "one_bit_cs")
