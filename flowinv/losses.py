@@ -13,7 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from flowinv.flows import Flow, standard_normal_log_prob
+from flowinv.flows import Flow
 
 Array = jax.Array
 Loss = Callable[[Array, Array], Array]
@@ -69,7 +69,9 @@ def map_loss(flow: Flow, params: Any, op: Any, noise: Any, *, beta: float,
 
     With ``space="z"`` the variable is the latent and
     :math:`\log p_G(G(z)) = \log\mathcal N(z; 0, I) - \log|\det \partial G/\partial z|`
-    comes from one forward pass. With ``space="x"`` the variable is the image itself, flattened
+    comes from one forward pass (:meth:`Flow.forward_log_prob`, which keeps it bounded where a
+    logit flow generates pixels outside ``[0, 1]``: without that, the loss has no minimum).
+    With ``space="x"`` the variable is the image itself, flattened
     (``x = v.reshape(H, W, C)``), and :math:`\log p_G(x)` comes from the inverse pass;
     :func:`flowinv.recover` maps the result back through ``G`` accordingly.
     """
@@ -78,8 +80,7 @@ def map_loss(flow: Flow, params: Any, op: Any, noise: Any, *, beta: float,
 
     if space == "z":
         def loss(z: Array, y: Array) -> Array:
-            x, logdet = flow.forward(params, z)
-            log_pg = standard_normal_log_prob(z) - logdet
+            x, log_pg = flow.forward_log_prob(params, z)
             return -noise.log_prob(y - op(x)) - beta * log_pg
     else:
         def loss(v: Array, y: Array) -> Array:

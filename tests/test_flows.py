@@ -655,3 +655,60 @@ def test_wrong_shapes_raise(name):
         flow.init(jax.random.key(0), x)  # one image, not a batch
     with pytest.raises(TypeError, match="x_batch"):
         flow.init(jax.random.key(0), np.zeros((2, h, w, c), np.int32))
+
+
+# --------------------------------------------------------------------------------------------
+# The generated image's density, bounded at the data box (Flow.forward_log_prob)
+# --------------------------------------------------------------------------------------------
+
+
+def test_logit_log_det_in_box_is_exact_inside_and_the_edges_outside(x64):
+    layer = Logit()
+    edge = math.log((1 - layer.alpha) / layer.alpha)  # logit(1 − α): x = 1; −edge: x = 0
+
+    def exact(h):
+        return float(layer.forward_and_log_det({}, jnp.asarray(h, jnp.float64))[1])
+
+    def in_box(h):
+        return float(layer.forward_log_det_in_box(jnp.asarray(h, jnp.float64)))
+
+    inside = np.linspace(-edge, edge, 9)
+    assert in_box(inside) == pytest.approx(exact(inside), rel=1e-12)
+    outside = np.array([-edge - 5.0, edge + 50.0, -1e4])
+    assert in_box(outside) == pytest.approx(exact([-edge, edge, -edge]), rel=1e-12)
+    # what the bound removes: the exact log-det keeps falling like −|h| beyond the box
+    assert exact(outside) < in_box(outside) - 1e4 + 100
+
+
+LOGIT_OR_NOT = {
+    "glow-logit": lambda: flowinv.glow((8, 8, 1), levels=2, steps=2, width=8,
+                                       preprocess="logit"),
+    "realnvp-logit": lambda: flowinv.realnvp((8, 8, 1), scales=2, blocks=1, width=8,
+                                             preprocess="logit"),
+    "glow-center": lambda: flowinv.glow((8, 8, 1), levels=2, steps=2, width=8),
+}
+
+
+@pytest.mark.parametrize("name", LOGIT_OR_NOT)
+def test_forward_log_prob_is_log_prob_inside_the_box_and_bounded_outside(x64, name):
+    from flowinv.flows import standard_normal_log_prob
+
+    flow = LOGIT_OR_NOT[name]()
+    rng = np.random.default_rng(0)
+    xs = rng.uniform(0.02, 0.98, (4, 8, 8, 1))
+    params = jax.jit(flow.init)(jax.random.key(0), xs)
+    forward_log_prob = jax.jit(flow.forward_log_prob)
+    for x in xs:  # inside the box: the change of variables, read from either direction
+        g, log_p = forward_log_prob(params, flow.inverse(params, x)[0])
+        np.testing.assert_allclose(g, x, atol=1e-9)
+        assert float(log_p) == pytest.approx(float(flow.log_prob(params, x)), abs=1e-7)
+    z = 200.0 * rng.standard_normal(flow.dim)  # far out: many generated pixels leave [0, 1]
+    g, log_p = forward_log_prob(params, z)
+    x_exact, logdet = flow.forward(params, z)
+    np.testing.assert_array_equal(g, x_exact)  # the same image
+    exact = float(standard_normal_log_prob(z) - logdet)
+    if name.endswith("logit"):
+        assert np.any(x_exact < 0) or np.any(x_exact > 1)  # the case this test is about
+        assert float(log_p) < exact - 1.0  # no density earned outside the box
+    else:  # no logit, no edge: exact everywhere
+        assert float(log_p) == pytest.approx(exact, rel=1e-12)

@@ -128,7 +128,7 @@ class Glow(Flow):
         eps.append(h.ravel())
         return jnp.concatenate(eps), logdet
 
-    def _forward(self, params: Params, z: Array) -> tuple[Array, Array]:
+    def _forward(self, params: Params, z: Array, in_box: bool = False) -> tuple[Array, Array]:
         shapes = self.latent_shapes()
         sizes = [math.prod(s) for s in shapes]
         offsets = [sum(sizes[:i]) for i in range(len(sizes))]
@@ -146,8 +146,11 @@ class Glow(Flow):
             h, ld = self._stack(level).forward_and_log_det(params["levels"][level]["steps"], h)
             logdet = logdet + ld
             h = unsqueeze(h)
-        x, ld = self._pre_forward(h)
+        x, ld = self._pre_forward(h, in_box)
         return x, logdet + ld
+
+    def _forward_in_box(self, params: Params, z: Array) -> tuple[Array, Array]:
+        return self._forward(params, z, in_box=True)
 
     def _pre_inverse(self, x: Array) -> tuple[Array, Array]:
         """Pixel preprocessing ``x -> h``: ``x − ½`` (Glow) or a logit (RealNVP)."""
@@ -155,9 +158,10 @@ class Glow(Flow):
             return Logit().inverse_and_log_det({}, x)
         return x - 0.5, jnp.zeros((), x.dtype)
 
-    def _pre_forward(self, h: Array) -> tuple[Array, Array]:
+    def _pre_forward(self, h: Array, in_box: bool = False) -> tuple[Array, Array]:
         if self.preprocess == "logit":
-            return Logit().forward_and_log_det({}, h)
+            x, logdet = Logit().forward_and_log_det({}, h)
+            return x, Logit().forward_log_det_in_box(h) if in_box else logdet
         return h + 0.5, jnp.zeros((), h.dtype)
 
 

@@ -38,9 +38,10 @@ class RealNVP(Flow):
             return Logit().inverse_and_log_det({}, x)
         return x - 0.5, jnp.zeros((), x.dtype)
 
-    def _pre_forward(self, h: Array) -> tuple[Array, Array]:
+    def _pre_forward(self, h: Array, in_box: bool = False) -> tuple[Array, Array]:
         if self.preprocess == "logit":
-            return Logit().forward_and_log_det({}, h)
+            x, logdet = Logit().forward_and_log_det({}, h)
+            return x, Logit().forward_log_det_in_box(h) if in_box else logdet
         return h + 0.5, jnp.zeros((), h.dtype)
 
     def _stages(self):
@@ -102,7 +103,7 @@ class RealNVP(Flow):
         eps.append(h.ravel())
         return jnp.concatenate(eps), logdet
 
-    def _forward(self, params: Params, z: Array) -> tuple[Array, Array]:
+    def _forward(self, params: Params, z: Array, in_box: bool = False) -> tuple[Array, Array]:
         shapes = self.latent_shapes()
         sizes = [math.prod(s) for s in shapes]
         offsets = [sum(sizes[:i]) for i in range(len(sizes))]
@@ -119,8 +120,11 @@ class RealNVP(Flow):
                 i -= 1
                 h, ld = self._stack(kind, shape, count).forward_and_log_det(params[i], h)
                 logdet = logdet + ld
-        x, ld = self._pre_forward(h)
+        x, ld = self._pre_forward(h, in_box)
         return x, logdet + ld
+
+    def _forward_in_box(self, params: Params, z: Array) -> tuple[Array, Array]:
+        return self._forward(params, z, in_box=True)
 
 
 def realnvp(
