@@ -226,8 +226,7 @@ def sensitivity(curves: list[dict], summary: list[dict]) -> list[dict]:
     counts compare only over grids that span the same values (e.g. ``--betas`` = ``--gammas``).
     A NaN test PSNR (a failed solve) counts as the worst.
     """
-    picked = {(r["setting_name"], r["setting_value"], r["method"]): r["param_value"]
-              for r in summary}
+    picked = _picked_weights(summary)
     groups: dict[tuple, list[dict]] = {}
     for c in curves:
         if c["method"] in WEIGHTED:
@@ -236,8 +235,8 @@ def sensitivity(curves: list[dict], summary: list[dict]) -> list[dict]:
     for (sname, svalue, method), cands in groups.items():
         psnr = np.nan_to_num(np.array([float(c["test_psnr"]) for c in cands]), nan=-np.inf)
         best, worst = int(np.argmax(psnr)), int(np.argmin(psnr))
-        at_pick = [p for c, p in zip(cands, psnr, strict=True)
-                   if c["param_value"] == picked[(sname, svalue, method)]]
+        at_pick = next(p for c, p in zip(cands, psnr, strict=True)
+                       if c["param_value"] == picked[(sname, svalue, method)])
         rows.append(dict(
             setting_name=sname, setting_value=svalue, method=method,
             param=SYMBOLS[cands[0]["param_name"]], weights=len(cands),
@@ -246,8 +245,15 @@ def sensitivity(curves: list[dict], summary: list[dict]) -> list[dict]:
             drop_db=round(float(psnr[best] - psnr[worst]), 2),
             near_best=int(np.sum(psnr >= psnr[best] - NEAR_BEST_DB)),
             picked_weight=picked[(sname, svalue, method)],
-            regret_db=round(float(psnr[best] - at_pick[0]), 2)))
+            regret_db=round(float(psnr[best] - at_pick), 2)))
     return rows
+
+
+def _picked_weights(summary: list[dict]) -> dict[tuple, Any]:
+    """``{(setting_name, setting_value, method): weight validation picked}`` from
+    :func:`summarise`."""
+    return {(r["setting_name"], r["setting_value"], r["method"]): r["param_value"]
+            for r in summary}
 
 
 SENSITIVITY_NOTE = (f"test PSNR over each method's grid of weights (dB): drop = best − worst; "
@@ -276,8 +282,7 @@ def plot_sensitivity(path: pathlib.Path, curves: list[dict], summary: list[dict]
             values.append(c["setting_value"])
     if not settings:
         return
-    picked = {(r["setting_name"], r["setting_value"], r["method"]): r["param_value"]
-              for r in summary}
+    picked = _picked_weights(summary)
     positive = [float(c["param_value"]) for c in weighted if float(c["param_value"]) > 0]
     ncols = max(len(v) for v in settings.values())
     fig, axes = plt.subplots(len(settings), ncols, figsize=(3.4 * ncols, 2.9 * len(settings)),
