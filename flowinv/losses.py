@@ -72,8 +72,12 @@ def map_loss(flow: Flow, params: Any, op: Any, noise: Any, *, beta: float,
     comes from one forward pass (:meth:`Flow.forward_log_prob`, which keeps it bounded where a
     logit flow generates pixels outside ``[0, 1]``: without that, the loss has no minimum).
     With ``space="x"`` the variable is the image itself, flattened
-    (``x = v.reshape(H, W, C)``), and :math:`\log p_G(x)` comes from the inverse pass;
-    :func:`flowinv.recover` maps the result back through ``G`` accordingly.
+    (``x = v.reshape(H, W, C)``), and :math:`\log p_G` comes from the inverse pass at
+    :meth:`Flow.into_box` of ``x`` (``x`` clipped to ``[0, 1]`` for a logit flow, whose density
+    ends there; ``x`` itself otherwise), while the noise density sees ``x``: a pixel pushed
+    beyond the box costs the prior term the box edge's density and the data term pulls it
+    back, where reading the prior at ``x`` itself would be NaN. :func:`flowinv.recover`
+    returns ``into_box(x)`` and its latent.
     """
     if space not in ("z", "x"):
         raise ValueError(f"space must be 'z' or 'x', got {space!r}")
@@ -85,6 +89,7 @@ def map_loss(flow: Flow, params: Any, op: Any, noise: Any, *, beta: float,
     else:
         def loss(v: Array, y: Array) -> Array:
             x = v.reshape(flow.image_shape)
-            return -noise.log_prob(y - op(x)) - beta * flow.log_prob(params, x)
+            return (-noise.log_prob(y - op(x))
+                    - beta * flow.log_prob(params, flow.into_box(x)))
 
     return loss

@@ -104,7 +104,7 @@ def _solve_one(spec: _Spec, params, y, z0, op, noise, gamma, beta) -> Recovery:
     # merges, so the fallback adds no copy of the prior to the compiled program.
     r = r._replace(z=v, loss=jnp.where(found, r.loss, loss(v, y)))
     if in_x:
-        x = r.z.reshape(prior.image_shape)
+        x = prior.into_box(r.z.reshape(prior.image_shape))
         z = prior.inverse(params, x)[0]
     else:
         z = r.z
@@ -436,7 +436,9 @@ def recover(
         (``−log p_Δ(y−f(G(z)))``) or ``"bora"`` (``‖f(G(z))−y‖² + γ‖z‖²`` for a GAN).
       gamma, beta: the weights above: numbers, or one per image (shape ``(B,)``) to sweep a
         weight over a batch in one compiled solve.
-      space: ``"z"`` or ``"x"`` (MAP only): optimise the latent or the image.
+      space: ``"z"`` or ``"x"`` (MAP only): optimise the latent or the image. With ``"x"``
+        the image variable starts at ``G(z0)``, the prior is read at ``prior.into_box(x)``
+        (a logit flow's density ends at ``[0, 1]``), and the recovery is ``into_box(x)``.
       solver: ``"lbfgs"`` (default), ``"jaxopt-lbfgs"``, ``"optax-lbfgs"`` or ``"adam"``; see
         :mod:`flowinv.solvers` for how the default was chosen.
       init: see :func:`initial_latents`; ``init_scale``, ``x0`` and ``key`` feed it.

@@ -712,3 +712,21 @@ def test_forward_log_prob_is_log_prob_inside_the_box_and_bounded_outside(x64, na
         assert float(log_p) < exact - 1.0  # no density earned outside the box
     else:  # no logit, no edge: exact everywhere
         assert float(log_p) == pytest.approx(exact, rel=1e-12)
+
+
+@pytest.mark.parametrize("name", LOGIT_OR_NOT)
+def test_into_box_is_where_log_prob_is_finite(x64, name):
+    flow = LOGIT_OR_NOT[name]()
+    rng = np.random.default_rng(1)
+    params = jax.jit(flow.init)(jax.random.key(0), rng.uniform(0.02, 0.98, (4, 8, 8, 1)))
+    log_prob = jax.jit(flow.log_prob)
+    x = rng.uniform(-0.5, 1.5, (8, 8, 1))  # about half the pixels outside [0, 1]
+    boxed = np.asarray(flow.into_box(jnp.asarray(x)))
+    assert boxed.shape == x.shape
+    assert np.isfinite(float(log_prob(params, boxed)))
+    if name.endswith("logit"):
+        np.testing.assert_array_equal(boxed, np.clip(x, 0.0, 1.0))
+        assert np.isnan(float(log_prob(params, x)))  # the density ends at the box
+    else:  # defined everywhere: nothing to move
+        np.testing.assert_array_equal(boxed, x)
+        assert np.isfinite(float(log_prob(params, x)))

@@ -226,6 +226,18 @@ class Flow:
         :meth:`forward_log_prob`); a flow without an unbounded edge returns ``_forward``."""
         return self._forward(params, z)
 
+    def into_box(self, x: Array) -> Array:
+        r"""The nearest image at which :meth:`log_prob` is finite, for an image variable.
+
+        A flow whose pixel map is RealNVP's logit has a density that ends at the data box
+        (:math:`\log p_G(x)` is NaN a hair outside ``[0, 1]``): it clips ``x`` to ``[0, 1]``.
+        Other flows are defined everywhere and return ``x`` unchanged (this default). Shape
+        ``(H, W, C)`` in, the same out. The ``space="x"`` MAP loss reads the prior at
+        ``into_box(x)``, so its prior term, like :meth:`forward_log_prob`'s, counts a pixel
+        beyond the box at the box's edge.
+        """
+        return x
+
     def sample(self, params: Params, key: Array, temperature: float = 1.0) -> Array:
         """One image ``G(T·ε)``, ``ε ~ N(0, I)``, at temperature ``T``."""
         dtype = jax.tree.leaves(params)[0].dtype

@@ -152,6 +152,9 @@ class Glow(Flow):
     def _forward_in_box(self, params: Params, z: Array) -> tuple[Array, Array]:
         return self._forward(params, z, in_box=True)
 
+    def into_box(self, x: Array) -> Array:
+        return jnp.clip(x, 0.0, 1.0) if self.preprocess == "logit" else x
+
     def _pre_inverse(self, x: Array) -> tuple[Array, Array]:
         """Pixel preprocessing ``x -> h``: ``x − ½`` (Glow) or a logit (RealNVP)."""
         if self.preprocess == "logit":

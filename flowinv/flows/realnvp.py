@@ -126,6 +126,9 @@ class RealNVP(Flow):
     def _forward_in_box(self, params: Params, z: Array) -> tuple[Array, Array]:
         return self._forward(params, z, in_box=True)
 
+    def into_box(self, x: Array) -> Array:
+        return jnp.clip(x, 0.0, 1.0) if self.preprocess == "logit" else x
+
 
 def realnvp(
     image_shape: tuple[int, int, int], *, scales: int, blocks: int, width: int,
