@@ -162,7 +162,6 @@ def test_map_loss_in_z_and_x_agree(tiny):
         np.testing.assert_allclose(lz, lx, rtol=1e-9)
 
 
-
 def test_map_in_x_with_a_logit_flow_follows_an_observation_out_of_the_box():
     """The image variable of the ``space="x"`` MAP may leave ``[0, 1]``, where a logit flow's
     density is NaN; the prior is read at ``into_box(x)``, so the solve stays finite and the
@@ -185,6 +184,7 @@ def test_map_in_x_with_a_logit_flow_follows_an_observation_out_of_the_box():
     # the latent is that of the returned image
     np.testing.assert_allclose(jax.vmap(lambda z: flow.forward(params, z)[0])(r.z), r.x,
                                atol=1e-4)
+
 
 def test_asim_loss_matches_its_formula(tiny):
     flow, params, x = tiny
