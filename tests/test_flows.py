@@ -725,8 +725,10 @@ def test_into_box_is_where_log_prob_is_finite(x64, name):
     assert boxed.shape == x.shape
     assert np.isfinite(float(log_prob(params, boxed)))
     if name.endswith("logit"):
+        assert flow.box == (0.0, 1.0)
         np.testing.assert_array_equal(boxed, np.clip(x, 0.0, 1.0))
         assert np.isnan(float(log_prob(params, x)))  # the density ends at the box
     else:  # defined everywhere: nothing to move
+        assert flow.box is None
         np.testing.assert_array_equal(boxed, x)
         assert np.isfinite(float(log_prob(params, x)))

@@ -226,17 +226,22 @@ class Flow:
         :meth:`forward_log_prob`); a flow without an unbounded edge returns ``_forward``."""
         return self._forward(params, z)
 
-    def into_box(self, x: Array) -> Array:
-        r"""The nearest image at which :meth:`log_prob` is finite, for an image variable.
+    @property
+    def box(self) -> tuple[float, float] | None:
+        r"""``(low, high)``: the pixel range outside which :meth:`log_prob` is not defined
+        (``(0, 1)`` for a flow whose pixel map is RealNVP's logit), or ``None`` (this default)
+        for a density defined on all of :math:`\mathbb R^n`."""
+        return None
 
-        A flow whose pixel map is RealNVP's logit has a density that ends at the data box
-        (:math:`\log p_G(x)` is NaN a hair outside ``[0, 1]``): it clips ``x`` to ``[0, 1]``.
-        Other flows are defined everywhere and return ``x`` unchanged (this default). Shape
+    def into_box(self, x: Array) -> Array:
+        r"""The nearest image at which :meth:`log_prob` is finite, for an image variable:
+        ``x`` clipped to :attr:`box`, or ``x`` itself where there is no box. Shape
         ``(H, W, C)`` in, the same out. The ``space="x"`` MAP loss reads the prior at
         ``into_box(x)``, so its prior term, like :meth:`forward_log_prob`'s, counts a pixel
         beyond the box at the box's edge.
         """
-        return x
+        box = self.box
+        return x if box is None else jnp.clip(x, *box)
 
     def sample(self, params: Params, key: Array, temperature: float = 1.0) -> Array:
         """One image ``G(T·ε)``, ``ε ~ N(0, I)``, at temperature ``T``."""

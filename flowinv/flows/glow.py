@@ -15,18 +15,18 @@ from flowinv.flows.layers import (
     ActNorm,
     ChannelCoupling,
     InvConv1x1,
-    Logit,
     SplitPrior,
     TopPrior,
     squeeze,
     unsqueeze,
 )
+from flowinv.flows.pixel_map import PREPROCESSES, PixelMap
 
 COUPLINGS = ("affine", "additive")
 
 
 @dataclasses.dataclass(frozen=True)
-class Glow(Flow):
+class Glow(PixelMap, Flow):
     """Multi-scale Glow: ``levels`` × (squeeze, ``steps`` × [actnorm, 1×1 conv, coupling], split).
 
     Normalising direction ``G⁻¹`` for one image ``x`` of shape ``(H, W, C)``:
@@ -149,24 +149,6 @@ class Glow(Flow):
         x, ld = self._pre_forward(h, in_box)
         return x, logdet + ld
 
-    def _forward_in_box(self, params: Params, z: Array) -> tuple[Array, Array]:
-        return self._forward(params, z, in_box=True)
-
-    def into_box(self, x: Array) -> Array:
-        return jnp.clip(x, 0.0, 1.0) if self.preprocess == "logit" else x
-
-    def _pre_inverse(self, x: Array) -> tuple[Array, Array]:
-        """Pixel preprocessing ``x -> h``: ``x − ½`` (Glow) or a logit (RealNVP)."""
-        if self.preprocess == "logit":
-            return Logit().inverse_and_log_det({}, x)
-        return x - 0.5, jnp.zeros((), x.dtype)
-
-    def _pre_forward(self, h: Array, in_box: bool = False) -> tuple[Array, Array]:
-        if self.preprocess == "logit":
-            x, logdet = Logit().forward_and_log_det({}, h)
-            return x, Logit().forward_log_det_in_box(h) if in_box else logdet
-        return h + 0.5, jnp.zeros((), h.dtype)
-
 
 def glow(
     image_shape: tuple[int, int, int],
@@ -216,8 +198,8 @@ def glow(
             f"(levels={levels})")
     if coupling not in COUPLINGS:
         raise ValueError(f"coupling must be one of {COUPLINGS}, got {coupling!r}")
-    if preprocess not in ("center", "logit"):
-        raise ValueError(f"preprocess must be 'center' or 'logit', got {preprocess!r}")
+    if preprocess not in PREPROCESSES:
+        raise ValueError(f"preprocess must be one of {PREPROCESSES}, got {preprocess!r}")
     if clip is not None and not clip > 0:
         raise ValueError(f"clip must be None or > 0, got {clip!r}")
     if isinstance(actnorm_eps, bool) or not isinstance(actnorm_eps, int | float) \

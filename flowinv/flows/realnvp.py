@@ -9,11 +9,12 @@ import jax
 import jax.numpy as jnp
 
 from flowinv.flows.base import Array, Flow, Params, StepStack
-from flowinv.flows.layers import ActNorm, Logit, MaskedCoupling, SplitPrior, squeeze, unsqueeze
+from flowinv.flows.layers import ActNorm, MaskedCoupling, SplitPrior, squeeze, unsqueeze
+from flowinv.flows.pixel_map import PREPROCESSES, PixelMap
 
 
 @dataclasses.dataclass(frozen=True)
-class RealNVP(Flow):
+class RealNVP(PixelMap, Flow):
     """Multi-scale RealNVP with residual coupling networks.
 
     Normalising direction for one image ``x`` ``(H, W, C)``: ``h = x − ½``; each scale but the
@@ -32,17 +33,6 @@ class RealNVP(Flow):
     width: int
     unroll: int | bool | None = None
     preprocess: str = "center"
-
-    def _pre_inverse(self, x: Array) -> tuple[Array, Array]:
-        if self.preprocess == "logit":
-            return Logit().inverse_and_log_det({}, x)
-        return x - 0.5, jnp.zeros((), x.dtype)
-
-    def _pre_forward(self, h: Array, in_box: bool = False) -> tuple[Array, Array]:
-        if self.preprocess == "logit":
-            x, logdet = Logit().forward_and_log_det({}, h)
-            return x, Logit().forward_log_det_in_box(h) if in_box else logdet
-        return h + 0.5, jnp.zeros((), h.dtype)
 
     def _stages(self):
         """Yields ``(kind, shape)`` with kind in {"checker", "squeeze", "channel", "split"}."""
@@ -123,12 +113,6 @@ class RealNVP(Flow):
         x, ld = self._pre_forward(h, in_box)
         return x, logdet + ld
 
-    def _forward_in_box(self, params: Params, z: Array) -> tuple[Array, Array]:
-        return self._forward(params, z, in_box=True)
-
-    def into_box(self, x: Array) -> Array:
-        return jnp.clip(x, 0.0, 1.0) if self.preprocess == "logit" else x
-
 
 def realnvp(
     image_shape: tuple[int, int, int], *, scales: int, blocks: int, width: int,
@@ -156,6 +140,6 @@ def realnvp(
     if image_shape[0] % factor or image_shape[1] % factor:
         raise ValueError(
             f"image_shape {image_shape}: H and W must be divisible by 2**(scales-1) = {factor}")
-    if preprocess not in ("center", "logit"):
-        raise ValueError(f"preprocess must be 'center' or 'logit', got {preprocess!r}")
+    if preprocess not in PREPROCESSES:
+        raise ValueError(f"preprocess must be one of {PREPROCESSES}, got {preprocess!r}")
     return RealNVP(image_shape, scales, blocks, width, unroll, preprocess)
