@@ -439,11 +439,15 @@ def recover(
       space: ``"z"`` or ``"x"`` (MAP only): optimise the latent or the image. With ``"x"``
         the image variable starts at ``G(z0)``, the prior is read at ``prior.into_box(x)``
         (a logit flow's density ends at ``[0, 1]``), and the recovery is ``into_box(x)``.
+        ``solver_kwargs={"lower": 0.0, "upper": 1.0}`` (``"lbfgs"`` only) instead keeps the
+        variable itself in the box (projected L-BFGS), so the recovery is the constrained
+        MAP image; see the README's design notes for when that helps.
       solver: ``"lbfgs"`` (default), ``"jaxopt-lbfgs"``, ``"optax-lbfgs"`` or ``"adam"``; see
         :mod:`flowinv.solvers` for how the default was chosen.
       init: see :func:`initial_latents`; ``init_scale``, ``x0`` and ``key`` feed it.
       maxiter, tol: stopping rule (gradient norm ≤ tol, or relative loss change ≤ tol·1e-3).
-      solver_kwargs: extra keyword arguments of the solver (e.g. ``learning_rate`` for Adam).
+      solver_kwargs: extra keyword arguments of the solver (e.g. ``learning_rate`` for Adam,
+        ``lower``/``upper`` numbers for a box-constrained ``"lbfgs"``); hashable values.
       chunk_size: solve the batch in chunks of at most this many images, one after another
         (as few chunks as that allows, of equal size, so one compiled solve serves them all).
         ``None``: the whole batch at once, best on a GPU.

@@ -138,6 +138,77 @@ def test_lbfgs_first_step_bounds_the_first_trial_and_escapes_saturation():
         solvers.lbfgs(loss, jnp.zeros(3), y, first_step=0.0)
 
 
+def _nan_outside(box_loss, lower, upper):
+    """``box_loss`` inside ``[lower, upper]``, NaN outside: a solve that ever evaluates a point
+    outside the box shows as diverged."""
+    lo, hi = (-np.inf if lower is None else lower), (np.inf if upper is None else upper)
+    return lambda z, y: jnp.where(jnp.all((z >= lo) & (z <= hi)), box_loss(z, y), jnp.nan)
+
+
+@pytest.mark.parametrize("lower, upper", [(0.0, 1.0), (0.0, None), (None, 0.5)])
+def test_lbfgs_in_a_box_reaches_the_constrained_minimiser(lower, upper):
+    """Projected L-BFGS on ridge least squares in a box, against SciPy's L-BFGS-B: the same
+    constrained minimiser to 1e-6 in float64 (as the unconstrained quadratic test), with bounds
+    active at the solution, and no point outside the box ever evaluated (the loss is NaN
+    there). ``y`` is scaled by 3 so the unconstrained minimiser leaves the box."""
+    from scipy.optimize import minimize
+
+    with jax.enable_x64(True):
+        a = jax.random.normal(jax.random.PRNGKey(0), (12, 8), jnp.float64) / 3
+        y = 3.0 * jax.random.normal(jax.random.PRNGKey(1), (12,), jnp.float64)
+        quadratic = _quadratic(a, 0.1)
+        z0 = jnp.full(8, 0.25)
+        r = jax.jit(lambda z0, y: solvers.lbfgs(
+            _nan_outside(quadratic, lower, upper), z0, y, maxiter=500, tol=1e-10,
+            lower=lower, upper=upper))(z0, y)
+        ref = minimize(lambda z: float(quadratic(z, y)), np.asarray(z0),
+                       jac=lambda z: np.asarray(jax.grad(quadratic)(z, y)), method="L-BFGS-B",
+                       bounds=[(lower, upper)] * 8,
+                       options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 1000})
+    assert ref.success
+    active = np.isclose(ref.x, 0.0 if lower is None else lower) | np.isclose(
+        ref.x, 0.5 if upper is None else upper)
+    assert active.any()  # the case this test is about
+    assert bool(r.converged) and not bool(r.diverged) and not bool(r.stalled)
+    np.testing.assert_allclose(r.z, ref.x, rtol=1e-6, atol=1e-6)
+
+
+def test_lbfgs_in_a_box_starts_from_the_projection_of_z0():
+    """A start outside the box is projected first: the first evaluated point is inside, so
+    the NaN outside is never seen. Nonnegative least squares, against SciPy's NNLS."""
+    from scipy.optimize import nnls
+
+    with jax.enable_x64(True):
+        a = jax.random.normal(jax.random.PRNGKey(2), (10, 6), jnp.float64)
+        y = jax.random.normal(jax.random.PRNGKey(3), (10,), jnp.float64)
+        loss = lambda z, y: jnp.sum((a @ z - y) ** 2)
+        r = jax.jit(lambda z0: solvers.lbfgs(_nan_outside(loss, 0.0, None), z0, y,
+                                             maxiter=500, tol=1e-10, lower=0.0))(-jnp.ones(6))
+    exact, _ = nnls(np.asarray(a), np.asarray(y))
+    assert np.sum(exact == 0) >= 1
+    assert np.isfinite(float(r.loss_history[0])) and not bool(r.diverged)
+    np.testing.assert_allclose(r.z, exact, rtol=1e-6, atol=1e-6)
+
+
+def test_map_in_x_within_the_unit_box(tiny):
+    """``space="x"`` with ``solver_kwargs`` bounds: the recovered image is the variable
+    itself, inside ``[0, 1]`` although a fifth of ``y`` lies outside, and its reported loss
+    is the MAP loss of the returned image."""
+    flow, params, x = tiny
+    rng = np.random.default_rng(0)
+    y = np.asarray(x[:3]) + 0.3 * rng.standard_normal(x[:3].shape).astype(np.float32)
+    assert np.mean((y < 0) | (y > 1)) > 0.1
+    op, nz = operators.identity(flow.image_shape), noise.gaussian(0.3)
+    r = flowinv.recover((flow, params), y, operator=op, method="map", beta=0.5, noise=nz,
+                        space="x", init="inverse", x0=np.clip(y, 0.0, 1.0), maxiter=40,
+                        solver_kwargs={"lower": 0.0, "upper": 1.0})
+    assert not np.any(np.asarray(r.diverged))
+    assert np.all((np.asarray(r.x) >= 0) & (np.asarray(r.x) <= 1))
+    assert np.any(np.asarray(r.x) == 0) and np.any(np.asarray(r.x) == 1)
+    loss = losses.map_loss(flow, params, op, nz, beta=0.5, space="x")
+    np.testing.assert_allclose(jax.vmap(loss)(r.x.reshape(3, -1), y), r.loss, rtol=1e-5)
+
+
 def test_solver_flags_divergence_and_keeps_best_finite_iterate():
     # Finite while z < 3 and decreasing towards it, NaN beyond: the solver walks into NaN.
     loss = lambda z, y: jnp.where(z[0] < 3.0, -z[0] + 0.0 * y, jnp.nan)
