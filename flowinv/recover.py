@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -330,8 +331,30 @@ def _checked_spec(prior, operator, noise, *, method, penalty, space, solver, max
         raise ValueError(f"operator.in_shape {in_shape} does not match the prior's image shape "
                          f"{tuple(prior.image_shape)}")
     spec = _Spec(prior, method, penalty, space, solver, int(maxiter), float(tol),
-                 tuple(sorted((solver_kwargs or {}).items())))
+                 _checked_solver_kwargs(solver, solver_kwargs))
     return prior, params, spec, out_shape
+
+
+def _checked_solver_kwargs(solver: str, solver_kwargs) -> tuple:
+    """``solver_kwargs`` as the sorted items of the static spec, once each name is an option
+    of the solver and each value hashable (it is compiled in)."""
+    kwargs = dict(solver_kwargs or {})
+    own = ("loss", "z0", "y", "maxiter", "tol")
+    options = [name for name in inspect.signature(solvers.get_solver(solver)).parameters
+               if name not in own]
+    unknown = sorted(set(kwargs) - set(options))
+    if unknown:
+        raise TypeError(f"solver {solver!r} has no option {', '.join(map(repr, unknown))} in "
+                        f"solver_kwargs; its options are {options} (maxiter and tol are "
+                        f"arguments of recover itself)")
+    for name, value in kwargs.items():
+        try:
+            hash(value)
+        except TypeError:
+            raise TypeError(f"solver_kwargs[{name!r}] must be hashable, a number rather than "
+                            f"an array (it is compiled into the solve), got "
+                            f"{type(value).__name__}") from None
+    return tuple(sorted(kwargs.items()))
 
 
 def recover_one(
