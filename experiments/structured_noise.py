@@ -303,11 +303,13 @@ def run(config: Config) -> dict:
     measured, noises = {}, {}
     key = jax.random.PRNGKey(config.seed)
     bar = tqdm(total=jobs, desc="structured noise", disable=not config.progress)
-    for i, kind in enumerate(kinds):
+    for kind in kinds:
         setting = f"{kind}_scale"
         for j, s in enumerate(scales[kind]):
-            op, a, model, y, rms, delta = _corrupt(kind, s, jax.random.fold_in(key, 100 * i + j),
-                                                   images, digits, noise_flow)
+            # keyed by the noise's place in NOISES, not in this run's list, so a run of a
+            # subset (--noises, or digits skipped) draws the noise the full run draws
+            draw = jax.random.fold_in(key, 100 * NOISES.index(kind) + j)
+            op, a, model, y, rms, delta = _corrupt(kind, s, draw, images, digits, noise_flow)
             measured[(kind, s)], noises[(kind, s)] = np.asarray(y), np.asarray(delta)
             for meth in methods:
                 for value in grids[meth]:

@@ -95,6 +95,23 @@ def test_structured_noise_skips_digits_without_noise_flow(tiny_prior, tmp_path, 
     assert {r["setting_name"] for r in rows} == {"sinusoidal_scale"}
 
 
+def test_structured_noise_draws_do_not_depend_on_the_other_noises_run(tiny_prior, tmp_path):
+    """The radial noise of a ``--noises radial`` run is the radial noise of a run of all the
+    Gaussian noises: the noisy input, image by image, is the same (it was not while draws
+    were keyed by the position in the run's own list)."""
+    from experiments import structured_noise as sn
+
+    def noisy_psnr(noises, out):
+        sn.run(sn.Config(dataset="digits", prior=tiny_prior, gan="none", noises=noises,
+                         sine_scales=(0.2,), radial_scales=(0.2,), methods=("noisy",),
+                         num_images=2, val_images=1, out=str(out), progress=False))
+        return {r["image_id"]: r["psnr"] for r in _check_results(out, 2 * len(noises))
+                if r["setting_name"] == "radial_scale"}
+
+    assert noisy_psnr(("radial",), tmp_path / "a") == noisy_psnr(("sinusoidal", "radial"),
+                                                                tmp_path / "b")
+
+
 def test_noisy_cs_runs_end_to_end(tiny_prior, tmp_path):
     from experiments import noisy_cs
 
