@@ -191,7 +191,8 @@ def lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter
     ``vmap`` an image that accepts a step goes on to its next iteration while another is still
     backtracking, instead of waiting for the slowest image's line search to end.
 
-    Box constraints (``lower`` and/or ``upper``: numbers or arrays broadcastable to ``z0``):
+    Box constraints (``lower`` and/or ``upper``: numbers or arrays broadcastable to ``z0``;
+    two numbers with ``lower > upper`` are a ValueError):
     the projected L-BFGS of the two-metric family (Bertsekas 1982; Kim, Sra & Dhillon 2010),
     with ``P`` the projection onto the box. ``z0`` is projected first. At an iterate, the
     *bound* coordinates are those at a bound whose gradient pushes outward (``zᵢ = lᵢ``,
@@ -216,6 +217,8 @@ def lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter
     value_and_grad = jax.value_and_grad(loss)
     dtype = z0.dtype
     boxed = lower is not None or upper is not None
+    if isinstance(lower, int | float) and isinstance(upper, int | float) and lower > upper:
+        raise ValueError(f"lower must be <= upper, got lower={lower!r}, upper={upper!r}")
     if boxed:
         lo = jnp.asarray(-jnp.inf if lower is None else lower, dtype)
         hi = jnp.asarray(jnp.inf if upper is None else upper, dtype)

@@ -188,6 +188,8 @@ def test_lbfgs_in_a_box_starts_from_the_projection_of_z0():
     assert np.sum(exact == 0) >= 1
     assert np.isfinite(float(r.loss_history[0])) and not bool(r.diverged)
     np.testing.assert_allclose(r.z, exact, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="lower must be <= upper"):
+        solvers.lbfgs(loss, jnp.zeros(6), y, lower=1.0, upper=0.0)
 
 
 def test_map_in_x_within_the_unit_box(tiny):
