@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
@@ -13,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flowinv import losses, solvers
+from flowinv import _progress, losses, solvers
 from flowinv._checks import positive_int
 from flowinv.flows import Flow
 from flowinv.operators import _is_tracer
@@ -71,6 +72,7 @@ class _Spec(NamedTuple):
     maxiter: int
     tol: float
     solver_kwargs: tuple
+    progress: bool = False  # the solver reports every loop pass to the host (recover's bar)
 
 
 def _build_loss(spec: _Spec, params, op, noise, gamma, beta):
@@ -94,7 +96,8 @@ def _solve_one(spec: _Spec, params, y, z0, op, noise, gamma, beta) -> Recovery:
     in_x = spec.method == "map" and spec.space == "x"
     prior = spec.prior
     v0 = prior.forward(params, z0)[0].ravel() if in_x else z0
-    r = solve(loss, v0, y, maxiter=spec.maxiter, tol=spec.tol, **dict(spec.solver_kwargs))
+    r = solve(loss, v0, y, maxiter=spec.maxiter, tol=spec.tol, progress=spec.progress,
+              **dict(spec.solver_kwargs))
     # No finite iterate at all (the initial point was already non-finite): fall back to the
     # latent z = 0 (its image under G when optimising x), flagged as diverged.
     zero = jnp.zeros_like(z0)
@@ -118,13 +121,23 @@ def _solve_one(spec: _Spec, params, y, z0, op, noise, gamma, beta) -> Recovery:
 _solve_one_jit = jax.jit(_solve_one, static_argnums=0)
 
 
-@functools.partial(jax.jit, static_argnames=("spec", "op_batched", "noise_batched"))
-def _solve_batch(spec, params, y, z0, op, noise, gamma, beta, *, op_batched, noise_batched):
-    return jax.vmap(
-        _solve_one, in_axes=(None, None, 0, 0, 0 if op_batched else None,
-                             0 if noise_batched else None, 0 if gamma.ndim else None,
-                             0 if beta.ndim else None),
-    )(spec, params, y, z0, op, noise, gamma, beta)
+@functools.partial(jax.jit, static_argnames=("spec", "op_batched", "noise_batched", "mesh"))
+def _solve_batch(spec, params, y, z0, op, noise, gamma, beta, *, op_batched, noise_batched,
+                 mesh=None):
+    """The vmapped solve of a batch; with ``mesh`` (progress on several devices), each device
+    solves its slice of the batch under ``shard_map`` and reports its own iterations."""
+    batched = (False, False, True, True, op_batched, noise_batched, bool(gamma.ndim),
+               bool(beta.ndim))
+    solve = functools.partial(jax.vmap(_solve_one, in_axes=tuple(
+        0 if b else None for b in batched)), spec)
+    if mesh is None:
+        return solve(params, y, z0, op, noise, gamma, beta)
+    split, whole = jax.sharding.PartitionSpec("batch"), jax.sharding.PartitionSpec()
+    solve = jax.shard_map(solve, mesh=mesh, in_specs=tuple(split if b else whole
+                                                           for b in batched[1:]),
+                          out_specs=split, check_vma=False)  # the flows' scans predate it
+    with _progress.per_shard("batch"):
+        return solve(params, y, z0, op, noise, gamma, beta)
 
 
 def _prior_parts(prior) -> tuple[Any, Any]:
@@ -170,12 +183,19 @@ def _leading_axis(tree) -> int | None:
     return leaves[0].shape[0] if leaves and leaves[0].ndim else None
 
 
-def _shard(tree, batch: int):
-    """Places the batch axis of every leaf across all local devices (no-op on one device)."""
+def _batch_mesh(batch: int) -> jax.sharding.Mesh | None:
+    """A 1-D mesh ``"batch"`` of all local devices, where they split ``batch`` evenly."""
     devices = jax.local_devices()
     if len(devices) == 1 or batch % len(devices):
+        return None
+    return jax.sharding.Mesh(np.array(devices), ("batch",))
+
+
+def _shard(tree, batch: int):
+    """Places the batch axis of every leaf across all local devices (no-op on one device)."""
+    mesh = _batch_mesh(batch)
+    if mesh is None:
         return tree
-    mesh = jax.sharding.Mesh(np.array(devices), ("batch",))
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
     return jax.device_put(tree, sharding)
 
@@ -339,14 +359,14 @@ def _checked_solver_kwargs(solver: str, solver_kwargs) -> tuple:
     """``solver_kwargs`` as the sorted items of the static spec, once each name is an option
     of the solver and each value hashable (it is compiled in)."""
     kwargs = dict(solver_kwargs or {})
-    own = ("loss", "z0", "y", "maxiter", "tol")
+    own = ("loss", "z0", "y", "maxiter", "tol", "progress")
     options = [name for name in inspect.signature(solvers.get_solver(solver)).parameters
                if name not in own]
     unknown = sorted(set(kwargs) - set(options))
     if unknown:
         raise TypeError(f"solver {solver!r} has no option {', '.join(map(repr, unknown))} in "
-                        f"solver_kwargs; its options are {options} (maxiter and tol are "
-                        f"arguments of recover itself)")
+                        f"solver_kwargs; its options are {options} (maxiter, tol and progress "
+                        f"are arguments of recover itself)")
     for name, value in kwargs.items():
         try:
             hash(value)
@@ -487,8 +507,11 @@ def recover(
         random one: ``"normal"`` or ``"null-space"``. ``None`` (default): ``init``, which must
         then be random. ``init="zeros", restart_init="normal"`` keeps the paper's ``z0 = 0``
         among the starts, so no image ends at a higher loss than its ``z0 = 0`` solve.
-      progress: show a tqdm bar over the chunks when there is more than one (each chunk is
-        then waited for before the bar moves; chunks run one after another anyway).
+      progress: show a tqdm bar of solver iterations while the solve runs: the furthest
+        image's iteration of the running chunk out of ``maxiter`` per chunk, and how many
+        images are still running. The compiled solve then hands its iteration counts to the
+        host once per loop pass, one call for the whole batch (a separate compilation from
+        ``progress=False``; the results are the same).
 
     Returns:
       A :class:`Recovery`; every image keeps its own optimiser state, and each result is the
@@ -581,28 +604,29 @@ def recover(
     size = batch if chunk_size is None else -(-batch // -(-batch // chunk_size))
     chunks = []
     starts_of_chunks = range(0, batch, size)
-    show_progress = progress and len(starts_of_chunks) > 1
-    if show_progress:
-        from tqdm.auto import tqdm
-
-        starts_of_chunks = tqdm(starts_of_chunks, desc="recover", unit="chunk")
-    for start in starts_of_chunks:
-        # Every chunk has `size` images (the last is padded by repeating its final image), so
-        # all chunks share one compiled solve.
-        idx = np.minimum(np.arange(start, start + size), batch - 1)
-        cy, cz, cop, cnoise, cg, cb = per_image if size == batch else jax.tree.map(
-            lambda a, idx=idx: a[idx], per_image)
-        cy, cz = _shard((cy, cz), size)
-        if per_image_operator:
-            cop = _shard(cop, size)
-        r = _solve_batch(spec, params, cy, cz, cop if per_image_operator else operator,
-                         cnoise if per_image_noise else noise,
-                         gamma if cg is None else cg, beta if cb is None else cb,
-                         op_batched=per_image_operator, noise_batched=per_image_noise)
-        n = min(size, batch - start)
-        chunks.append(jax.tree.map(lambda a, n=n: a[:n], r))
-        if show_progress:
-            jax.block_until_ready(chunks[-1])
+    bar = _progress.IterationBar(spec.maxiter, len(starts_of_chunks)) if progress else None
+    if progress:
+        spec = spec._replace(progress=True)
+    with _progress.showing(bar) if progress else contextlib.nullcontext():
+        for start in starts_of_chunks:
+            # Every chunk has `size` images (the last is padded by repeating its final image),
+            # so all chunks share one compiled solve.
+            idx = np.minimum(np.arange(start, start + size), batch - 1)
+            cy, cz, cop, cnoise, cg, cb = per_image if size == batch else jax.tree.map(
+                lambda a, idx=idx: a[idx], per_image)
+            cy, cz = _shard((cy, cz), size)
+            if per_image_operator:
+                cop = _shard(cop, size)
+            r = _solve_batch(spec, params, cy, cz, cop if per_image_operator else operator,
+                             cnoise if per_image_noise else noise,
+                             gamma if cg is None else cg, beta if cb is None else cb,
+                             op_batched=per_image_operator, noise_batched=per_image_noise,
+                             mesh=_batch_mesh(size) if progress else None)
+            n = min(size, batch - start)
+            chunks.append(jax.tree.map(lambda a, n=n: a[:n], r))
+            if progress:  # the bar reports this chunk until its results are here
+                jax.block_until_ready(chunks[-1])
+                bar.chunk_done()
     result = chunks[0] if len(chunks) == 1 else jax.tree.map(
         lambda *a: jnp.concatenate(a), *chunks)
     if restarts > 1:

@@ -43,6 +43,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from flowinv import _progress
+
 Array = jax.Array
 
 SOLVERS = ("lbfgs", "jaxopt-lbfgs", "optax-lbfgs", "adam")
@@ -87,13 +89,15 @@ def _masked(loss: Callable[[Array, Array], Array]) -> Callable:
 
 
 def _run(step: Callable, state0, z0: Array, loss0: Array, maxiter: int, tol: float,
-         grad_norm: Callable, rel_change_stop: bool = True) -> SolveResult:
+         grad_norm: Callable, rel_change_stop: bool = True,
+         progress: bool = False) -> SolveResult:
     """Generic loop: ``step(z, state, active) -> (z, state, loss)`` until a stop or ``maxiter``.
 
     Stops when the gradient norm is ≤ ``tol`` or (``rel_change_stop``) the relative loss change
     of one iteration is ≤ ``tol·1e-3``; stops at once on a non-finite loss or iterate.
     ``active`` is False once the problem has stopped (its step is then computed under ``vmap``
-    and discarded: see the module docstring).
+    and discarded: see the module docstring). ``progress``: report every loop pass to the host
+    (:mod:`flowinv._progress`).
     """
     dtype = z0.dtype
     nan_hist = jnp.full((maxiter,), jnp.nan, dtype)
@@ -108,14 +112,18 @@ def _run(step: Callable, state0, z0: Array, loss0: Array, maxiter: int, tol: flo
         return (c["i"] < maxiter) & ~c["converged"] & ~c["diverged"]
 
     def body(c):
-        z, state, loss = step(c["z"], c["state"], cond(c))
+        running = cond(c)
+        z, state, loss = step(c["z"], c["state"], running)
+        i = c["i"] + 1
+        if progress:
+            i = _progress.passing(jnp.where(running, i, c["i"]), running)
         finite = jnp.isfinite(loss) & jnp.all(jnp.isfinite(z))
         better = finite & (loss < c["best_loss"])
         rel_change = jnp.abs(c["loss"] - loss) / jnp.maximum(jnp.abs(loss), 1e-12)
         stalled = (rel_change <= tol * 1e-3) if rel_change_stop else False
         converged = finite & ((grad_norm(state) <= tol) | stalled)
         return dict(
-            i=c["i"] + 1, z=z, state=state, loss=loss,
+            i=i, z=z, state=state, loss=loss,
             best_z=jnp.where(better, z, c["best_z"]),
             best_loss=jnp.where(better, loss, c["best_loss"]),
             converged=converged, diverged=~finite,
@@ -157,7 +165,7 @@ def _two_loop(g: Array, s_hist: Array, y_hist: Array, rho: Array, gamma: Array,
 def lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter: int = 300,
           tol: float = 1e-5, history_size: int = 10, max_trials: int = 30,
           c1: float = 1e-4, first_step: float | None = 1.0, lower: float | Array | None = None,
-          upper: float | Array | None = None) -> SolveResult:
+          upper: float | Array | None = None, progress: bool = False) -> SolveResult:
     """L-BFGS with Armijo backtracking from step 1 on ``loss(z, y)``, for one problem,
     optionally within a box ``lower ≤ z ≤ upper`` (projected L-BFGS, below).
 
@@ -209,6 +217,10 @@ def lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter
     gradient's norm; and the gradient-norm stop reads the projected gradient
     ``‖P(z − g) − z‖``, zero exactly at a point satisfying the KKT conditions. Without bounds
     (the default) nothing of this is traced: the iterates are those above.
+
+    ``progress=True`` hands the iteration count to the host after every loop pass, for a bar
+    (:mod:`flowinv._progress`; ``recover(..., progress=True)`` sets it); the iterates are the
+    same.
     """
     if history_size < 1 or max_trials < 1:
         raise ValueError("history_size and max_trials must be >= 1")
@@ -241,6 +253,7 @@ def lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter
                                 & ~c["stalled"])
 
     def body(c):
+        running = cond(c)
         first = ~c["started"]
         # The first pass evaluates z0 itself (t = 0, d = 0).
         point = c["z"] + c["t"] * c["d"]
@@ -293,6 +306,8 @@ def lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter
         stalled = step & ~armijo & finite & ~(f < c["f"])  # a non-finite one has diverged
         at = jnp.where(step, c["k"], maxiter)  # out of bounds: the update is dropped
         keep = lambda new, old: jnp.where(moved, new, old)
+        if progress:
+            k = _progress.passing(jnp.where(running, k, c["k"]), running)
         return dict(
             started=jnp.ones((), bool), k=k,
             trial=jnp.where(moved, 0, c["trial"] + 1),
@@ -312,7 +327,7 @@ def lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter
 
 
 def jaxopt_lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter: int = 300,
-          tol: float = 1e-5, history_size: int = 10) -> SolveResult:
+          tol: float = 1e-5, history_size: int = 10, progress: bool = False) -> SolveResult:
     """jaxopt's L-BFGS with Armijo backtracking from step 1 on ``loss(z, y)``, for one problem:
     the same method as :func:`lbfgs`, kept as a reference implementation.
 
@@ -344,11 +359,13 @@ def jaxopt_lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, 
                                gamma=keep_old(old.gamma, state.gamma))
         return z_new, state, state.value
 
-    return _run(step, state0, z0, state0.value, maxiter, tol, lambda s: s.error)
+    return _run(step, state0, z0, state0.value, maxiter, tol, lambda s: s.error,
+                progress=progress)
 
 
 def optax_lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *,
-                maxiter: int = 300, tol: float = 1e-5, history_size: int = 10) -> SolveResult:
+                maxiter: int = 300, tol: float = 1e-5, history_size: int = 10,
+                progress: bool = False) -> SolveResult:
     """optax L-BFGS (zoom line search) on ``loss(z, y)``, for one problem."""
     import optax
 
@@ -367,11 +384,11 @@ def optax_lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *,
         return z + updates, (opt_state, grad), optax.tree_utils.tree_get(opt_state, "value")
 
     return _run(step, state0, z0, loss(z0, y), maxiter, tol,
-                lambda s: jnp.linalg.norm(s[1]))
+                lambda s: jnp.linalg.norm(s[1]), progress=progress)
 
 
 def adam(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter: int = 300,
-         tol: float = 1e-5, learning_rate: float = 0.05) -> SolveResult:
+         tol: float = 1e-5, learning_rate: float = 0.05, progress: bool = False) -> SolveResult:
     """optax Adam on ``loss(z, y)``, for one problem."""
     import optax
 
@@ -388,7 +405,7 @@ def adam(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter:
 
     state0 = (opt.init(z0), jnp.full_like(z0, jnp.inf), z0)
     return _run(step, state0, z0, loss(z0, y), maxiter, tol, lambda s: jnp.linalg.norm(s[1]),
-                rel_change_stop=False)
+                rel_change_stop=False, progress=progress)
 
 
 def get_solver(name: str) -> Callable[..., SolveResult]:

@@ -323,7 +323,7 @@ def test_per_image_weights_equal_separate_solves(tiny):
 
 def test_chunked_batch_equals_whole_batch(tiny, capsys):
     """Chunks of 2 (the last one padded) give the whole-batch result with one compile; with
-    ``progress=True`` a bar counts the chunks and the result is the same."""
+    ``progress=True`` a bar counts the iterations of all chunks and the result is the same."""
     flow, params, x = tiny
     op = operators.identity(flow.image_shape)
     gammas = jnp.array([0.0, 0.1, 0.3, 1.0, 3.0])
@@ -338,9 +338,53 @@ def test_chunked_batch_equals_whole_batch(tiny, capsys):
     capsys.readouterr()
     shown = flowinv.recover((flow, params), x[:5], operator=op, gamma=gammas, maxiter=5,
                             chunk_size=2, progress=True)
-    np.testing.assert_array_equal(shown.z, chunked.z)
+    np.testing.assert_allclose(shown.z, chunked.z, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(shown.iterations, chunked.iterations)
     err = capsys.readouterr().err
-    assert "recover" in err and "3/3" in err
+    assert "recover" in err and "15/15" in err and "done" in err  # 3 chunks × maxiter 5
+
+
+@pytest.mark.parametrize("solver", solvers.SOLVERS)
+def test_progress_is_reported_while_the_batch_solves(tiny, monkeypatch, solver):
+    """``progress=True``: the compiled solve reports to the host on every loop pass, once for
+    the whole batch (not once per image), the furthest image's iteration rising to the last
+    one; the results are those of ``progress=False``. ``tol=0`` on 3 images with different
+    weights: every image runs all ``maxiter`` iterations, so the reports must reach it."""
+    from flowinv import _progress
+
+    flow, params, x = tiny
+    reports, real = [], _progress.IterationBar.report
+    monkeypatch.setattr(_progress.IterationBar, "report", lambda self, *a: (
+        reports.append(a) or real(self, *a)))
+    kw = dict(operator=operators.identity(flow.image_shape), gamma=jnp.array([0.0, 0.1, 1.0]),
+              maxiter=6, tol=0.0, solver=solver)
+    plain = flowinv.recover((flow, params), x[:3], **kw)
+    assert reports == []  # no bar, and none compiled in
+    shown = flowinv.recover((flow, params), x[:3], progress=True, **kw)
+    np.testing.assert_allclose(shown.z, plain.z, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(shown.iterations, plain.iterations)
+    assert list(np.asarray(plain.iterations)) == [6, 6, 6]
+    iterations = [r[0] for r in reports]
+    assert len(reports) >= 6 and iterations[-1] == 6 and iterations == sorted(iterations)
+    assert iterations[0] <= 1  # the first report comes from the first pass, not the end
+    assert {r[2:] for r in reports} == {(3, 0)}  # the whole batch in each call; one shard
+    assert reports[0][1] == 3  # all three running at the start
+
+
+def test_progress_bar_without_a_solve_does_nothing_and_closes():
+    """A solve compiled with progress, run with no bar current, reports to nobody."""
+    from flowinv import _progress
+
+    z = solvers.lbfgs(_quadratic(jnp.eye(2), 0.0), jnp.ones(2), jnp.zeros(2), maxiter=3,
+                      progress=True).z
+    np.testing.assert_allclose(z, 0.0, atol=1e-6)
+    bar = _progress.IterationBar(maxiter=4, chunks=2)
+    with _progress.showing(bar):
+        assert _progress._current is bar
+        bar.report(2, 1, 2)
+        bar.chunk_done()
+        bar.report(9, 0, 2)  # an out-of-range count is clamped to the chunk's maxiter
+    assert _progress._current is None and bar.position == 8
 
 
 def test_chunks_are_as_few_and_as_even_as_chunk_size_allows(tiny, monkeypatch):
@@ -626,7 +670,8 @@ def test_null_space_projection_is_in_the_null_space():
 
 
 def test_sharded_batch_matches_single_device():
-    """The batch is sharded over 4 forced host devices; results equal the 1-device run.
+    """The batch is sharded over 4 forced host devices; results equal the 1-device run, and
+    with ``progress=True`` each device reports its own slice and the results are the same.
 
     Three iterations with ``tol=0``: this tiny problem reaches its float32 floor by the fourth,
     where whether an image stops (relative loss change exactly 0) is decided by one ulp, which
@@ -640,6 +685,15 @@ def test_sharded_batch_matches_single_device():
         params = flow.init(jax.random.PRNGKey(1), x)
         r = flowinv.recover((flow, params), x, operator=operators.identity((8, 8, 1)),
                             gamma=0.1, maxiter=3, tol=0.0)
+        from flowinv import _progress
+        reports, real = [], _progress.IterationBar.report
+        _progress.IterationBar.report = lambda self, *a: reports.append(a) or real(self, *a)
+        shown = flowinv.recover((flow, params), x, operator=operators.identity((8, 8, 1)),
+                                gamma=0.1, maxiter=3, tol=0.0, progress=True)
+        np.testing.assert_allclose(shown.x, r.x, rtol=1e-6, atol=1e-7)
+        if jax.device_count() == 4:  # each device reports its own image, under shard_map
+            assert {a[3] for a in reports} == {0, 1, 2, 3} and {a[2] for a in reports} == {1}
+            assert len(shown.x.sharding.device_set) == 4
         print(len(r.x.sharding.device_set))
         np.save("out.npy", np.asarray(r.x))
     """)
@@ -653,6 +707,9 @@ def test_sharded_batch_matches_single_device():
         res = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env,
                              capture_output=True, text=True, timeout=300)
         assert res.returncode == 0, res.stderr[-2000:]
+        # A host callback on the whole sharded batch would make XLA gather it on device 0
+        # every pass, and say so.
+        assert "rematerialization" not in res.stderr
         outs.append((res.stdout.strip().splitlines()[-1], np.load(os.path.join(cwd, "out.npy"))))
     assert outs[0][0] == "4"  # the result lives on all four devices
     np.testing.assert_allclose(outs[0][1], outs[1][1], rtol=1e-4, atol=1e-5)
