@@ -2,7 +2,8 @@
 
 ``python -m benchmarks.all [--quick]`` runs, each in its own process (so one benchmark's device
 memory or crash cannot affect the next), ``compile_time``, ``recovery``, ``training``,
-``precision``, ``scaling``, ``iterations``, ``eager_calls`` and ``restarts`` with the same
+``precision``, ``scaling``, ``iterations``, ``eager_calls``, ``restarts`` and
+``progress_bar`` with the same
 ``--out`` and ``--precision``, judges the goals (:mod:`benchmarks.goals`) and writes
 ``<out>/summary[_quick]_<platform>.md``: the environment, the goals table (PASS / MISS and by
 how much) and every benchmark's table.
@@ -34,7 +35,7 @@ from benchmarks import _common as C
 from benchmarks import goals
 
 BENCHMARKS = ("compile_time", "recovery", "training", "precision", "scaling", "iterations",
-              "eager_calls", "restarts")
+              "eager_calls", "restarts", "progress_bar")
 
 SESSION: dict[str, tuple[str, ...]] = {
     "recovery": ("--models", "glow64,glow128", "--tasks", "cs-dense", "--batches", "16,64",

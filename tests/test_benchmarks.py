@@ -25,6 +25,7 @@ from benchmarks import (
     goals,
     iterations,
     precision,
+    progress_bar,
     recovery,
     restarts,
     scaling,
@@ -169,6 +170,20 @@ def test_restarts_quick(out):
         assert r["chunk_size"] == 3 and r["loss_gap"] < 1e-4
     with pytest.raises(SystemExit):
         restarts.main(["--quick", "--out", str(out), "--restarts", "1"])
+
+
+def test_progress_bar_quick(out):
+    """Both modes measured; the bar does not change the solve (same final losses up to
+    float32 rounding of two separately compiled programs)."""
+    data = _load(progress_bar.main(["--quick", "--out", str(out)]))
+    assert [r["mode"] for r in data["rows"]] == list(progress_bar.MODES)
+    for r in data["rows"]:
+        for key in ("first_s", "best_s", "s_per_iteration", "images_per_s",
+                    "ratio_progress_over_plain"):
+            assert _positive_finite(r[key]), (key, r)
+        assert r["loss_gap"] < 1e-5
+    with pytest.raises(SystemExit):
+        progress_bar.main(["--quick", "--out", str(out), "--repeats", "0"])
 
 
 def test_eager_calls_combine_reports_a_failed_mode():
