@@ -33,6 +33,10 @@ Solvers:
   tested against; jaxopt is no longer maintained).
 * ``"optax-lbfgs"``: optax's L-BFGS with its zoom line search (strong Wolfe).
 * ``"adam"``: optax Adam with a fixed learning rate.
+
+Every solver takes ``progress=False``; ``True`` (set by ``recover(..., progress=True)``)
+hands the iteration count to the host on every loop pass, for a bar (:mod:`flowinv._progress`),
+without changing an iterate.
 """
 
 from __future__ import annotations
