@@ -167,7 +167,8 @@ def run(config: Config) -> dict:
         with common.Timer() as t:
             if method == "dcgan":
                 r = flowinv.recover(gan, y, operator=op, method="bora", gamma=weights,
-                                    maxiter=config.maxiter, chunk_size=chunk)
+                                    maxiter=config.maxiter, chunk_size=chunk,
+                                    progress=config.progress)
             else:
                 starts = {} if config.restarts == 1 else dict(
                     init="zeros" if config.zero_start else "normal", restart_init="normal",
@@ -175,7 +176,7 @@ def run(config: Config) -> dict:
                     key=jax.random.fold_in(key, 1000))
                 r = flowinv.recover((flow, params), y, operator=op, method="asim",
                                     gamma=weights, maxiter=config.maxiter,
-                                    chunk_size=chunk,
+                                    chunk_size=chunk, progress=config.progress,
                                     penalty="sq" if method == "glow-sq" else "norm", **starts)
             x_hat = np.asarray(r.x).reshape(len(pairs), *images.shape)
         for (s, w), xh in zip(pairs, x_hat, strict=True):

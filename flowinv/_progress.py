@@ -41,7 +41,9 @@ class IterationBar:
         from tqdm.auto import tqdm
 
         self.maxiter, self.chunks, self.chunk, self.desc = maxiter, chunks, 0, desc
-        self._bar = tqdm(total=maxiter * chunks, desc=f"{desc} (compiling)", unit="it")
+        # leave=None: kept on screen on its own, cleared when nested in a caller's bar
+        self._bar = tqdm(total=maxiter * chunks, desc=f"{desc} (compiling)", unit="it",
+                         leave=None)
         self._postfix = None
         self._shards: dict[int, tuple[int, int]] = {}  # shard -> (running, size)
         self._lock = threading.Lock()  # devices' callbacks may come from several threads
