@@ -678,7 +678,7 @@ def test_sharded_batch_matches_single_device():
     reduction order may flip; before it, the runs agree to rounding (measured ≤ 6e-8)."""
     script = textwrap.dedent("""
         import jax, jax.numpy as jnp, numpy as np, flowinv
-        from flowinv import operators
+        from flowinv import noise, operators
         assert jax.device_count() == 4, jax.device_count()
         flow = flowinv.glow((8, 8, 1), levels=1, steps=2, width=8)
         x = jax.random.uniform(jax.random.PRNGKey(0), (4, 8, 8, 1))
@@ -694,6 +694,17 @@ def test_sharded_batch_matches_single_device():
         if jax.device_count() == 4:  # each device reports its own image, under shard_map
             assert {a[3] for a in reports} == {0, 1, 2, 3} and {a[2] for a in reports} == {1}
             assert len(shown.x.sharding.device_set) == 4
+        # per-image operators, noise models and weights are split over the devices too
+        masks = jax.random.bernoulli(jax.random.PRNGKey(2), 0.7, (4, 8, 8, 1))
+        ops = jax.vmap(operators.inpainting)(masks.astype(jnp.float32))
+        nz = jax.vmap(noise.gaussian)(jnp.array([0.1, 0.2, 0.1, 0.3]))
+        kw = dict(operator=ops, per_image_operator=True, noise=nz, per_image_noise=True,
+                  method="map", beta=jnp.array([0.1, 0.2, 0.3, 0.4]), maxiter=3, tol=0.0)
+        y = jax.vmap(lambda o, a: o(a))(ops, x)
+        m_plain = flowinv.recover((flow, params), y, **kw)
+        m_shown = flowinv.recover((flow, params), y, progress=True, **kw)
+        np.testing.assert_allclose(m_shown.x, m_plain.x, rtol=1e-6, atol=1e-7)
+        assert len(m_shown.x.sharding.device_set) == jax.device_count()
         print(len(r.x.sharding.device_set))
         np.save("out.npy", np.asarray(r.x))
     """)
