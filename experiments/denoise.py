@@ -161,14 +161,15 @@ def run(config: Config) -> dict:
         score(noisy[s], s, "noisy", "", "", 0.0)
 
     chunk = common.chunk_size()
+    # a bar over each call's chunks: the plain solve, which the compilation cache keeps
+    bar = "chunks" if config.progress else False
     for method, pairs in tqdm(groups.items(), desc="denoise", disable=not config.progress):
         y = jnp.asarray(np.concatenate([noisy[s] for s, _ in pairs]))
         weights = jnp.repeat(jnp.asarray([w for _, w in pairs], y.dtype), len(images))
         with common.Timer() as t:
             if method == "dcgan":
                 r = flowinv.recover(gan, y, operator=op, method="bora", gamma=weights,
-                                    maxiter=config.maxiter, chunk_size=chunk,
-                                    progress=config.progress)
+                                    maxiter=config.maxiter, chunk_size=chunk, progress=bar)
             else:
                 starts = {} if config.restarts == 1 else dict(
                     init="zeros" if config.zero_start else "normal", restart_init="normal",
@@ -176,7 +177,7 @@ def run(config: Config) -> dict:
                     key=jax.random.fold_in(key, 1000))
                 r = flowinv.recover((flow, params), y, operator=op, method="asim",
                                     gamma=weights, maxiter=config.maxiter,
-                                    chunk_size=chunk, progress=config.progress,
+                                    chunk_size=chunk, progress=bar,
                                     penalty="sq" if method == "glow-sq" else "norm", **starts)
             x_hat = np.asarray(r.x).reshape(len(pairs), *images.shape)
         for (s, w), xh in zip(pairs, x_hat, strict=True):

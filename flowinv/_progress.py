@@ -12,6 +12,8 @@ nothing is gathered across devices on every pass.
 
 The host side reports to the :class:`IterationBar` made current by :func:`showing`, and
 does nothing where there is none (a solve compiled with progress and then run without a bar).
+A program holding a host callback is never written to JAX's persistent compilation cache, so
+such a solve compiles anew in every process.
 """
 
 from __future__ import annotations
@@ -34,16 +36,18 @@ class IterationBar:
     """A tqdm bar of solver iterations over ``chunks`` solves of ``maxiter`` iterations each.
 
     Its position is the furthest image's iteration count in the running chunk (plus
-    ``maxiter`` for each chunk done), its postfix how many images are still running.
+    ``maxiter`` for each chunk done), its postfix how many images are still running. With
+    ``per_pass=False`` no solve reports to it: it moves by a chunk at a time.
     """
 
-    def __init__(self, maxiter: int, chunks: int = 1, desc: str = "recover"):
+    def __init__(self, maxiter: int, chunks: int = 1, desc: str = "recover", *,
+                 per_pass: bool = True):
         from tqdm.auto import tqdm
 
         self.maxiter, self.chunks, self.chunk, self.desc = maxiter, chunks, 0, desc
         # leave=None: kept on screen on its own, cleared when nested in a caller's bar
-        self._bar = tqdm(total=maxiter * chunks, desc=f"{desc} (compiling)", unit="it",
-                         leave=None)
+        self._bar = tqdm(total=maxiter * chunks, unit="it", leave=None,
+                         desc=f"{desc} (compiling)" if per_pass else desc)
         self._postfix = None
         self._shards: dict[int, tuple[int, int]] = {}  # shard -> (running, size)
         self._lock = threading.Lock()  # devices' callbacks may come from several threads
@@ -75,6 +79,9 @@ class IterationBar:
             self._advance_to(self.chunk * self.maxiter)
             if self._postfix is not None and self.chunk == self.chunks:
                 self._bar.set_postfix_str("done", refresh=True)
+            elif self._postfix is None and self.chunks > 1:  # per chunk: no solve reports
+                self._bar.set_postfix_str(f"chunk {self.chunk}/{self.chunks} done",
+                                          refresh=True)
 
     def close(self) -> None:
         self._bar.close()

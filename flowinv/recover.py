@@ -464,7 +464,7 @@ def recover(
     chunk_size: int | None = None,
     restarts: int = 1,
     restart_init: str | None = None,
-    progress: bool = False,
+    progress: bool | str = False,
 ) -> Recovery:
     """Recovers images from measurements ``y = f(x) + δ`` with a generative prior.
 
@@ -507,11 +507,14 @@ def recover(
         random one: ``"normal"`` or ``"null-space"``. ``None`` (default): ``init``, which must
         then be random. ``init="zeros", restart_init="normal"`` keeps the paper's ``z0 = 0``
         among the starts, so no image ends at a higher loss than its ``z0 = 0`` solve.
-      progress: show a tqdm bar of solver iterations while the solve runs: the furthest
-        image's iteration of the running chunk out of ``maxiter`` per chunk, and how many
-        images are still running. The compiled solve then hands its iteration counts to the
-        host once per loop pass, one call for the whole batch (a separate compilation from
-        ``progress=False``; the results are the same).
+      progress: ``True`` (or ``"iterations"``): a tqdm bar of solver iterations while the
+        solve runs, the furthest image's iteration of the running chunk out of ``maxiter``
+        per chunk, and how many images are still running. The compiled solve then hands its
+        iteration counts to the host once per loop pass, one call for the whole batch: a
+        separate program from ``progress=False``, with the same iterates, which JAX's
+        persistent compilation cache does not keep (it holds a host callback), so it compiles
+        anew in every process. ``"chunks"``: a bar over the chunks, moved by the host between
+        them; the solve is the plain one. ``False`` (default): no bar.
 
     Returns:
       A :class:`Recovery`; every image keeps its own optimiser state, and each result is the
@@ -520,6 +523,10 @@ def recover(
     """
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    if progress not in (None, False, True, "iterations", "chunks"):
+        raise ValueError(f"progress must be True, False, 'iterations' or 'chunks', "
+                         f"got {progress!r}")
+    per_pass = progress in (True, "iterations")
     init_scale = _check_finite_number("init_scale", init_scale)
     if chunk_size is not None:
         chunk_size = positive_int(chunk_size, "chunk_size")
@@ -604,8 +611,9 @@ def recover(
     size = batch if chunk_size is None else -(-batch // -(-batch // chunk_size))
     chunks = []
     starts_of_chunks = range(0, batch, size)
-    bar = _progress.IterationBar(spec.maxiter, len(starts_of_chunks)) if progress else None
-    if progress:
+    bar = _progress.IterationBar(spec.maxiter, len(starts_of_chunks), per_pass=per_pass) \
+        if progress else None
+    if per_pass:
         spec = spec._replace(progress=True)
     with _progress.showing(bar) if progress else contextlib.nullcontext():
         for start in starts_of_chunks:
@@ -621,7 +629,7 @@ def recover(
                              cnoise if per_image_noise else noise,
                              gamma if cg is None else cg, beta if cb is None else cb,
                              op_batched=per_image_operator, noise_batched=per_image_noise,
-                             mesh=_batch_mesh(size) if progress else None)
+                             mesh=_batch_mesh(size) if per_pass else None)
             n = min(size, batch - start)
             chunks.append(jax.tree.map(lambda a, n=n: a[:n], r))
             if progress:  # the bar reports this chunk until its results are here

@@ -342,6 +342,14 @@ def test_chunked_batch_equals_whole_batch(tiny, capsys):
     np.testing.assert_array_equal(shown.iterations, chunked.iterations)
     err = capsys.readouterr().err
     assert "recover" in err and "15/15" in err and "done" in err  # 3 chunks × maxiter 5
+    # A bar over the chunks runs the plain program: no new compilation, the same numbers.
+    before = _solve_batch._cache_size()
+    by_chunk = flowinv.recover((flow, params), x[:5], operator=op, gamma=gammas, maxiter=5,
+                               chunk_size=2, progress="chunks")
+    assert _solve_batch._cache_size() == before
+    np.testing.assert_array_equal(by_chunk.z, chunked.z)
+    err = capsys.readouterr().err
+    assert "15/15" in err and "chunk 3/3 done" in err and "compiling" not in err
 
 
 @pytest.mark.parametrize("solver", solvers.SOLVERS)

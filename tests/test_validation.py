@@ -113,6 +113,8 @@ CASES = [
     ("solver-kwargs-maxiter", lambda p, s, t: _recover(p, solver="adam",
                                                        solver_kwargs={"maxiter": 5}),
      TypeError, ["'maxiter'", "learning_rate", "recover"]),
+    ("progress-unknown", lambda p, s, t: _recover(p, progress="yes"), ValueError,
+     ["progress", "'chunks'", "'yes'"]),
     ("solver-kwargs-progress", lambda p, s, t: _recover(p, solver_kwargs={"progress": True}),
      TypeError, ["'progress'", "arguments of recover"]),
     ("solver-kwargs-array", lambda p, s, t: _recover(p, solver_kwargs={"lower": np.zeros(3)}),
