@@ -48,7 +48,7 @@ class IterationBar:
         # leave=None: kept on screen on its own, cleared when nested in a caller's bar
         self._bar = tqdm(total=maxiter * chunks, unit="it", leave=None,
                          desc=f"{desc} (compiling)" if per_pass else desc)
-        self._postfix = None
+        self._postfix, self._position = None, 0
         self._shards: dict[int, tuple[int, int]] = {}  # shard -> (running, size)
         self._lock = threading.Lock()  # devices' callbacks may come from several threads
         self.reports = 0
@@ -60,6 +60,7 @@ class IterationBar:
             if self.reports == 0:  # the solve has started: time (and rate) from here
                 self._bar.set_description_str(self.desc, refresh=False)
                 self._bar.reset(total=self.maxiter * self.chunks)
+                self._bar.update(self._position)
             self.reports += 1
             self._advance_to(self.chunk * self.maxiter + min(iteration, self.maxiter))
             self._shards[shard] = (running, size)
@@ -88,11 +89,13 @@ class IterationBar:
 
     @property
     def position(self) -> int:
-        return self._bar.n
+        """Iterations shown (kept here too: a disabled tqdm bar counts nothing)."""
+        return self._position
 
     def _advance_to(self, n: int) -> None:
-        if n > self._bar.n:
-            self._bar.update(n - self._bar.n)
+        if n > self._position:
+            self._bar.update(n - self._position)
+            self._position = n
 
 
 @contextlib.contextmanager
