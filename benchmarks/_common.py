@@ -323,6 +323,19 @@ def benchmark_params(flow, key, batch: int = 2, scale: float = 0.02):
                                               leaf.dtype), params)
 
 
+def quarter_cs_problem(model: str | dict, batch: int):
+    """``(flow, params, operator, y)``: a benchmark Glow with random parameters
+    (:func:`benchmark_params`) and Gaussian CS measurements (``m = n/4``, one shared operator)
+    of ``batch`` synthetic images."""
+    from flowinv import operators
+
+    flow = make_flow(model)
+    params = benchmark_params(flow, jax.random.PRNGKey(0))
+    x = jax.numpy.asarray(synthetic_images(np.random.default_rng(1), batch, flow.image_shape))
+    op = operators.gaussian_cs(jax.random.PRNGKey(2), flow.image_shape, max(1, flow.dim // 4))
+    return flow, params, op, jax.vmap(op)(x)
+
+
 def synthetic_images(rng: np.random.Generator, batch: int, shape: Sequence[int]) -> np.ndarray:
     """Smooth random colour images ``(batch, H, W, C)`` in ``[0.05, 0.95]``, from numpy alone.
 

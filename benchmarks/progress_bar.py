@@ -17,9 +17,7 @@ is a function call. Writes ``benchmarks/results/progress_bar[_quick]_<platform>.
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
-import numpy as np
 
 from benchmarks import _common as C
 
@@ -31,14 +29,8 @@ FULL = dict(model="glow64", batch=16, maxiter=300, repeats=3)
 def measure(config: dict) -> list[dict]:
     """First-call and best-of-repeats seconds of the solve without and with the bar."""
     import flowinv
-    from flowinv import operators
 
-    flow = C.make_flow(config["model"])
-    params = C.benchmark_params(flow, jax.random.PRNGKey(0))
-    x = jnp.asarray(C.synthetic_images(np.random.default_rng(1), config["batch"],
-                                       flow.image_shape))
-    op = operators.gaussian_cs(jax.random.PRNGKey(2), flow.image_shape, max(1, flow.dim // 4))
-    y = jax.vmap(op)(x)
+    flow, params, op, y = C.quarter_cs_problem(config["model"], config["batch"])
     kw = dict(operator=op, maxiter=config["maxiter"], tol=0.0)
     run = {mode: (lambda p=(mode == "progress"): flowinv.recover((flow, params), y,
                                                                  progress=p, **kw))

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from benchmarks import _common as C
 
@@ -33,14 +32,8 @@ FULL = dict(model="glow64", batch=16, restarts=4, maxiter=300, chunk_size=None)
 def measure(config: dict) -> list[dict]:
     """Seconds of the loop and the batched restarts (1st and 2nd call) on one problem."""
     import flowinv
-    from flowinv import operators
 
-    flow = C.make_flow(config["model"])
-    params = C.benchmark_params(flow, jax.random.PRNGKey(0))
-    x = jnp.asarray(C.synthetic_images(np.random.default_rng(1), config["batch"],
-                                       flow.image_shape))
-    op = operators.gaussian_cs(jax.random.PRNGKey(2), flow.image_shape, max(1, flow.dim // 4))
-    y = jax.vmap(op)(x)
+    flow, params, op, y = C.quarter_cs_problem(config["model"], config["batch"])
     key, restarts = jax.random.PRNGKey(3), config["restarts"]
     kw = dict(operator=op, init="normal", init_scale=0.1, maxiter=config["maxiter"],
               chunk_size=config["chunk_size"])
