@@ -320,7 +320,9 @@ def test_session_plan_parses(name, monkeypatch, tmp_path):
     monkeypatch.setattr(recovery, "sweep", _stop)
     monkeypatch.setattr(C, "run_worker", _stop)
     monkeypatch.setattr(precision, "run", _stop)
-    module = {"recovery": recovery, "training": training, "precision": precision}[name]
+    monkeypatch.setattr(progress_bar, "measure", _stop)
+    module = {"recovery": recovery, "training": training, "precision": precision,
+              "progress_bar": progress_bar}[name]
     with pytest.raises(_Planned) as e:
         module.main([*bench_all.SESSION[name], "--out", str(tmp_path)])
     args, kwargs = e.value.args
@@ -334,6 +336,9 @@ def test_session_plan_parses(name, monkeypatch, tmp_path):
     elif name == "training":
         assert args[0] == "training" and args[1]["model"] == "glow64"
         assert args[1]["batch"] == 64
+    elif name == "progress_bar":
+        assert args[0] == dict(model="glow64", batch=16, maxiter=100, repeats=1,
+                               precision="default")
     else:
         config = args[0]
         assert config["model"] == "glow64" and config["batch"] == 16
