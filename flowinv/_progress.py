@@ -45,6 +45,7 @@ class IterationBar:
         from tqdm.auto import tqdm
 
         self.maxiter, self.chunks, self.chunk, self.desc = maxiter, chunks, 0, desc
+        self.per_pass = per_pass
         # leave=None: kept on screen on its own, cleared when nested in a caller's bar
         self._bar = tqdm(total=maxiter * chunks, unit="it", leave=None,
                          desc=f"{desc} (compiling)" if per_pass else desc)
@@ -78,9 +79,9 @@ class IterationBar:
             self.chunk += 1
             self._shards.clear()
             self._advance_to(self.chunk * self.maxiter)
-            if self._postfix is not None and self.chunk == self.chunks:
+            if self.per_pass and self.chunk == self.chunks:
                 self._bar.set_postfix_str("done", refresh=True)
-            elif self._postfix is None and self.chunks > 1:  # per chunk: no solve reports
+            elif not self.per_pass and self.chunks > 1:
                 self._bar.set_postfix_str(f"chunk {self.chunk}/{self.chunks} done",
                                           refresh=True)
 

@@ -191,9 +191,9 @@ def _batch_mesh(batch: int) -> jax.sharding.Mesh | None:
     return jax.sharding.Mesh(np.array(devices), ("batch",))
 
 
-def _shard(tree, batch: int):
-    """Places the batch axis of every leaf across all local devices (no-op on one device)."""
-    mesh = _batch_mesh(batch)
+def _shard(tree, mesh: jax.sharding.Mesh | None):
+    """Places the batch axis of every leaf across ``mesh`` (:func:`_batch_mesh`; no-op for
+    ``None``)."""
     if mesh is None:
         return tree
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
@@ -615,6 +615,7 @@ def recover(
         if progress else None
     if per_pass:
         spec = spec._replace(progress=True)
+    mesh = _batch_mesh(size)
     with _progress.showing(bar) if progress else contextlib.nullcontext():
         for start in starts_of_chunks:
             # Every chunk has `size` images (the last is padded by repeating its final image),
@@ -622,14 +623,14 @@ def recover(
             idx = np.minimum(np.arange(start, start + size), batch - 1)
             cy, cz, cop, cnoise, cg, cb = per_image if size == batch else jax.tree.map(
                 lambda a, idx=idx: a[idx], per_image)
-            cy, cz = _shard((cy, cz), size)
+            cy, cz = _shard((cy, cz), mesh)
             if per_image_operator:
-                cop = _shard(cop, size)
+                cop = _shard(cop, mesh)
             r = _solve_batch(spec, params, cy, cz, cop if per_image_operator else operator,
                              cnoise if per_image_noise else noise,
                              gamma if cg is None else cg, beta if cb is None else cb,
                              op_batched=per_image_operator, noise_batched=per_image_noise,
-                             mesh=_batch_mesh(size) if per_pass else None)
+                             mesh=mesh if per_pass else None)
             n = min(size, batch - start)
             chunks.append(jax.tree.map(lambda a, n=n: a[:n], r))
             if progress:  # the bar reports this chunk until its results are here

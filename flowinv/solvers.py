@@ -257,7 +257,6 @@ def lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter
                                 & ~c["stalled"])
 
     def body(c):
-        running = cond(c)
         first = ~c["started"]
         # The first pass evaluates z0 itself (t = 0, d = 0).
         point = c["z"] + c["t"] * c["d"]
@@ -311,6 +310,7 @@ def lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter
         at = jnp.where(step, c["k"], maxiter)  # out of bounds: the update is dropped
         keep = lambda new, old: jnp.where(moved, new, old)
         if progress:
+            running = cond(c)
             k = _progress.passing(jnp.where(running, k, c["k"]), running)
         return dict(
             started=jnp.ones((), bool), k=k,
