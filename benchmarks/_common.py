@@ -305,22 +305,31 @@ def model_label(model: str | dict) -> str:
     return f"{name} ({h}x{w}x{c}, L={kw['levels']}, K={kw['steps']}, width {kw['width']})"
 
 
-def benchmark_params(flow, key, batch: int = 2, scale: float = 0.02):
+def benchmark_params(flow, key, batch: int = 2, scale: float = 0.1):
     """Glow params initialised on a batch of synthetic images, then moved off the identity.
 
     Glow zero-initialises the last convolution of every coupling network, so a freshly
-    initialised flow is close to a fixed linear map; each leaf gets ``scale·N(0, 1)`` added so
-    that timing and recovery run through a non-trivial nonlinear flow (``flow.init`` is one
-    compiled program on the CPU and op by op elsewhere: see :meth:`flowinv.flows.Flow.init`).
-    The perturbation is drawn with numpy (XLA:CPU compiles a threefry sampler per leaf shape
-    slowly), seeded from ``key``.
+    initialised flow is close to a fixed linear map; each leaf gets a random perturbation so
+    that timing and recovery run through a non-trivial nonlinear flow:
+    ``scale / sqrt(fan_in) · N(0, 1)`` for a kernel (``fan_in`` = the product of all but its
+    last axis) and ``scale · N(0, 1)`` for a vector. Scaling by the fan-in makes each
+    coupling's output move by about ``scale`` times its input whatever the network's width.
+    An unscaled ``0.02 · N(0, 1)`` (used before) is harmless at the quick sizes, but at width
+    512 it moves each coupling's ``log s`` by about 1, and through the paper-size glow64's
+    72 couplings ``G(z)`` overflowed to NaN (every solve stopped at iteration 0 on the GPU).
+    ``flow.init`` is one compiled program on the CPU and op by op elsewhere (see
+    :meth:`flowinv.flows.Flow.init`). The perturbation is drawn with numpy (XLA:CPU compiles a
+    threefry sampler per leaf shape slowly), seeded from ``key``.
     """
     x = jax.numpy.asarray(synthetic_images(np.random.default_rng(0), batch, flow.image_shape))
     params = flow.init(key, x)
     rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
-    return jax.tree.map(
-        lambda leaf: leaf + jax.numpy.asarray(scale * rng.standard_normal(leaf.shape),
-                                              leaf.dtype), params)
+
+    def perturb(leaf):
+        std = scale / math.sqrt(math.prod(leaf.shape[:-1])) if leaf.ndim >= 2 else scale
+        return leaf + jax.numpy.asarray(std * rng.standard_normal(leaf.shape), leaf.dtype)
+
+    return jax.tree.map(perturb, params)
 
 
 def quarter_cs_problem(model: str | dict, batch: int):

@@ -216,8 +216,9 @@ def measure(config: dict, *, return_images: bool = False, with_environment: bool
       with_environment: attach :func:`benchmarks._common.environment` (workers do).
 
     Returns:
-      The result row (``status`` ``"ok"``, ``"does not fit"`` or ``"failed"``), and the
-      recovered images ``(B, H, W, C)`` (None if it failed) when ``return_images``.
+      The result row (``status`` ``"ok"``, ``"diverged"``, ``"does not fit"`` or
+      ``"failed"``), and the recovered images ``(B, H, W, C)`` (None if it failed) when
+      ``return_images``.
     """
     cfg = {**MEASURE_DEFAULTS, **config}
     label = ("bfloat16-dtype" if cfg["compute_dtype"] == "bfloat16" else cfg["precision"])
@@ -228,6 +229,12 @@ def measure(config: dict, *, return_images: bool = False, with_environment: bool
     try:
         result, images = _measure(cfg)
         row.update(result, status="ok")
+        if result["diverged"]:
+            # Timings of a solve whose loss went non-finite measure no recovery (a loss that
+            # is NaN at z0 stops every image at iteration 0), so the goals must not read them.
+            row.update(status="diverged", error=(
+                f"the loss of {result['diverged']} of {row['batch']} images became non-finite "
+                f"(at most {result['iterations_max']} of {row['maxiter']} iterations ran)"))
     except Exception as e:  # out of memory is a result; anything else is recorded too
         row.update(status="does not fit" if C.is_oom(e) else "failed", error=C.first_line(e))
     row["device"] = C.device_string()
