@@ -83,6 +83,14 @@ def _ok(rows):
     return [r for r in rows if r.get("status") == "ok"]
 
 
+def _s_per_image_at_paper_iterations(row: dict) -> float:
+    """Seconds per image for the goal's 300 L-BFGS iterations. A solve runs fewer when every
+    image has stopped (with ``tol=0``: its line search can no longer lower the loss in float32)
+    or when ``--maxiter`` asked for fewer; its time per iteration is then scaled to 300, an
+    estimate that the goal's detail states."""
+    return row["s_per_image"] * C.PAPER_ITERATIONS / max(int(row["iterations_max"]), 1)
+
+
 def evaluate(payloads: dict[str, dict]) -> list[dict]:
     """Judges every goal from ``{"recovery": payload, "compile_time": payload, …}``.
 
@@ -99,16 +107,20 @@ def evaluate(payloads: dict[str, dict]) -> list[dict]:
     if rec:
         m64 = _models("glow64", quick)
         cands = [r for r in _ok(rec["rows"]) if r["model"] in m64 and r["task"] == "cs"]
-        best = min(cands, key=lambda r: r["s_per_image"]) if cands else None
+        best = min(cands, key=_s_per_image_at_paper_iterations) if cands else None
     for gid in ("cs64_time", "solver_overhead"):
         goal = GOALS[gid]
         measured = None
         detail = caveat = None
         if best is not None:
-            measured = best["s_per_image"] if gid == "cs64_time" else best["ratio_vs_floor"]
+            measured = (_s_per_image_at_paper_iterations(best) if gid == "cs64_time"
+                        else best["ratio_vs_floor"])
+            ran = best["iterations_max"]
+            scaled = (f" (s/image scaled to {C.PAPER_ITERATIONS} from the {ran} that ran)"
+                      if ran != C.PAPER_ITERATIONS else "")
             detail = (f"{best['model']} {best['operator']} operator, batch {best['batch']}, "
-                      f"{best['images_per_s']:.3g} images/s, {best['iterations_max']} "
-                      f"iterations, iteration/v&g {best['ratio_vs_floor']:.2f}")
+                      f"{best['images_per_s']:.3g} images/s, {ran} "
+                      f"iterations{scaled}, iteration/v&g {best['ratio_vs_floor']:.2f}")
             caveat = _caveat(rec, best["model"] == "glow64", best["maxiter"])
         status, margin = _verdict(goal, measured)
         out.append(dict(id=gid, **goal, measured=measured, status=status, margin=margin,

@@ -311,6 +311,26 @@ def test_goal_verdicts():
     assert goals._verdict(g, None)[0] == "NOT MEASURED"
 
 
+def test_cs_goal_scales_a_solve_that_stopped_early_to_300_iterations():
+    """Every image of a solve can stop before 300 iterations (with tol=0, once its line search
+    cannot lower the float32 loss); the goal is about 300, so the time per iteration is scaled
+    to 300 and the detail says so."""
+    row = dict(model="glow64", task="cs", operator="dense", batch=64, maxiter=300,
+               iterations_max=75, s_per_image=0.1, images_per_s=10.0, ratio_vs_floor=1.5,
+               compile_s=20.0, status="ok")
+    payload = {"recovery": {"quick": False, "environment": {"device_kind": "NVIDIA H100"},
+                            "rows": [row]}}
+    by_id = {g["id"]: g for g in goals.evaluate(payload)}
+    assert math.isclose(by_id["cs64_time"]["measured"], 0.4)
+    assert "scaled to 300 from the 75 that ran" in by_id["cs64_time"]["detail"]
+    assert by_id["cs64_time"]["caveat"] is None  # the paper-size model, 300 asked, an H100
+    assert by_id["solver_overhead"]["measured"] == 1.5
+    full = {**row, "iterations_max": 300, "s_per_image": 0.4}
+    (cs,) = [g for g in goals.evaluate({"recovery": {**payload["recovery"], "rows": [full]}})
+             if g["id"] == "cs64_time"]
+    assert cs["measured"] == 0.4 and "scaled" not in cs["detail"]
+
+
 def test_helpers():
     assert C.powers_of_two(8) == (1, 2, 4, 8) and C.powers_of_two(6) == (1, 2, 4)
     assert C.iterations_note(300) is None and "10" in C.iterations_note(10)
