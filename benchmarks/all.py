@@ -38,19 +38,20 @@ BENCHMARKS = ("compile_time", "recovery", "training", "precision", "scaling", "i
               "eager_calls", "restarts", "progress_bar")
 
 SESSION: dict[str, tuple[str, ...]] = {
-    "recovery": ("--models", "glow64,glow128", "--tasks", "cs-dense", "--batches", "16,64",
-                 "--model-batches", "glow128=16", "--worker-timeout", "240"),
-    "training": ("--models", "glow64", "--batches", "64,256"),
+    "recovery": ("--models", "glow64,glow128", "--tasks", "cs-dense", "--batches", "64",
+                 "--model-batches", "glow128=16", "--worker-timeout", "300"),
     "precision": ("--batch", "16", "--tasks", "cs-dense", "--modes", "default,bfloat16"),
+    "training": ("--models", "glow64", "--batches", "64,256"),
     "progress_bar": ("--batch", "16", "--maxiter", "100", "--repeats", "1"),
 }
 """``--session``: each benchmark's flags, in the order they are worth device time. Recovery
-judges three of the four goals (64×64 CS s/image and solver overhead at batches 16 and 64, a
-128×128 batch of 16, and the compile time of its first calls); then training throughput, then
-TF32 and bfloat16 against float32; last, what ``recover(progress=True)`` costs on the device
-(64×64, batch 16, 100 iterations), run only if the budget leaves time for it. About 8 minutes
-on one H100 by our estimate (not yet measured), and 1-2 more for the last (it compiles the
-solve twice): run it with ``--budget``."""
+judges three of the four goals (64×64 CS s/image and solver overhead at batch 64, the best of
+the first GPU run, a 128×128 batch of 16, and the compile time of their first calls); then
+TF32 and bfloat16 against float32; then training throughput; last, what
+``recover(progress=True)`` costs on the device (64×64, batch 16, 100 iterations). On one H200
+(2026-12-04) a recovery row took 80-115 s of wall time (process start, parameter
+initialisation op by op, two compilations, two solves) and each training row about 90 s, so
+``--budget 525`` covers recovery and about one more benchmark: run it with ``--budget``."""
 
 MIN_START_S = 60.0
 """``--budget``: a benchmark is not started with fewer seconds than this left."""

@@ -388,11 +388,11 @@ def test_session_plan_parses(name, monkeypatch, tmp_path):
     args, kwargs = e.value.args
     if name == "recovery":
         config = args[0]
-        assert config["batches"] == {"glow64": (16, 64), "glow128": (16,)}
+        assert config["batches"] == {"glow64": (64,), "glow128": (16,)}
         assert config["models"] == ("glow64", "glow128")
         assert all(config["groups"][m] == (("cs", "dense"),) for m in config["models"])
         assert config["maxiter"] == C.PAPER_ITERATIONS
-        assert kwargs["isolate"] is True and kwargs["worker_timeout"] == 240.0
+        assert kwargs["isolate"] is True and kwargs["worker_timeout"] == 300.0
     elif name == "training":
         assert args[0] == "training" and args[1]["model"] == "glow64"
         assert args[1]["batch"] == 64
