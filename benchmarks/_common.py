@@ -385,9 +385,10 @@ def run_worker(module: str, config: dict, *, env: dict | None = None,
                timeout: float | None = None) -> dict:
     """Runs ``python -m benchmarks.<module> --worker CONFIG --worker-out OUT`` and returns OUT.
 
-    The worker writes one result dict. If the process dies without one (a hard crash, a
-    timeout), the result is ``{"status": "does not fit" | "failed", "error": …}``, judged from
-    its stderr.
+    The worker writes one result dict, to which ``worker_s`` (the process's wall time, its
+    start, imports and set-up included) is added. If the process dies without one (a hard
+    crash, a timeout), the result is ``{"status": "does not fit" | "failed", "error": …}``,
+    judged from its stderr.
     """
     root = pathlib.Path(__file__).resolve().parent.parent
     with tempfile.TemporaryDirectory() as tmp:
@@ -397,6 +398,7 @@ def run_worker(module: str, config: dict, *, env: dict | None = None,
         cmd = [sys.executable, "-m", f"benchmarks.{module}", "--worker", str(cfg_path),
                "--worker-out", str(out_path)]
         full_env = {**os.environ, **(env or {})}
+        start = time.perf_counter()
         try:
             proc = subprocess.run(cmd, cwd=root, env=full_env, capture_output=True, text=True,
                                   timeout=timeout)
@@ -406,7 +408,8 @@ def run_worker(module: str, config: dict, *, env: dict | None = None,
                                                                                      or "")
             rc = "timeout"
         if out_path.exists():
-            return json.loads(out_path.read_text())
+            return {**json.loads(out_path.read_text()),
+                    "worker_s": time.perf_counter() - start}
     tail = "\n".join(stderr.strip().splitlines()[-5:])
     oom = any(m in stderr for m in OOM_MARKERS)
     return {**config, "status": "does not fit" if oom else "failed",

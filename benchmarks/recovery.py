@@ -27,6 +27,7 @@ import argparse
 import dataclasses
 import functools
 import math
+import time
 from typing import Any
 
 import jax
@@ -120,6 +121,7 @@ def _measure(cfg: dict) -> tuple[dict, Any]:
     import flowinv
     from flowinv import losses
 
+    setup_start = time.perf_counter()
     flow = C.make_flow(cfg["model"])
     key = jax.random.PRNGKey(cfg["seed"])
     batch = int(cfg["batch"])
@@ -134,6 +136,7 @@ def _measure(cfg: dict) -> tuple[dict, Any]:
             noise = np.random.default_rng(cfg["seed"] + 4).standard_normal(y.shape)
             y = y + jnp.asarray(cfg["sigma"] * noise, y.dtype)
         y = jax.block_until_ready(y)
+    setup_s = time.perf_counter() - setup_start
     gamma = cfg["denoise_gamma"] if cfg["task"] == "denoise" else 0.0
     if cfg["compute_dtype"] == "bfloat16":
         gen_params = jax.tree.map(lambda a: a.astype(jnp.bfloat16), params)
@@ -187,7 +190,8 @@ def _measure(cfg: dict) -> tuple[dict, Any]:
         iterations_max=it_max, iterations_mean=float(iters.mean()),
         diverged=int(np.sum(np.asarray(r.diverged))),
         devices_used=len(r.x.sharding.device_set),
-        first_call_s=first_s, compile_s=ct.seconds, backend_compiles=ct.count,
+        setup_s=setup_s, first_call_s=first_s, compile_s=ct.seconds,
+        backend_compiles=ct.count,
         run_s=run_s, run_time_source=source,
         s_per_image=run_s / batch, images_per_s=batch / run_s,
         s_per_iteration=run_s / max(it_max, 1),

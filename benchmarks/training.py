@@ -39,11 +39,13 @@ def _measure(cfg: dict) -> dict:
     import flowinv
     from flowinv import checkpoints, data, train
 
+    setup_start = time.perf_counter()
     flow = C.make_flow(cfg["model"])
     key = jax.random.PRNGKey(cfg["seed"])
     batch, bits, steps = int(cfg["batch"]), int(cfg["bits"]), int(cfg["steps"])
     with jax.default_matmul_precision("highest"):
-        params = C.benchmark_params(flow, key)
+        params = jax.block_until_ready(C.benchmark_params(flow, key))
+    setup_s = time.perf_counter() - setup_start
     levels = 2**bits
     x = C.synthetic_images(np.random.default_rng(cfg["seed"] + 1), batch, flow.image_shape)
     xq = jnp.asarray(np.floor(x * levels) / levels)
@@ -93,7 +95,7 @@ def _measure(cfg: dict) -> dict:
         jax.block_until_ready(out)
         floor_s = time.perf_counter() - t
     return dict(
-        num_params=flowinv.num_params(params), iterations=steps, bits=bits,
+        num_params=flowinv.num_params(params), iterations=steps, bits=bits, setup_s=setup_s,
         compile_s=lower_s + compile_s, lower_s=lower_s, xla_compile_s=compile_s,
         run_s=run_s, s_per_step=run_s / steps, images_per_s=batch * steps / run_s,
         floor_s_per_step=floor_s / steps, floor_images_per_s=batch * steps / floor_s,

@@ -94,7 +94,8 @@ def test_recovery_quick(recovery_payload):
     rows = data["rows"]
     assert [(r["task"], r["operator"], r["batch"]) for r in rows] == [("cs", "dense", 1),
                                                                       ("cs", "dense", 2)]
-    _check_rows(rows, MEASURE_FIELDS + ("iterations_max", "s_per_image", "psnr_mean"))
+    _check_rows(rows, MEASURE_FIELDS + ("iterations_max", "s_per_image", "psnr_mean",
+                                        "setup_s"))
     for r in rows:
         assert r["iterations_max"] == r["maxiter"] == 5  # tol=0: every image runs them all
         assert r["iterations_note"] and "300" in r["iterations_note"]
@@ -159,7 +160,7 @@ def test_training_quick(out):
     data = _load(training.main(["--quick", "--out", str(out), "--models", "tiny8",
                                 "--batches", "2", "--steps", "2"]))
     _check_rows(data["rows"], ("device", "precision", "batch", "image_shape", "num_params",
-                               "iterations", "compile_s", "run_s", "images_per_s",
+                               "iterations", "setup_s", "compile_s", "run_s", "images_per_s",
                                "ratio_vs_floor", "peak_memory_bytes", "status"))
     assert all(r["loss_finite"] for r in data["rows"])
 
@@ -279,6 +280,7 @@ def test_scaling_quick_in_subprocesses(out):
     assert [r["devices_requested"] for r in rows] == [2]
     _check_rows(rows, MEASURE_FIELDS + ("devices_used", "local_device_count"))
     assert rows[0]["local_device_count"] == 2 and rows[0]["devices_used"] == 2  # sharded
+    assert _positive_finite(rows[0]["worker_s"])  # the worker process's wall time
     assert rows[0]["batch"] == 4  # 2 images per device
     assert "xla_force_host_platform_device_count=2" in data["environment"]["env"]["XLA_FLAGS"]
 
