@@ -113,13 +113,19 @@ def measure(config: dict, *, with_environment: bool = True) -> dict:
       with_environment: attach :func:`benchmarks._common.environment` (workers do).
 
     Returns:
-      The result row (``status`` ``"ok"``, ``"does not fit"`` or ``"failed"``).
+      The result row (``status`` ``"ok"``, ``"diverged"`` (the loss was not finite),
+      ``"does not fit"`` or ``"failed"``).
     """
     cfg = {**MEASURE_DEFAULTS, **config}
     row = dict(model=cfg["model"], image_shape=list(C.MODELS[cfg["model"]]["image_shape"]),
                batch=int(cfg["batch"]), precision=cfg["precision"])
     try:
         row.update(_measure(cfg), status="ok")
+        if not row["loss_finite"]:
+            # The step's time does not depend on the values, but a non-finite loss means the
+            # benchmark flow itself is broken: say so instead of reporting a plain "ok".
+            row.update(status="diverged",
+                       error=f"the training loss was {row['final_loss_bpd']} bits/dim")
     except Exception as e:
         row.update(status="does not fit" if C.is_oom(e) else "failed", error=C.first_line(e))
     row["device"] = C.device_string()

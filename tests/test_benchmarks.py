@@ -165,6 +165,15 @@ def test_training_quick(out):
     assert all(r["loss_finite"] for r in data["rows"])
 
 
+def test_training_marks_a_non_finite_loss(monkeypatch):
+    """The first GPU run's training rows trained a flow whose loss was inf and said "ok"."""
+    monkeypatch.setattr(training, "_measure", lambda cfg: dict(
+        loss_finite=False, final_loss_bpd=float("inf"), images_per_s=10.0))
+    row = training.measure(dict(model="tiny8", batch=2), with_environment=False)
+    assert row["status"] == "diverged" and "inf bits/dim" in row["error"]
+    assert row["images_per_s"] == 10.0  # the timing is kept
+
+
 def test_compile_time_quick(compile_payload):
     data = _load(compile_payload)
     assert [r["function"] for r in data["rows"]] == ["inverse"]
