@@ -142,6 +142,22 @@ def deepcopy_config(config: dict) -> dict:
     return copy.deepcopy(config)
 
 
+def config_from_args(parser: argparse.ArgumentParser, args, quick: dict, full: dict,
+                     flags: Iterable[str], *, at_least_one: Iterable[str] = ()) -> dict:
+    """The quick (``--quick``) or full config with each of ``flags`` given on the command line
+    in its place and ``precision`` set; a value of ``at_least_one`` below 1 is a usage error
+    (``parser.error``)."""
+    config = deepcopy_config(quick if args.quick else full)
+    for name in flags:
+        if getattr(args, name) is not None:
+            config[name] = getattr(args, name)
+    for name in at_least_one:
+        if config[name] < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {config[name]}")
+    config["precision"] = args.precision
+    return config
+
+
 def iterations_note(maxiter: int) -> str | None:
     """A note when a run used fewer L-BFGS iterations than the papers' 300 (else None)."""
     if maxiter < PAPER_ITERATIONS:

@@ -69,14 +69,8 @@ def main(argv=None) -> dict:
     p.add_argument("--repeats", type=int, default=None,
                    help="timed calls of each mode after the first (default 3; quick 2)")
     args = p.parse_args(argv)
-    config = C.deepcopy_config(QUICK if args.quick else FULL)
-    for name in ("model", "batch", "maxiter", "repeats"):
-        if getattr(args, name) is not None:
-            config[name] = getattr(args, name)
-    for name in ("batch", "maxiter", "repeats"):
-        if config[name] < 1:
-            p.error(f"--{name} must be >= 1, got {config[name]}")
-    config["precision"] = args.precision
+    config = C.config_from_args(p, args, QUICK, FULL, ("model", "batch", "maxiter", "repeats"),
+                                at_least_one=("batch", "maxiter", "repeats"))
     with C.precision_context(args.precision):
         rows = measure(config)
     notes = ["one process: each mode called once to compile (1st call s), then "

@@ -82,18 +82,13 @@ def main(argv=None) -> dict:
     p.add_argument("--chunk-size", type=int, default=None,
                    help="recover's chunk_size for both modes (default: the whole batch)")
     args = p.parse_args(argv)
-    config = C.deepcopy_config(QUICK if args.quick else FULL)
-    for name in ("model", "batch", "restarts", "maxiter", "chunk_size"):
-        if getattr(args, name) is not None:
-            config[name] = getattr(args, name)
-    for name in ("batch", "restarts", "maxiter"):
-        if config[name] < 1:
-            p.error(f"--{name} must be >= 1, got {config[name]}")
+    config = C.config_from_args(p, args, QUICK, FULL,
+                                ("model", "batch", "restarts", "maxiter", "chunk_size"),
+                                at_least_one=("batch", "restarts", "maxiter"))
     if config["restarts"] < 2:
         p.error("--restarts must be >= 2 (one start has nothing to compare)")
     if config["chunk_size"] is not None and config["chunk_size"] < 1:
         p.error(f"--chunk-size must be >= 1, got {config['chunk_size']}")
-    config["precision"] = args.precision
     with C.precision_context(args.precision):
         rows = measure(config)
     notes = ["one process: each mode called twice on the same problem, the 1st call "
