@@ -61,8 +61,9 @@ class SolveResult(NamedTuple):
       z: best finite iterate ``(n,)``.
       loss: its loss.
       iterations: iterations run.
-      converged: gradient norm fell below ``tol`` (or relative loss change did); False for a
-        solve that hit ``maxiter`` or (``lbfgs``) stalled after a failed line search.
+      converged: gradient norm fell below ``tol`` (or relative loss change did, or, for
+        ``lbfgs``, the loss reached its rounding floor); False for a solve that hit
+        ``maxiter`` or (``lbfgs``) stalled after a failed line search.
       diverged: the loss became non-finite at some iteration (``z`` is still the best finite).
       loss_history: ``(maxiter,)`` loss after each iteration, NaN after the stop.
       znorm_history: ``(maxiter,)`` ``‖z‖`` after each iteration, NaN after the stop.
@@ -187,10 +188,19 @@ def lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter
     generator; compressed sensing with glow-mnist from ``z0 = 0`` at ``m/n = 0.05`` sent one
     of 6 images so far that the forced step left its loss at 42 (0.02 with the cap).
 
-    Stopping: the gradient norm is ≤ ``tol``, or the relative loss change of an accepted step
-    is ≤ ``tol·10⁻³`` (converged); or the line search failed (``max_trials`` rejections) and
-    the forced step did not lower the loss (``stalled``; ``converged`` False: not a certified
-    minimum); or ``maxiter``; or a non-finite loss (diverged).
+    Stopping: converged, when the gradient norm is ≤ ``tol``, or the relative loss change of
+    an accepted step is ≤ ``tol·10⁻³``, or the line search rejects a trial step with
+    ``‖t·d‖ ≤ ε‖z‖`` (``ε`` the dtype's machine epsilon; whatever ``tol``): that trial is ``z``
+    to within rounding, no step along ``d`` that the dtype resolves lowered the loss, and
+    halving further would compare only the loss's rounding noise; or ``stalled``, when the line
+    search failed (``max_trials`` rejections) and the forced step did not lower the loss
+    (``converged`` False: not a certified minimum); or ``maxiter``; or a non-finite loss
+    (diverged). The rounding-floor stop matters where a loss can reach that floor, as noiseless
+    compressed sensing with ``m < n`` does: there, in float32, Armijo's test compares noise,
+    and before this stop the last few iterations of such a solve took 3 to 13 rejected trials
+    each (on the benchmark's ``tiny16`` and ``tiny32`` flows, a batch of 8 made 69 and 105
+    loop passes for 38 and 46 iterations; now 47 and 50 passes for 35 and 41 iterations, with
+    the same PSNR).
 
     With ``first_step=None`` the iterates are those of jaxopt's ``LBFGS`` with
     ``BacktrackingLineSearch(condition="armijo", decrease_factor=0.5)`` and the same pair
@@ -232,6 +242,7 @@ def lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter
         raise ValueError(f"first_step must be > 0 or None, got {first_step}")
     value_and_grad = jax.value_and_grad(loss)
     dtype = z0.dtype
+    eps = jnp.finfo(dtype).eps
     boxed = lower is not None or upper is not None
     if isinstance(lower, int | float) and isinstance(upper, int | float) and lower > upper:
         raise ValueError(f"lower must be <= upper, got lower={lower!r}, upper={upper!r}")
@@ -303,10 +314,14 @@ def lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter
         finite = jnp.isfinite(f) & jnp.all(jnp.isfinite(point))
         better = moved & finite & (f < c["best_loss"])
         rel_change = jnp.abs(c["f"] - f) / jnp.maximum(jnp.abs(f), 1e-12)
+        # The rounding floor: a rejected trial that moved z by no more than its float
+        # resolution; halving further cannot resolve a decrease, only compare rounding noise.
+        floor = ~first & ~armijo & finite & (jnp.linalg.norm(point - c["z"])
+                                             <= eps * jnp.linalg.norm(c["z"]))
         # A forced step proves nothing about optimality, even where the gradient vanishes.
-        converged = step & armijo & finite & ((grad_norm <= tol)
-                                              | (rel_change <= tol * 1e-3))
-        stalled = step & ~armijo & finite & ~(f < c["f"])  # a non-finite one has diverged
+        converged = (step & armijo & finite & ((grad_norm <= tol)
+                                               | (rel_change <= tol * 1e-3))) | floor
+        stalled = step & ~armijo & finite & ~(f < c["f"]) & ~floor  # non-finite: diverged
         at = jnp.where(step, c["k"], maxiter)  # out of bounds: the update is dropped
         keep = lambda new, old: jnp.where(moved, new, old)
         if progress:

@@ -138,6 +138,54 @@ def test_lbfgs_first_step_bounds_the_first_trial_and_escapes_saturation():
         solvers.lbfgs(loss, jnp.zeros(3), y, first_step=0.0)
 
 
+def _record_points(seen: list):
+    """``‖tanh(z)·Aᵀ − b‖²`` for ``y = (A, b)``, appending every evaluated ``(z, loss)`` to
+    ``seen`` in order."""
+    def loss(z, y):
+        a, b = y
+        value = jnp.sum((a @ jnp.tanh(z) - b) ** 2)
+        jax.debug.callback(lambda p, v: seen.append((np.asarray(p), float(v))), z, value,
+                           ordered=True)
+        return value
+    return loss
+
+
+def test_lbfgs_stops_at_the_first_rejected_trial_below_the_float_resolution_of_z():
+    """Exactly fittable float32 problems (5 equations through ``tanh``, 20 unknowns) with
+    ``tol = 0``, so neither the gradient nor the loss-change stop can end a solve before
+    rounding does. At the rounding floor Armijo compares noise; each solve must stop there,
+    converged, at the FIRST rejected trial ``p`` with ``‖p − z‖ ≤ ε‖z‖`` (``z`` the current
+    iterate, ``ε`` float32's machine epsilon), not at a rejected trial above that resolution
+    (before this stop, they went on until a loss happened to repeat exactly). Every
+    evaluated point is recorded, so the test replays the final line search. Whether it
+    rejects a resolvable trial first depends on rounding: measured, 3 of the 16 problems do."""
+    seen = []
+    solve = jax.jit(lambda y: solvers.lbfgs(_record_points(seen), jnp.zeros(20), y,
+                                            maxiter=500, tol=0.0))
+    longer = 0
+    for seed in range(16):
+        a = jax.random.normal(jax.random.PRNGKey(seed), (5, 20)) / np.sqrt(5.0)
+        b = a @ jnp.tanh(jax.random.normal(jax.random.PRNGKey(100 + seed), (20,)))
+        seen.clear()
+        r = jax.block_until_ready(solve((a, b)))
+        k = int(r.iterations)
+        assert bool(r.converged) and not bool(r.stalled) and not bool(r.diverged), seed
+        assert 0 < k < 500 and float(r.loss) < 1e-9 * seen[0][1], seed  # the floor
+        # The current iterate: the last point before the final (rejected) trial with the last
+        # accepted loss (a trial within rounding of z may repeat its loss exactly); the
+        # trials after it, z + t·d for t = 1, 1/2, …, must shrink.
+        last = [i for i, (_, v) in enumerate(seen[:-1]) if v == float(r.loss_history[k - 1])]
+        assert last, f"seed {seed}: the solve ended on an accepted step, not a rejected trial"
+        accepted = last[-1]
+        z = seen[accepted][0].astype(np.float64)
+        steps = np.array([np.linalg.norm(p - z) for p, _ in seen[accepted + 1:]])
+        steps /= np.finfo(np.float32).eps * np.linalg.norm(z)
+        assert np.all(steps[1:] < steps[:-1]), (seed, steps)
+        assert steps[-1] <= 1.0 and np.all(steps[:-1] > 1.0), (seed, steps)
+        longer += len(steps) > 1
+    assert longer > 0  # the case "not before" is about
+
+
 def _nan_outside(box_loss, lower, upper):
     """``box_loss`` inside ``[lower, upper]``, NaN outside: a solve that ever evaluates a point
     outside the box shows as diverged."""
