@@ -139,7 +139,7 @@ def test_lbfgs_first_step_bounds_the_first_trial_and_escapes_saturation():
 
 
 def _record_points(seen: list):
-    """``‖tanh(z)·Aᵀ − b‖²`` for ``y = (A, b)``, appending every evaluated ``(z, loss)`` to
+    """``‖A·tanh(z) − b‖²`` for ``y = (A, b)``, appending every evaluated ``(z, loss)`` to
     ``seen`` in order."""
     def loss(z, y):
         a, b = y
@@ -150,39 +150,66 @@ def _record_points(seen: list):
     return loss
 
 
-def test_lbfgs_stops_at_the_first_rejected_trial_below_the_float_resolution_of_z():
-    """Exactly fittable float32 problems (5 equations through ``tanh``, 20 unknowns) with
-    ``tol = 0``, so neither the gradient nor the loss-change stop can end a solve before
-    rounding does. At the rounding floor Armijo compares noise; each solve must stop there,
-    converged, at the FIRST rejected trial ``p`` with ``‖p − z‖ ≤ ε‖z‖`` (``z`` the current
-    iterate, ``ε`` float32's machine epsilon), not at a rejected trial above that resolution
-    (before this stop, they went on until a loss happened to repeat exactly). Every
-    evaluated point is recorded, so the test replays the final line search. Whether it
-    rejects a resolvable trial first depends on rounding: measured, 3 of the 16 problems do."""
+@pytest.mark.parametrize("shape, noise", [((5, 20), 0.0), ((20, 5), 0.1)],
+                         ids=["exact-fit", "noise-floor"])
+def test_lbfgs_stops_at_the_first_rejected_trial_below_the_float_resolution(shape, noise):
+    """Least squares through ``tanh`` in float32 with ``tol = 0``, so neither the gradient nor
+    the loss-change stop can end a solve before rounding does: 5 equations in 20 unknowns,
+    noiseless (the loss falls to its rounding floor near 0), or 20 in 5 with noise (the loss
+    settles at the noise's energy, where its rounding is ``ε|f|``). There Armijo compares
+    noise; each solve must stop, converged, at the FIRST rejected trial ``p = z + t·d`` below
+    the float resolution, of the iterate (``‖p − z‖ ≤ ε‖z‖``) or of the loss (the predicted
+    decrease ``|t·∇f(z)ᵀd| ≤ ε|f(z)|``), ``ε`` float32's machine epsilon, and not at a
+    rejected trial above both (before these stops a solve went on until a loss happened to
+    repeat exactly). Every evaluated point is recorded, so the test replays the final line
+    search. For the exact fits it checks the stop fell at the first trial below the iterate's
+    resolution (whether one above it came first depends on rounding: measured, 3 of 16). For
+    the noisy ones, that the stop came on the loss's test, far above the iterate's resolution,
+    at a loss within 1e-4 of the float64 minimum nearby (measured: ≤ 2e-6 but for one solve
+    with two latents in tanh's flat tails, at 6.6 and 7.7, which float32 cannot resolve:
+    1.2e-5, the same as with the iterate's stop alone, which came within 2e-9 of this stop
+    on the 15 others); the replay's
+    float64 gradient cannot re-decide the test exactly, because the float32 gradient at a
+    minimum is mostly rounding: its predicted decrease read up to 4.8 ε|f| (the bound: 10)."""
+    from scipy.optimize import minimize
+
     seen = []
-    solve = jax.jit(lambda y: solvers.lbfgs(_record_points(seen), jnp.zeros(20), y,
+    solve = jax.jit(lambda y: solvers.lbfgs(_record_points(seen), jnp.zeros(shape[1]), y,
                                             maxiter=500, tol=0.0))
+    eps = float(np.finfo(np.float32).eps)
     longer = 0
     for seed in range(16):
-        a = jax.random.normal(jax.random.PRNGKey(seed), (5, 20)) / np.sqrt(5.0)
-        b = a @ jnp.tanh(jax.random.normal(jax.random.PRNGKey(100 + seed), (20,)))
+        a = jax.random.normal(jax.random.PRNGKey(seed), shape) / np.sqrt(shape[0])
+        b = a @ jnp.tanh(jax.random.normal(jax.random.PRNGKey(100 + seed), (shape[1],)))
+        b = b + noise * jax.random.normal(jax.random.PRNGKey(200 + seed), (shape[0],))
         seen.clear()
         r = jax.block_until_ready(solve((a, b)))
         k = int(r.iterations)
         assert bool(r.converged) and not bool(r.stalled) and not bool(r.diverged), seed
-        assert 0 < k < 500 and float(r.loss) < 1e-9 * seen[0][1], seed  # the floor
+        assert 0 < k < 500, seed
         # The current iterate: the last point before the final (rejected) trial with the last
         # accepted loss (a trial within rounding of z may repeat its loss exactly); the
         # trials after it, z + t·d for t = 1, 1/2, …, must shrink.
         last = [i for i, (_, v) in enumerate(seen[:-1]) if v == float(r.loss_history[k - 1])]
         assert last, f"seed {seed}: the solve ended on an accepted step, not a rejected trial"
-        accepted = last[-1]
-        z = seen[accepted][0].astype(np.float64)
-        steps = np.array([np.linalg.norm(p - z) for p, _ in seen[accepted + 1:]])
-        steps /= np.finfo(np.float32).eps * np.linalg.norm(z)
+        z, fz = seen[last[-1]][0].astype(np.float64), seen[last[-1]][1]
+        a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        grad = 2.0 * (1.0 - np.tanh(z) ** 2) * (a64.T @ (a64 @ np.tanh(z) - b64))
+        trials = [p.astype(np.float64) - z for p, _ in seen[last[-1] + 1:]]
+        steps = np.array([np.linalg.norm(s) for s in trials]) / (eps * np.linalg.norm(z))
+        decreases = np.array([abs(grad @ s) for s in trials]) / (eps * abs(fz))
         assert np.all(steps[1:] < steps[:-1]), (seed, steps)
-        assert steps[-1] <= 1.0 and np.all(steps[:-1] > 1.0), (seed, steps)
-        longer += len(steps) > 1
+        if noise == 0.0:  # the iterate's resolution ends it, at the first trial below it
+            assert steps[-1] <= 1.0 and np.all(steps[:-1] > 1.0), (seed, steps)
+            assert float(r.loss) < 1e-9 * seen[0][1], seed
+            longer += len(trials) > 1
+        else:  # the loss's resolution ends it, far above the iterate's, at the minimum
+            assert steps[-1] > 1.0 and decreases[-1] <= 10.0, (seed, steps, decreases)
+            f64 = lambda v, a64=a64, b64=b64: np.sum((a64 @ np.tanh(v) - b64) ** 2)
+            polished = minimize(f64, z, method="BFGS", options={"gtol": 1e-12})
+            found = f64(np.asarray(r.z, np.float64))
+            assert found <= polished.fun * (1.0 + 1e-4), (seed, found, polished.fun)
+            longer += 1
     assert longer > 0  # the case "not before" is about
 
 
