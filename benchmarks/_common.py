@@ -333,9 +333,9 @@ def benchmark_params(flow, key, batch: int = 2, scale: float = 0.1):
     An unscaled ``0.02 · N(0, 1)`` (used before) is harmless at the quick sizes, but at width
     512 it moves each coupling's ``log s`` by about 1, and through the paper-size glow64's
     72 couplings ``G(z)`` overflowed to NaN (every solve stopped at iteration 0 on the GPU).
-    ``flow.init`` is one compiled program on the CPU and op by op elsewhere (see
-    :meth:`flowinv.flows.Flow.init`). The perturbation is drawn with numpy (XLA:CPU compiles a
-    threefry sampler per leaf shape slowly), seeded from ``key``.
+    ``flow.init`` is one compiled program (see :meth:`flowinv.flows.Flow.init`). The
+    perturbation is drawn with numpy (XLA:CPU compiles a threefry sampler per leaf shape
+    slowly), seeded from ``key``.
     """
     x = jax.numpy.asarray(synthetic_images(np.random.default_rng(0), batch, flow.image_shape))
     params = flow.init(key, x)

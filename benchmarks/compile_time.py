@@ -2,8 +2,11 @@
 
 ``python -m benchmarks.compile_time`` measures, ahead of time on abstract shapes (nothing is
 run, no parameters are materialised), the seconds to trace + lower (``jit(f).lower``) and to
-XLA-compile (``.compile()``) three programs:
+XLA-compile (``.compile()``) four programs:
 
+* ``init``: ``flow.init`` on a batch of 16 images (the data-dependent initialisation that
+  training and the benchmarks' random parameters start from; each level's steps in one rolled
+  ``lax.scan`` whatever the stack's ``unroll``, so its two rows of a model agree);
 * ``inverse``: ``G⁻¹`` of one image (what density evaluation and training run);
 * ``forward_value_and_grad``: the value and gradient of ``‖G(z)‖²`` for one latent (what every
   recovery iteration runs);
@@ -28,7 +31,8 @@ import jax.numpy as jnp
 
 from benchmarks import _common as C
 
-FUNCTIONS = ("inverse", "forward_value_and_grad", "lbfgs_solve")
+FUNCTIONS = ("init", "inverse", "forward_value_and_grad", "lbfgs_solve")
+INIT_BATCH = 16
 QUICK = dict(cases=(("tiny16", "scan"), ("tiny16", "unrolled")), batch=4,
              maxiter=C.PAPER_ITERATIONS)
 FULL = dict(cases=(("glow64", "scan"), ("glow64", "unrolled"), ("glow128", "scan")),
@@ -37,7 +41,7 @@ UNROLL = {"scan": 1, "unrolled": True}
 
 
 def _programs(flow, params, batch: int, maxiter: int):
-    """``{name: (function, abstract args)}`` for the three programs."""
+    """``{name: (function, abstract args)}`` for the four programs."""
     from flowinv import losses, operators, solvers
 
     shape = flow.image_shape
@@ -59,7 +63,10 @@ def _programs(flow, params, batch: int, maxiter: int):
 
         return jax.vmap(one)(y, z0)
 
-    return {"inverse": (flow.inverse, (params, img)),
+    key = jax.ShapeDtypeStruct((2,), jnp.uint32)
+    init_batch = jax.ShapeDtypeStruct((INIT_BATCH, *shape), jnp.float32)
+    return {"init": (flow.init, (key, init_batch)),
+            "inverse": (flow.inverse, (params, img)),
             "forward_value_and_grad": (forward_vg, (params, z)),
             "lbfgs_solve": (solve, (params, op, ys, zs))}
 
@@ -72,7 +79,7 @@ def measure(model: str, unroll: str, function: str, *, batch: int, maxiter: int)
                             jax.ShapeDtypeStruct((2, *shape), jnp.float32))
     fn, args = _programs(flow, params, batch, maxiter)[function]
     row = dict(model=model, image_shape=list(shape), unroll=unroll, function=function,
-               batch=batch if function == "lbfgs_solve" else 1,
+               batch={"lbfgs_solve": batch, "init": INIT_BATCH}.get(function, 1),
                iterations=maxiter if function == "lbfgs_solve" else None,
                num_params=sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params)))
     try:

@@ -86,7 +86,7 @@ def recovery_payload(out):
 @pytest.fixture(scope="module")
 def compile_payload(out):
     return compile_time.main(["--quick", "--out", str(out), "--cases", "tiny8:scan",
-                              "--functions", "inverse"])
+                              "--functions", "init,inverse"])
 
 
 def test_recovery_quick(recovery_payload):
@@ -176,7 +176,7 @@ def test_training_marks_a_non_finite_loss(monkeypatch):
 
 def test_compile_time_quick(compile_payload):
     data = _load(compile_payload)
-    assert [r["function"] for r in data["rows"]] == ["inverse"]
+    assert [r["function"] for r in data["rows"]] == ["init", "inverse"]
     for r in data["rows"]:
         assert r["status"] == "ok" and r["num_params"] > 0
         assert all(_positive_finite(r[k]) for k in ("lower_s", "compile_s", "total_s"))

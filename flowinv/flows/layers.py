@@ -8,6 +8,11 @@ Every layer follows one contract (distrax-style, one event per call):
   image-side inputs, returning the parameters and the batch mapped to the latent side so layers
   can be initialised in sequence.
 
+A layer whose initialisation needs numbers that differ from step to step (a mask, a starting
+rotation) offers ``init_constants()``, a numpy pytree of them, and takes it back as
+``init(key, x_batch, init_consts)``; :class:`~flowinv.flows.base.StepStack` stacks them over
+its steps and initialises all steps in one ``lax.scan``.
+
 Events are ``(H, W, C)`` arrays; batches are handled by ``jax.vmap``. Log-determinants are
 computed in closed form by each layer and never by autodiff. Every floating-point leaf of
 ``params`` is unconstrained: any real value keeps the layer invertible (except the plain-matrix
@@ -214,19 +219,23 @@ class InvConv1x1:
         x = z @ prepared["inverse_weight"].T
         return x, -z.shape[0] * z.shape[1] * prepared["log_det"]
 
-    def init(self, key: Array, x_batch: Array) -> tuple[Params, Array]:
-        del key
-        dtype = x_batch.dtype
+    def init_constants(self) -> tuple[dict[str, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        """``(start, constants())``: the starting params (numpy, a random rotation ``W0 = P L U``
+        drawn from ``seed``) and the fixed ``(P, sign)``, for :meth:`init`."""
         p, lower, upper, sign = _lu_constants(self.channels, self.seed)
         if self.lu:
-            params = {
-                "lower": jnp.asarray(np.tril(lower, -1), dtype),
-                "upper": jnp.asarray(np.triu(upper, 1), dtype),
-                "log_s": jnp.asarray(np.log(np.abs(np.diag(upper))), dtype),
-            }
+            start = {"lower": np.tril(lower, -1), "upper": np.triu(upper, 1),
+                     "log_s": np.log(np.abs(np.diag(upper)))}
         else:
-            params = {"weight": jnp.asarray(p @ lower @ upper, dtype)}
-        z = jax.vmap(lambda x: self.inverse_and_log_det(params, x)[0])(x_batch)
+            start = {"weight": p @ lower @ upper}
+        return start, (p, sign)
+
+    def init(self, key: Array, x_batch: Array, init_consts=None) -> tuple[Params, Array]:
+        """The rotation ``W0`` (data-independent); ``init_consts`` from :meth:`init_constants`."""
+        del key
+        start, consts = self.init_constants() if init_consts is None else init_consts
+        params = jax.tree.map(lambda a: jnp.asarray(a, x_batch.dtype), start)
+        z = jax.vmap(lambda x: self.inverse_and_log_det(params, x, consts)[0])(x_batch)
         return params, z
 
 
@@ -378,13 +387,19 @@ class MaskedCoupling:
         t, s = self._shift_log_scale(params, z * b, b)
         return b * z + (1 - b) * ((z - t) * jnp.exp(-s)), -jnp.sum(s)
 
-    def init(self, key: Array, x_batch: Array) -> tuple[Params, Array]:
-        b = jnp.asarray(self.constants(), x_batch.dtype)
+    def init_constants(self) -> np.ndarray:
+        """The mask, for :meth:`init`."""
+        return self.constants()
+
+    def init(self, key: Array, x_batch: Array, init_consts=None) -> tuple[Params, Array]:
+        """``init_consts``: the mask, from :meth:`init_constants`."""
+        mask = self.constants() if init_consts is None else init_consts
+        b = jnp.asarray(mask, x_batch.dtype)
         params = {
             "net": self._net().init(key, x_batch[0] * b),
             "log_rescale": jnp.zeros((self.shape[-1],), x_batch.dtype),
         }
-        z = jax.vmap(lambda x: self.inverse_and_log_det(params, x)[0])(x_batch)
+        z = jax.vmap(lambda x: self.inverse_and_log_det(params, x, mask)[0])(x_batch)
         return params, z
 
 
