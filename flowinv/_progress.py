@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -38,13 +38,21 @@ class IterationBar:
     Its position is the furthest image's iteration count in the running chunk (plus
     ``maxiter`` for each chunk done), its postfix how many images are still running. With
     ``per_pass=False`` no solve reports to it: it moves by a chunk at a time.
+
+    ``chunk_images``: how many of each chunk's problems are the caller's (``recover`` pads its
+    last chunk by repeating the final image); the padding is neither counted nor shown. Default:
+    every problem is.
     """
 
     def __init__(self, maxiter: int, chunks: int = 1, desc: str = "recover", *,
-                 per_pass: bool = True):
+                 per_pass: bool = True, chunk_images: Sequence[int] | None = None):
         from tqdm.auto import tqdm
 
+        if chunk_images is not None and len(chunk_images) != chunks:
+            raise ValueError(f"chunk_images must have one count per chunk ({chunks}), "
+                             f"got {len(chunk_images)}")
         self.maxiter, self.chunks, self.chunk, self.desc = maxiter, chunks, 0, desc
+        self.chunk_images = None if chunk_images is None else tuple(map(int, chunk_images))
         self.per_pass = per_pass
         # leave=None: kept on screen on its own, cleared when nested in a caller's bar
         self._bar = tqdm(total=maxiter * chunks, unit="it", leave=None,
@@ -72,6 +80,17 @@ class IterationBar:
             if postfix != self._postfix:
                 self._postfix = postfix
                 self._bar.set_postfix_str(postfix, refresh=False)
+
+    def observe(self, iteration: np.ndarray, running: np.ndarray, shard: int = 0) -> None:
+        """One loop pass of one shard, as the solve hands it over: the shard's iteration
+        counters and running flags (shard ``s`` holds problems ``s·len … (s+1)·len − 1`` of the
+        chunk); reported without the chunk's padding."""
+        iteration, running = np.ravel(iteration), np.ravel(running)
+        size = running.size
+        if self.chunk_images is not None and self.chunk < self.chunks:
+            size = min(max(self.chunk_images[self.chunk] - shard * running.size, 0), size)
+        self.report(int(np.max(iteration[:size], initial=0)), int(np.sum(running[:size])),
+                    size, shard)
 
     def chunk_done(self) -> None:
         """The running chunk has ended (its images may have stopped before ``maxiter``)."""
@@ -127,8 +146,7 @@ def per_shard(axis: str) -> Iterator[None]:
 def _on_host(iteration: np.ndarray, running: np.ndarray, shard: np.ndarray) -> np.ndarray:
     bar = _current
     if bar is not None:
-        bar.report(int(np.max(iteration)), int(np.sum(running)), int(np.size(running)),
-                   int(np.ravel(shard)[0]))
+        bar.observe(iteration, running, int(np.ravel(shard)[0]))
     return np.asarray(iteration)
 
 

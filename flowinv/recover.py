@@ -611,7 +611,9 @@ def recover(
     size = batch if chunk_size is None else -(-batch // -(-batch // chunk_size))
     chunks = []
     starts_of_chunks = range(0, batch, size)
-    bar = _progress.IterationBar(spec.maxiter, len(starts_of_chunks), per_pass=per_pass) \
+    bar = _progress.IterationBar(
+        spec.maxiter, len(starts_of_chunks), per_pass=per_pass,
+        chunk_images=[min(size, batch - start) for start in starts_of_chunks]) \
         if progress else None
     if per_pass:
         spec = spec._replace(progress=True)

@@ -482,6 +482,42 @@ def test_chunks_are_as_few_and_as_even_as_chunk_size_allows(tiny, monkeypatch):
     assert sizes == [3, 3] and r.x.shape == x[:5].shape
 
 
+def test_progress_counts_the_callers_images_not_the_padding(tiny, monkeypatch):
+    """5 images in chunks of at most 4: two chunks of 3, the second padded by repeating the
+    last image; its reports count 2 images, not 3."""
+    from flowinv import _progress
+
+    flow, params, x = tiny
+    reports, real = [], _progress.IterationBar.report
+    monkeypatch.setattr(_progress.IterationBar, "report", lambda self, *a: (
+        reports.append((self.chunk, *a)) or real(self, *a)))
+    flowinv.recover((flow, params), x[:5], operator=operators.identity(flow.image_shape),
+                    maxiter=3, tol=0.0, chunk_size=4, progress=True)
+    sizes = {(chunk, size) for chunk, _, _, size, _ in reports}
+    assert sizes == {(0, 3), (1, 2)}
+    assert all(running <= size for _, _, running, size, _ in reports)
+
+
+def test_progress_bar_drops_the_padding_of_each_shard():
+    """Shard ``s`` of a chunk holds problems ``s·len …``; of a chunk of 5 images padded to 6
+    over 2 shards, shard 1 has 2 of them. The padding's counters (here a larger iteration and
+    a running flag) are ignored."""
+    from flowinv import _progress
+
+    bar = _progress.IterationBar(maxiter=9, chunks=2, chunk_images=[6, 5])
+    seen, real = [], bar.report
+    bar.report = lambda *a: seen.append(a) or real(*a)
+    bar.observe(np.array([2, 3, 1]), np.array([True, False, True]), shard=1)
+    bar.chunk_done()
+    bar.observe(np.array([4, 5, 1]), np.array([True, True, False]), shard=0)
+    bar.observe(np.array([2, 1, 8]), np.array([False, False, True]), shard=1)
+    bar.observe(np.array([2, 1, 8]), np.array([False, False, True]), shard=2)
+    bar.close()
+    assert seen == [(3, 2, 3, 1), (5, 2, 3, 0), (2, 0, 2, 1), (0, 0, 0, 2)]
+    with pytest.raises(ValueError, match="chunk_images"):
+        _progress.IterationBar(maxiter=3, chunks=2, chunk_images=[4])
+
+
 def test_recover_is_deterministic_given_the_key(tiny):
     """Same key, same device: bit-identical recoveries (random init included); another key
     gives another start, so the check can fail."""
