@@ -12,6 +12,20 @@ nothing is gathered across devices on every pass.
 
 The host side reports to the :class:`IterationBar` made current by :func:`showing`, and
 does nothing where there is none (a solve compiled with progress and then run without a bar).
+
+The same call lets the host stop a solve at Ctrl-C: the solve's next report raises
+:class:`Cancelled` inside the callback, which ends the compiled program there (XLA fails a
+program whose host callback fails), so the cores are free again and no report of it can reach a
+later bar. Python runs its ``KeyboardInterrupt`` only in the main thread, between bytecodes,
+so two ways in:
+
+* where the main thread waits in Python (dispatch is asynchronous), :func:`wait` polls for the
+  results, and when interrupted cancels the bar and waits for the solve to end;
+* where it is blocked inside XLA (on the CPU a program holding a host callback runs in the
+  dispatching call: measured, ``recover(progress=True)`` returned only when the solve had
+  ended), :func:`showing` points CPython's signal wakeup descriptor at a socket that the
+  callback reads: a Ctrl-C cancels at the next pass, and the main thread raises its
+  ``KeyboardInterrupt`` as soon as the failed program returns.
 A program holding a host callback is never written to JAX's persistent compilation cache, so
 such a solve compiles anew in every process.
 """
@@ -19,7 +33,12 @@ such a solve compiles anew in every process.
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
+import signal
+import socket
 import threading
+import time
 from collections.abc import Iterator, Sequence
 
 import jax
@@ -61,6 +80,8 @@ class IterationBar:
         self._shards: dict[int, tuple[int, int]] = {}  # shard -> (running, size)
         self._lock = threading.Lock()  # devices' callbacks may come from several threads
         self.reports = 0
+        self.cancelled = False  # set at Ctrl-C: the solve's next report raises Cancelled
+        self._interrupts: _InterruptWatch | None = None  # set by showing()
 
     def report(self, iteration: int, running: int, size: int, shard: int = 0) -> None:
         """One loop pass of one shard of the batch (the whole batch on one device): its
@@ -118,15 +139,102 @@ class IterationBar:
             self._position = n
 
 
+class Cancelled(Exception):
+    """Raised in a solve's host callback to end a solve whose caller has stopped waiting."""
+
+
+class _DropCancelled(logging.Filter):
+    """JAX logs every failing host callback with its traceback; a cancellation is no error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, Cancelled)
+
+
+logging.getLogger("jax._src.callback").addFilter(_DropCancelled())
+
+
+def wait(tree, bar: IterationBar | None = None, poll_s: float = 0.01):
+    """``tree`` once all its arrays are ready, polled from Python so that a ``KeyboardInterrupt``
+    lands at once. On any exception, ``bar`` (the one the solve reports to) is cancelled, the
+    wait goes on until the solve has ended at its next report, and the exception propagates;
+    without a bar (a solve that does not report) the solve is left to finish on its own."""
+    leaves = [a for a in jax.tree.leaves(tree) if isinstance(a, jax.Array)]
+    try:
+        while not all(a.is_ready() for a in leaves):
+            time.sleep(poll_s)
+    except BaseException:
+        if bar is not None:
+            bar.cancelled = True
+            for a in leaves:
+                try:
+                    a.block_until_ready()
+                except Exception:  # noqa: BLE001 - the cancellation failing the program
+                    pass
+        raise
+    return tree
+
+
+class _InterruptWatch:
+    """A Ctrl-C seen from any thread: CPython's C-level signal handler writes the signal's
+    number to the wakeup descriptor (:func:`signal.set_wakeup_fd`) at once, whatever the main
+    thread is doing; this points it at a socket while the block runs and forwards what it reads
+    to the descriptor that was there before. Only the main thread may set it: elsewhere
+    (``recover`` called from another thread) this sees nothing."""
+
+    def __enter__(self) -> _InterruptWatch:
+        self._read = self._write = None
+        self._previous = -1
+        self._seen = False
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        self._read, self._write = socket.socketpair()
+        for sock in (self._read, self._write):
+            sock.setblocking(False)
+        try:
+            self._previous = signal.set_wakeup_fd(self._write.fileno(),
+                                                  warn_on_full_buffer=False)
+        except ValueError:
+            self._close()
+        return self
+
+    def interrupted(self) -> bool:
+        """Whether a SIGINT has arrived since the block began."""
+        if self._read is not None and not self._seen:
+            try:
+                data = self._read.recv(512)
+            except OSError:  # nothing to read
+                data = b""
+            if data and self._previous >= 0:
+                with contextlib.suppress(OSError):
+                    os.write(self._previous, data)
+            self._seen = signal.SIGINT in data
+        return self._seen
+
+    def __exit__(self, *exc) -> None:
+        if self._read is not None:
+            self.interrupted()  # forward what came last
+            signal.set_wakeup_fd(self._previous)
+            self._close()
+
+    def _close(self) -> None:
+        for sock in (self._read, self._write):
+            sock.close()
+        self._read = self._write = None
+
+
 @contextlib.contextmanager
 def showing(bar: IterationBar) -> Iterator[IterationBar]:
     """Makes ``bar`` receive the reports of solves run inside the block (wait for their
-    results inside it: dispatch is asynchronous), and closes it at the end."""
+    results inside it, with :func:`wait`: dispatch may be asynchronous), and closes it at the
+    end. A Ctrl-C inside the block cancels the bar (see the module docstring)."""
     global _current
     previous, _current = _current, bar
     try:
-        yield bar
+        with _InterruptWatch() as bar._interrupts:
+            yield bar
     finally:
+        bar._interrupts = None
         _current = previous
         bar.close()
 
@@ -146,6 +254,9 @@ def per_shard(axis: str) -> Iterator[None]:
 def _on_host(iteration: np.ndarray, running: np.ndarray, shard: np.ndarray) -> np.ndarray:
     bar = _current
     if bar is not None:
+        if bar.cancelled or (bar._interrupts is not None and bar._interrupts.interrupted()):
+            bar.cancelled = True
+            raise Cancelled("the caller stopped waiting for this solve")
         bar.observe(iteration, running, int(np.ravel(shard)[0]))
     return np.asarray(iteration)
 

@@ -514,7 +514,10 @@ def recover(
         separate program from ``progress=False``, with the same iterates, which JAX's
         persistent compilation cache does not keep (it holds a host callback), so it compiles
         anew in every process. ``"chunks"``: a bar over the chunks, moved by the host between
-        them; the solve is the plain one. ``False`` (default): no bar.
+        them; the solve is the plain one. ``False`` (default): no bar. With a bar, Ctrl-C
+        (``KeyboardInterrupt``) comes back at once; with the iteration bar it also stops the
+        running solve at its next loop pass, while a ``"chunks"`` solve runs its chunk to the
+        end in the background.
 
     Returns:
       A :class:`Recovery`; every image keeps its own optimiser state, and each result is the
@@ -628,15 +631,20 @@ def recover(
             cy, cz = _shard((cy, cz), mesh)
             if per_image_operator:
                 cop = _shard(cop, mesh)
-            r = _solve_batch(spec, params, cy, cz, cop if per_image_operator else operator,
-                             cnoise if per_image_noise else noise,
-                             gamma if cg is None else cg, beta if cb is None else cb,
-                             op_batched=per_image_operator, noise_batched=per_image_noise,
-                             mesh=mesh if per_pass else None)
+            try:
+                r = _solve_batch(spec, params, cy, cz, cop if per_image_operator else operator,
+                                 cnoise if per_image_noise else noise,
+                                 gamma if cg is None else cg, beta if cb is None else cb,
+                                 op_batched=per_image_operator, noise_batched=per_image_noise,
+                                 mesh=mesh if per_pass else None)
+            except Exception:
+                if bar is not None and bar.cancelled:  # Ctrl-C stopped the solve (_progress)
+                    raise KeyboardInterrupt from None
+                raise
             n = min(size, batch - start)
             chunks.append(jax.tree.map(lambda a, n=n: a[:n], r))
             if progress:  # the bar reports this chunk until its results are here
-                jax.block_until_ready(chunks[-1])
+                _progress.wait(chunks[-1], bar if per_pass else None)
                 bar.chunk_done()
     result = chunks[0] if len(chunks) == 1 else jax.tree.map(
         lambda *a: jnp.concatenate(a), *chunks)

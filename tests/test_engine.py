@@ -518,6 +518,50 @@ def test_progress_bar_drops_the_padding_of_each_shard():
         _progress.IterationBar(maxiter=3, chunks=2, chunk_images=[4])
 
 
+def test_ctrl_c_stops_a_solve_shown_with_the_iteration_bar(tmp_path):
+    """A SIGINT during ``recover(progress=True)`` raises ``KeyboardInterrupt`` within a few
+    loop passes and ends the compiled solve there; nothing of it reports afterwards, and the
+    next solve runs as usual. On the CPU the program runs inside the dispatching call, so
+    without the cancellation the interrupt would wait for all 200,000 Adam iterations. In a
+    subprocess, so that the signal is real and pytest's own Ctrl-C handling stays out."""
+    script = textwrap.dedent("""
+        import os, signal, time, jax, numpy as np, flowinv
+        from flowinv import _progress, operators
+        flow = flowinv.glow((8, 8, 1), levels=1, steps=2, width=8)
+        x = jax.random.uniform(jax.random.PRNGKey(0), (2, 8, 8, 1))
+        params = flow.init(jax.random.PRNGKey(1), x)
+        kw = dict(operator=operators.identity((8, 8, 1)), gamma=0.1, solver="adam",
+                  maxiter=200_000, tol=0.0, progress=True)
+        reports, real = [], _progress.IterationBar.report
+        def report(self, *a):
+            reports.append(a)
+            if len(reports) == 20:
+                os.kill(os.getpid(), signal.SIGINT)
+            return real(self, *a)
+        _progress.IterationBar.report = report
+        try:
+            flowinv.recover((flow, params), x, **kw)
+            raise SystemExit("the solve ran to its end")
+        except KeyboardInterrupt:
+            pass
+        n = len(reports)
+        time.sleep(0.5)
+        assert len(reports) == n, (n, len(reports))  # the solve has ended
+        assert n < 200, n
+        assert _progress._current is None
+        r = flowinv.recover((flow, params), x, **dict(kw, maxiter=30))
+        assert list(np.asarray(r.iterations)) == [30, 30]
+        assert len(reports) > n + 1 and reports[-1][0] == 30
+        print("interrupted after", n, "reports")
+    """)
+    env = dict(os.environ, XLA_FLAGS="")
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "interrupted after" in done.stdout
+    assert "Traceback" not in done.stderr  # the cancellation is not logged as an error
+
+
 def test_recover_is_deterministic_given_the_key(tiny):
     """Same key, same device: bit-identical recoveries (random init included); another key
     gives another start, so the check can fail."""
