@@ -188,7 +188,10 @@ class _InterruptWatch:
         self._seen = False
         if threading.current_thread() is not threading.main_thread():
             return self
-        self._read, self._write = socket.socketpair()
+        try:
+            self._read, self._write = socket.socketpair()
+        except OSError:  # no local sockets here (a sandbox): no watch, as off the main thread
+            return self
         for sock in (self._read, self._write):
             sock.setblocking(False)
         try:
