@@ -203,20 +203,27 @@ class _InterruptWatch:
 
     def interrupted(self) -> bool:
         """Whether a SIGINT has arrived since the block began."""
-        if self._read is not None and not self._seen:
-            try:
-                data = self._read.recv(512)
-            except OSError:  # nothing to read
-                data = b""
-            if data and self._previous >= 0:
-                with contextlib.suppress(OSError):
-                    os.write(self._previous, data)
-            self._seen = signal.SIGINT in data
+        if not self._seen:
+            self._seen = signal.SIGINT in self._forward()
         return self._seen
+
+    def _forward(self) -> bytes:
+        """The signal numbers written since the last call, passed on to the previous
+        descriptor."""
+        if self._read is None:
+            return b""
+        try:
+            data = self._read.recv(512)
+        except OSError:  # nothing to read
+            return b""
+        if self._previous >= 0:
+            with contextlib.suppress(OSError):
+                os.write(self._previous, data)
+        return data
 
     def __exit__(self, *exc) -> None:
         if self._read is not None:
-            self.interrupted()  # forward what came last
+            self._forward()  # what came last, also after a SIGINT was seen
             signal.set_wakeup_fd(self._previous)
             self._close()
 
