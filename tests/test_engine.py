@@ -562,6 +562,31 @@ def test_ctrl_c_stops_a_solve_shown_with_the_iteration_bar(tmp_path):
     assert "Traceback" not in done.stderr  # the cancellation is not logged as an error
 
 
+def test_an_interrupted_wait_cancels_the_bar_and_waits_for_the_solve(monkeypatch):
+    """Where dispatch is asynchronous (a GPU), the main thread waits for a chunk in
+    ``_progress.wait``'s poll. A ``KeyboardInterrupt`` there must cancel the bar (so the solve's
+    next report ends it), wait until the program has ended, and propagate. A plain program
+    stands in for the solve: on the CPU it is dispatched asynchronously, as a solve is on a
+    GPU (one holding a host callback runs inside the dispatching call on the CPU)."""
+    from flowinv import _progress
+
+    slow = jax.jit(lambda a: jax.lax.fori_loop(0, 3000, lambda i, b: jnp.tanh(b @ b), a))
+    a = jnp.full((128, 128), 1.0 / 128)
+    slow(a).block_until_ready()  # compiled here, so the call below only dispatches
+    out = slow(a)
+    assert not out.is_ready()  # else the poll below is never entered: lengthen the loop
+
+    def interrupt(_seconds):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_progress.time, "sleep", interrupt)
+    bar = _progress.IterationBar(maxiter=3)
+    with pytest.raises(KeyboardInterrupt):
+        _progress.wait({"x": out, "label": "not an array"}, bar)
+    assert bar.cancelled and out.is_ready()
+    bar.close()
+
+
 def test_recover_is_deterministic_given_the_key(tiny):
     """Same key, same device: bit-identical recoveries (random init included); another key
     gives another start, so the check can fail."""
