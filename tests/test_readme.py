@@ -1,5 +1,5 @@
 """Every ```python block of the README runs as written (the quick start is a contract), and
-every experiment command line the docs print parses into a valid config."""
+every experiment and benchmark command line the docs print parses."""
 
 from __future__ import annotations
 
@@ -35,11 +35,12 @@ def test_readme_block_runs(index):
 
 # ------------------------------------------------------------------------------------------
 # Command lines: every `python -m experiments.NAME ...` that the docs print, and the training
-# command each shipped checkpoint records, parses into a valid config of that experiment.
+# command each shipped checkpoint records, parses into a valid config of that experiment; every
+# `python -m benchmarks.NAME ...` parses with that benchmark's parser.
 
 ROOT = README.parent
 DOCS = [README, ROOT / "benchmarks" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-COMMAND = re.compile(r"python3? -m (experiments\.\w+)(.*)")
+COMMAND = re.compile(r"python3? -m ((?:experiments|benchmarks)\.\w+)(.*)")
 
 
 def _command_lines(text: str) -> list[tuple[str, str]]:
@@ -54,7 +55,7 @@ def _command_lines(text: str) -> list[tuple[str, str]]:
     for piece in pieces:
         for part in re.split(r"&&|;|\|", piece):
             m = COMMAND.search(part)
-            if m and m.group(1) != "experiments.NAME" and "NAME" not in m.group(2).split():
+            if m and not m.group(1).endswith(".NAME") and "NAME" not in m.group(2).split():
                 found.append((m.group(1), m.group(2).strip()))
     return found
 
@@ -74,12 +75,14 @@ def _documented_commands() -> list:
             for (module, args), where in cases.items()]
 
 
-COMMANDS = _documented_commands()
+COMMANDS = [c for c in _documented_commands() if c.values[0].startswith("experiments.")]
+BENCHMARK_COMMANDS = [c for c in _documented_commands() if c.values[0].startswith("benchmarks.")]
 
 
 def test_the_docs_print_experiment_command_lines():
     # README: the main job, the 16- and 32-image reruns, training; checkpoints: 6 recipes
     assert len(COMMANDS) >= 20
+    assert len(BENCHMARK_COMMANDS) >= 10  # both READMEs: the GPU session, sweeps, quick runs
 
 
 @pytest.mark.parametrize("module,args", COMMANDS)
@@ -102,3 +105,32 @@ def test_documented_command_line_parses(module, args, tmp_path, monkeypatch):
     experiment = importlib.import_module(module)
     args_ns = experiment.build_parser().parse_args(shlex.split(args))
     experiment.config_from_args(args_ns)
+
+
+class _Parsed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("module,args", BENCHMARK_COMMANDS)
+def test_documented_benchmark_command_line_parses(module, args, monkeypatch):
+    """The benchmark's ``main`` parses it (flags and their types); it stops right after
+    parsing, before any work. (Its checks of values against the models and tasks it knows come
+    after parsing, in ``main``, and are tested in ``tests/test_benchmarks.py``.)"""
+    import argparse
+    import importlib
+    import shlex
+
+    import jax
+
+    parse = argparse.ArgumentParser.parse_args
+
+    def parse_then_stop(self, argv=None, namespace=None):
+        raise _Parsed(parse(self, argv, namespace))
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
+    cache = jax.config.jax_enable_compilation_cache  # benchmarks switch it off for the process
+    try:
+        with pytest.raises(_Parsed):
+            importlib.import_module(module).main(shlex.split(args))
+    finally:
+        jax.config.update("jax_enable_compilation_cache", cache)
