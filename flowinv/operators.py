@@ -100,8 +100,8 @@ def _check_int(value: Any, name: str, lo: int, hi: int | None = None) -> int:
         raise ValueError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
     value = int(value)
     if value < lo or (hi is not None and value > hi):
-        rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
-        raise ValueError(f"{name} must be in {rng}, got {value}")
+        rng = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
+        raise ValueError(f"{name} must be {rng}, got {value}")
     return value
 
 

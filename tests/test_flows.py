@@ -146,7 +146,9 @@ class SplitView:
 
 @dataclasses.dataclass(frozen=True)
 class SqueezeView:
-    """``squeeze`` (normalising) / ``unsqueeze`` (generative), volume preserving."""
+    """``squeeze`` (normalising) / ``unsqueeze`` (generative), volume preserving: its log-dets
+    are 0 by definition here, so only the Jacobian test (|det J| = 1) says anything about them;
+    the other tests over every bijection check its round trips."""
 
     def inverse_and_log_det(self, params, x):
         return squeeze(x), jnp.zeros((), x.dtype)

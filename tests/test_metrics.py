@@ -17,8 +17,9 @@ def _image(shape, seed=0):
 
 def test_psnr_of_known_mse():
     ref = np.full((8, 8, 1), 0.5, np.float32)
-    # MSE 0.01 with data range 1 -> 10 log10(1 / 0.01) = 20 dB; float32 0.1 carries ~1e-8
-    # relative error, so 1e-5 dB is a generous bound.
+    # MSE 0.01 with data range 1 -> 10 log10(1 / 0.01) = 20 dB; the float32 difference
+    # (0.5 + 0.1) − 0.5 is off by ~2.4e-7 relative, which moves the PSNR by ~2e-6 dB (measured
+    # 2.1e-6 and 5e-7 dB for the two signs), within the 1e-5 dB bound.
     assert metrics.psnr(ref + 0.1, ref) == pytest.approx(20.0, abs=1e-5)
     assert metrics.psnr(ref - 0.1, ref) == pytest.approx(20.0, abs=1e-5)
     # data_range 2 (x not clipped: 0.6 < 2): 10 log10(4 / 0.01)
@@ -40,6 +41,11 @@ def test_psnr_clips_the_estimate_only():
     x = ref.copy()
     x[0, 0, 0], x[1, 1, 0] = 1.7, -0.4  # overshoots that clipping removes exactly
     assert metrics.psnr(x, ref) == math.inf
+    # the reference is used as given: one pixel of it at 1.2, matched by the estimate, leaves
+    # an error of 0.2 after the estimate's clip (clipping both would give inf)
+    ref[2, 2, 0] = x[2, 2, 0] = 1.2
+    mse = np.float32(0.2) ** 2 / ref.size
+    assert metrics.psnr(x, ref) == pytest.approx(10 * math.log10(1 / mse), abs=1e-4)
 
 
 def test_ssim_identical_is_one_and_noise_lowers_it():

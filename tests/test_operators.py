@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import time
 
 import jax
@@ -309,7 +310,7 @@ def test_from_function_bad_arguments():
     with pytest.raises(ValueError, match="shape"):
         ops.from_function(lambda x: x, (8, 0, 2))
     op = ops.from_function(lambda x: x[:2], SHAPE)
-    with pytest.raises(ValueError, match="x"):
+    with pytest.raises(ValueError, match=r"^x must have shape \(8, 4, 2\)"):
         op(jnp.zeros((8, 4, 1)))
 
 
@@ -366,10 +367,9 @@ def test_adjoint_check_detects_wrong_adjoint():
     ],
 )
 def test_bad_inputs_raise(call, arg):
-    with pytest.raises(ValueError) as info:
+    """The error names the argument at fault, as a word ("m" is not the m of "must")."""
+    with pytest.raises(ValueError, match=rf"\b{re.escape(arg)}\b"):
         call()
-    if arg is not None:
-        assert arg in str(info.value)
 
 
 def test_inpainting_2d_mask_default_shape_is_single_channel():

@@ -271,7 +271,8 @@ def test_experiment_run_smoke(tmp_path, theorem1):
     for r in rows:
         assert np.isfinite(r["mc_error"]) and r["mc_error"] > 0 and r["mc_stderr"] >= 0
         assert 0 <= r["lower"] <= r["upper"]
-        assert r["violation"] in ("none", "below_lower", "above_upper")
+        assert r["violation"] == theorem1.violation(r["mc_error"], r["mc_stderr"], r["lower"],
+                                                    r["upper"])
     with open(tmp_path / "results.csv") as f:
         reader = csv.DictReader(f)
         assert tuple(reader.fieldnames) == theorem1.COLUMNS
@@ -281,7 +282,21 @@ def test_experiment_run_smoke(tmp_path, theorem1):
     assert len(result["summary"]) == len(theorem1.SPECTRA)
 
 
-def test_experiment_cli_rejects_bad_arguments(tmp_path, theorem1):
+def test_violation_needs_more_than_three_standard_errors_beyond_a_bound(theorem1):
+    assert theorem1.Z_VIOLATION == 3
+    lower, upper = 1.0, 2.0
+    assert theorem1.violation(1.5, 0.1, lower, upper) == "none"
+    assert theorem1.violation(0.6, 0.1, lower, upper) == "below_lower"   # 4 s.e. below
+    assert theorem1.violation(0.8, 0.1, lower, upper) == "none"          # 2 s.e. below
+    assert theorem1.violation(2.4, 0.1, lower, upper) == "above_upper"   # 4 s.e. above
+    assert theorem1.violation(2.2, 0.1, lower, upper) == "none"          # 2 s.e. above
+    assert theorem1.violation(0.9, 0.0, lower, upper) == "below_lower"
+
+
+def test_experiment_cli_rejects_bad_arguments(tmp_path, theorem1, capsys):
     for argv in (["--ms", "0,4"], ["--spectra", "nope"], ["--trials", "1"], ["--n", "4"]):
-        with pytest.raises(SystemExit):
+        with pytest.raises(SystemExit) as info:
             theorem1.main([*argv, "--out", str(tmp_path)])
+        assert info.value.code == 2  # argparse's usage error, before any work
+        err = capsys.readouterr().err
+        assert "error:" in err and argv[0].lstrip("-") in err, err
