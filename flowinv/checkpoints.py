@@ -227,7 +227,7 @@ def load_gan(name: str | os.PathLike):
     """Loads a shipped DCGAN (e.g. ``"dcgan-mnist"``) or a DCGAN checkpoint folder.
 
     Returns ``(generator, params)`` for ``flowinv.recover((generator, params), ...)``:
-    ``generator`` is a :class:`flowinv.recover.Generator`. ValueError if there is no such
+    ``generator`` is a :class:`flowinv.Generator`. ValueError if there is no such
     checkpoint, it is not a DCGAN, or its weights do not match its sidecar.
     """
     from flowinv.baselines import dcgan

@@ -42,7 +42,8 @@ class Recovery(NamedTuple):
     """Recovered images and diagnostics (leading batch axis when ``y`` was a batch).
 
     Attributes:
-      x: recovered images ``G(z)`` (not clipped to ``[0, 1]``).
+      x: recovered images ``G(z)``, not clipped to ``[0, 1]`` (MAP with ``space="x"``: the
+        image variable moved into the flow's box, ``prior.into_box(x)``).
       z: the best finite latents.
       loss: their losses.
       iterations, converged, diverged, stalled: per image (see
@@ -473,7 +474,9 @@ def recover(
       y: one measurement of shape ``operator.out_shape`` or a batch ``(B, *out_shape)``.
       operator: a :mod:`flowinv.operators` operator (per image with ``per_image_operator``:
         its array leaves then carry a leading batch axis).
-      noise: a :mod:`flowinv.noise` model; needed by ``"map"`` and ``"mle"``.
+      noise: a :mod:`flowinv.noise` model; needed by ``"map"`` and ``"mle"`` (per image with
+        ``per_image_noise``, e.g. ``jax.vmap(noise.gaussian)(sigmas)``: its array leaves then
+        carry a leading batch axis).
       method: ``"asim"`` (``‖f(G(z))−y‖² + γ‖z‖²``, or ``γ‖z‖`` with ``penalty="norm"``),
         ``"map"`` (``−log p_Δ(y−f(G(z))) − β log p_G(G(z))``), ``"mle"``
         (``−log p_Δ(y−f(G(z)))``) or ``"bora"`` (``‖f(G(z))−y‖² + γ‖z‖²`` for a GAN).
@@ -488,7 +491,9 @@ def recover(
       solver: ``"lbfgs"`` (default), ``"jaxopt-lbfgs"``, ``"optax-lbfgs"`` or ``"adam"``; see
         :mod:`flowinv.solvers` for how the default was chosen.
       init: see :func:`initial_latents`; ``init_scale``, ``x0`` and ``key`` feed it.
-      maxiter, tol: stopping rule (gradient norm ≤ tol, or relative loss change ≤ tol·1e-3).
+      maxiter, tol: stopping rule (gradient norm ≤ tol, or relative loss change ≤ tol·1e-3;
+        ``"adam"`` stops on the gradient norm only, and ``"lbfgs"`` also at the float rounding
+        floor or when its line search stalls: see :mod:`flowinv.solvers`).
       solver_kwargs: extra keyword arguments of the solver (e.g. ``learning_rate`` for Adam,
         ``lower``/``upper`` numbers for a box-constrained ``"lbfgs"``); hashable values.
       chunk_size: solve the batch in chunks of at most this many images, one after another

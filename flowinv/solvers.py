@@ -362,8 +362,8 @@ def jaxopt_lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, 
 
     # Halving from step 1 (jaxopt's default factor is 0.8): a first step along a huge gradient
     # (MAP losses reach ‖∇‖ ~ 1e4 at z0 = 0) must shrink by 1e4 or more before G(z) is finite,
-    # which 30 halvings reach and 20 steps of 0.8 do not. A non-finite trial value fails the
-    # Armijo test, so the search backtracks past it.
+    # which 30 halvings reach and jaxopt's default 30 steps of 0.8 (1e-3) do not. A non-finite
+    # trial value fails the Armijo test, so the search backtracks past it.
     fun = _masked(loss)
     linesearch = jaxopt.BacktrackingLineSearch(fun=fun, maxiter=30, decrease_factor=0.5,
                                                max_stepsize=1.0, condition="armijo")

@@ -244,15 +244,16 @@ def expected_error(G: Array, m: int, key: Array, trials: int = 1000, *,
     ``x₀ = G z₀``, ``y = A x₀``, ``x̂ = G Gᵀ Aᵀ (A G Gᵀ Aᵀ)⁻¹ y`` and records
     ``eₜ = ‖x̂ − x₀‖²``. The trials are i.i.d., so the mean is unbiased for the double
     expectation and its standard error is ``std(eₜ) / √trials`` (sample std, ddof = 1).
-    Trials are vmapped, in chunks of ``batch_size`` (``jax.lax.map``) to bound memory
-    (``batch_size · m · n`` numbers for ``A``).
+    Trials run through ``jax.lax.map``: vmapped in chunks of ``batch_size`` (``batch_size · m ·
+    n`` numbers for ``A`` at once), or one at a time without it (``m · n``).
 
     Args:
       G: ``(n, n)`` invertible generator matrix; its dtype sets the precision.
       m: number of measurements, ``1 ≤ m ≤ n``.
       key: PRNG key.
       trials: number of Monte Carlo trials, ``≥ 2``.
-      batch_size: trials vmapped at once (default: all of them).
+      batch_size: trials vmapped at once (default ``None``: one trial at a time, a sequential
+        ``lax.map``; ``trials`` vmaps them all).
 
     Returns:
       ``(mean, stderr)`` scalars.

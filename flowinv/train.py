@@ -315,13 +315,17 @@ def train(config: TrainConfig, workdir: str | pathlib.Path, *, export_to: str | 
               "seconds": seconds, "resumed_from": restored_step}
     if export_to is not None:
         export(flow, state["params"], config, export_to, test_bpd=test_bpd, command=command,
-               extra={"train_seconds_this_run": round(seconds, 1)})
+               test_images=len(test_x), extra={"train_seconds_this_run": round(seconds, 1)})
     return result
 
 
 def export(flow: Flow, params: Params, config: TrainConfig, path: str | pathlib.Path, *,
-           test_bpd: float, command: str | None, extra: dict | None = None) -> pathlib.Path:
-    """Saves a trained prior with its sidecar (architecture, data, steps, command, bits/dim)."""
+           test_bpd: float, command: str | None, test_images: int | None = None,
+           extra: dict | None = None) -> pathlib.Path:
+    """Saves a trained prior with its sidecar (architecture, data, steps, command, bits/dim).
+
+    ``test_bpd`` is the bits/dim on ``test_images`` images of the test split (all of it, as
+    :func:`train` measures at the end; the sidecar's note says how many where given)."""
     metadata = {
         "kind": "flow",
         "architecture": checkpoints.flow_config(flow),
@@ -332,8 +336,8 @@ def export(flow: Flow, params: Params, config: TrainConfig, path: str | pathlib.
                      if k not in ("architecture", "dataset")},
         "test_bits_per_dim": round(float(test_bpd), 4),
         "test_bits_per_dim_note": f"{config.bits}-bit data, uniform dequantisation, "
-                                  + (f"first {config.eval_limit} images of the"
-                                     if config.eval_limit else "whole")
+                                  + (f"all {test_images} images of the" if test_images
+                                     else "the")
                                   + f" test split of {config.dataset!r}",
         "command": command,
         "device": f"{jax.devices()[0].device_kind} ({platform.machine()})",

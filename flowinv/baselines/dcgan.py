@@ -262,7 +262,7 @@ class GeneratorApply:
 
 
 def as_generator(config: DCGANConfig):
-    """A :class:`flowinv.recover.Generator` for ``flowinv.recover((gen, params), ...)``."""
+    """A :class:`flowinv.Generator` for ``flowinv.recover((gen, params), ...)``."""
     from flowinv.recover import Generator as PriorGenerator
 
     if not isinstance(config, DCGANConfig):
@@ -319,7 +319,7 @@ def discriminator_loss(d_params: Any, g_params: Any, real: Array, z: Array, *,
 
 @functools.lru_cache(maxsize=16)
 def _make_step(config: DCGANConfig, lr: float, b1: float, batch_size: int, r1: float = 0.0):
-    """A jitted training step ``(state, key, images) -> (state, (d_loss, g_loss))``.
+    """A jitted training step ``(state, key, images) -> (state, {"d_loss", "g_loss"})``.
 
     One step per compiled call, not a ``lax.scan`` over many: XLA:CPU runs the weight
     gradients of convolutions several times slower inside a loop (``dcgan-patches64``, batch

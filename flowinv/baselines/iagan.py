@@ -57,7 +57,7 @@ def back_project(op: Any, x: Array, y: Array, damping: float | Array = 0.0, *,
 def _check_args(generator, y, op, z0, steps, lr_weights, lr_latent, back_projection):
     for attr in ("apply", "latent_dim", "image_shape"):
         if not hasattr(generator, attr):
-            raise TypeError(f"generator must be a flowinv.recover.Generator (apply, latent_dim, "
+            raise TypeError(f"generator must be a flowinv.Generator (apply, latent_dim, "
                             f"image_shape); {type(generator).__name__} has no {attr!r}")
     if not callable(op) or not hasattr(op, "out_shape") or not hasattr(op, "in_shape"):
         raise TypeError(f"op must be a forward operator with in_shape, out_shape and op(x); "
@@ -119,7 +119,7 @@ def iagan_fit(generator: Any, params: Any, y: Array, op: Any, z0: Array, *, step
     copy of the weights.
 
     Args:
-      generator: a :class:`flowinv.recover.Generator` (hashable ``apply(params, z)``), e.g.
+      generator: a :class:`flowinv.Generator` (hashable ``apply(params, z)``), e.g.
         the first element of :func:`flowinv.checkpoints.load_gan`.
       params: its trained weights, the start of the adaptation.
       y: measurements of one image, shape ``op.out_shape``.

@@ -29,12 +29,14 @@ COUPLINGS = ("affine", "additive")
 class Glow(PixelMap, Flow):
     """Multi-scale Glow: ``levels`` × (squeeze, ``steps`` × [actnorm, 1×1 conv, coupling], split).
 
-    Normalising direction ``G⁻¹`` for one image ``x`` of shape ``(H, W, C)``:
-    ``h = x − ½``; at each level ``l = 1..L``: squeeze, ``K`` steps (scanned), and, for ``l < L``,
-    factor out half the channels as the latent ``ε_l`` (standardised by a learned conditional
-    Gaussian when ``learn_prior``); the remaining ``h`` is standardised by a learned top Gaussian
-    (``learn_prior``) into ``ε_L``. The latent is ``z = concat(ε_1.ravel(), …, ε_L.ravel())``,
-    of length ``n = H·W·C``, and ``z ~ N(0, I)`` under the model, so
+    Normalising direction ``G⁻¹`` for one image ``x`` of shape ``(H, W, C)``: ``h = x − ½`` (or
+    RealNVP's logit with ``preprocess="logit"``, see
+    :class:`~flowinv.flows.pixel_map.PixelMap`); at each level ``l = 1..L``: squeeze, ``K``
+    steps (scanned), and, for ``l < L``, factor out half the channels as the latent ``ε_l``
+    (standardised by a learned conditional Gaussian when ``learn_prior``); the remaining ``h``
+    is standardised by a learned top Gaussian (``learn_prior``) into ``ε_L``. The latent is
+    ``z = concat(ε_1.ravel(), …, ε_L.ravel())``, of length ``n = H·W·C``, and ``z ~ N(0, I)``
+    under the model, so
 
         log p_G(x) = log N(G⁻¹(x); 0, I) + log|det ∂G⁻¹/∂x|.
 

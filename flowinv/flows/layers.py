@@ -8,6 +8,10 @@ Every layer follows one contract (distrax-style, one event per call):
   image-side inputs, returning the parameters and the batch mapped to the latent side so layers
   can be initialised in sequence.
 
+:class:`SplitPrior` and :class:`TopPrior`, the learned Gaussians at the ends of a level, are the
+exceptions: their ``init`` returns the parameters only, and a split's directions take and give
+the two halves (see each class).
+
 A layer whose initialisation needs numbers that differ from step to step (a mask, a starting
 rotation) offers ``init_constants()``, a numpy pytree of them, and takes it back as
 ``init(key, x_batch, init_consts)``; :class:`~flowinv.flows.base.StepStack` stacks them over

@@ -17,12 +17,14 @@ from flowinv.flows.pixel_map import PREPROCESSES, PixelMap
 class RealNVP(PixelMap, Flow):
     """Multi-scale RealNVP with residual coupling networks.
 
-    Normalising direction for one image ``x`` ``(H, W, C)``: ``h = x − ½``; each scale but the
-    last runs 3 checkerboard couplings (alternating parity), a squeeze, 3 channel-wise couplings
-    (alternating halves), and factors out half the channels as a standard-normal latent; the
-    last scale runs 4 checkerboard couplings. Each coupling is preceded by an actnorm (in place of
-    the batch norm of the original, which has no per-image inverse). The latent is the
-    concatenation of the factored-out parts and the final ``h``, of length ``H·W·C``.
+    Normalising direction for one image ``x`` ``(H, W, C)``: ``h = x − ½``, or RealNVP's logit with
+    ``preprocess="logit"`` (:class:`~flowinv.flows.pixel_map.PixelMap`, the shipped
+    ``realnvp-mnist``); each scale but the last runs 3 checkerboard couplings (alternating
+    parity), a squeeze, 3 channel-wise couplings (alternating halves), and factors out half the
+    channels as a standard-normal latent; the last scale runs 4 checkerboard couplings. Each
+    coupling is preceded by an actnorm (in place of the batch norm of the original, which has no
+    per-image inverse). The latent is the concatenation of the factored-out parts and the final
+    ``h``, of length ``H·W·C``.
 
     Use :func:`flowinv.realnvp` to build one.
     """
