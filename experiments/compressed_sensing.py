@@ -185,7 +185,8 @@ def run(config: Config) -> dict:
     tests = {name: test_in if name == "in-dist" else
              data.load_dataset(spec, "test", image_shape=shape, limit=config.num_images)
              for name, spec in sets.items()}
-    table = common.ResultTable("compressed_sensing", config.dataset, prior_name)
+    tables = {name: common.ResultTable("compressed_sensing", spec, prior_name)
+              for name, spec in sets.items()}  # each set's rows name it as their dataset
     key = jax.random.PRNGKey(config.seed)
     sheets, iagan_choices = {}, []
     jobs = [(name, spec, r) for name, spec in sets.items() for r in config.ratios]
@@ -212,10 +213,9 @@ def run(config: Config) -> dict:
             if meth not in config.methods:
                 continue
             # λ chosen on the validation images' PSNR; then applied to the test images
-            scores = [(metrics.batch_psnr(np.clip(np.asarray(
-                _lasso(y[nt:], op, basis, lam)), 0, 1), val).mean(), lam)
-                for lam in config.lasso_lams]
-            lam = max(scores)[1]
+            lam = common.best_on_validation([dict(val_psnr=metrics.batch_psnr(np.clip(
+                np.asarray(_lasso(y[nt:], op, basis, lam)), 0, 1), val).mean(), lam=lam)
+                for lam in config.lasso_lams])["lam"]
             with common.Timer() as t:
                 x = np.asarray(_lasso(y[:nt], op, basis, lam))
             results[meth] = (x, t.seconds)
@@ -236,13 +236,15 @@ def run(config: Config) -> dict:
             results["deep-decoder"] = (x, t.seconds)
         for meth, (x_hat, seconds) in results.items():
             x_hat = np.clip(x_hat, 0, 1)
-            table.add(method=meth, psnr=metrics.batch_psnr(x_hat, test),
-                      ssim=metrics.batch_ssim(x_hat, test), seconds=seconds,
-                      param_name="m", param_value=m, setting_name="test_set",
-                      setting_value=f"{name}:{spec}", image_ids=range(nt))
+            tables[name].add(method=meth, psnr=metrics.batch_psnr(x_hat, test),
+                             ssim=metrics.batch_ssim(x_hat, test), seconds=seconds,
+                             param_name="m", param_value=m, setting_name="test_set",
+                             setting_value=f"{name}:{spec}", image_ids=range(nt))
             sheets.setdefault((name, spec), {}).setdefault(meth, {})[m] = x_hat
         sheets.setdefault((name, spec), {})["truth"] = test
 
+    table = common.ResultTable("compressed_sensing", config.dataset, prior_name,
+                               rows=[row for t in tables.values() for row in t.rows])
     table.write(out / "results.csv")
     summary = _summary(table.rows)
     common.write_csv(out / "summary.csv", summary)

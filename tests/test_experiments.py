@@ -16,6 +16,7 @@ import sys
 import textwrap
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -176,6 +177,32 @@ def test_compressed_sensing_runs_end_to_end(tiny_prior, tmp_path):
     assert (tmp_path / "psnr_vs_m.png").stat().st_size > 0
 
 
+def test_compressed_sensing_picks_lasso_weight_on_validation_and_labels_each_set(
+        tiny_prior, tmp_path, monkeypatch):
+    """λ comes from the validation images, a failed (NaN) validation solve ranking last; the
+    rows of the out-of-distribution set carry its name in ``dataset``."""
+    from experiments import compressed_sensing as cs
+
+    calls, real = [], cs._lasso
+
+    def lasso(y, op, basis, lam):  # the real solve, failing for λ = 1e-3
+        calls.append((y.shape[0], lam))
+        x = real(y, op, basis, lam)
+        return x * jnp.nan if lam == 1e-3 else x
+
+    monkeypatch.setattr(cs, "_lasso", lasso)
+    config = cs.Config(dataset="digits", ood_dataset="cartoon", prior=tiny_prior, gan="none",
+                       num_images=2, val_images=1, maxiter=2, ratios=(0.25,),
+                       lasso_lams=(1e-3, 1e-2), methods=("lasso-dct",), out=str(tmp_path),
+                       progress=False)
+    cs.run(config)
+    # per set: both λ on the 1 validation image, then the pick on the 2 test images
+    assert calls == [(1, 1e-3), (1, 1e-2), (2, 1e-2)] * 2
+    rows = _check_results(tmp_path, 2 * 2)
+    assert {(r["setting_value"], r["dataset"]) for r in rows} == {
+        ("in-dist:digits", "digits"), ("ood:cartoon", "cartoon")}
+
+
 @pytest.mark.parametrize("module", ["denoise", "compressed_sensing", "theorem1", "train",
                                     "train_gan", "samples"])
 def test_help_exits_cleanly(module, capsys):
@@ -269,7 +296,9 @@ def test_train_gan_dataset_override(tmp_path):
     config = train_gan.config_from_args(parser.parse_args(["--gan", "dcgan-mnist", "--dataset",
                                                            "digits"]))
     assert config.dataset == "digits" and config.image_shape == (28, 28, 1)
-    assert train_gan.training_images(config).shape[1:] == (28, 28, 1)  # converted
+    images = train_gan.training_images(config)
+    assert images.shape[1:] == (28, 28, 1)  # converted
+    assert len(images) == 1797 - 180  # the digits' training split (MNIST's would be 4,500)
 
 
 def test_sample_diversity_is_the_mean_pairwise_rms_distance():
