@@ -95,6 +95,7 @@ def test_patches_deterministic_and_limit():
     assert len(set(src_a["photo"][:50])) > 1  # the final shuffle mixes photos
     c = data.load_dataset("patches64", "test", image_shape=(32, 32, 1), limit=4)
     _check_images(c, (32, 32, 1))
+    assert len(c) == 4
 
 
 # ----------------------------------------------------------------------------- OOD sets
@@ -106,6 +107,7 @@ def test_lfw():
     assert len(faces) == 100
     rgb = data.load_lfw(image_shape=(32, 32, 3), limit=3)
     _check_images(rgb, (32, 32, 3))
+    assert len(rgb) == 3
     np.testing.assert_array_equal(rgb[..., 0], rgb[..., 2])  # grey replicated
     with pytest.raises(ValueError, match="split of 'lfw'"):
         data.load_dataset("lfw", "train")

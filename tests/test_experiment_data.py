@@ -70,6 +70,10 @@ def test_init_study_training_starts_are_never_test_images(tmp_path, layout):
     starts = init_study._training_images(config, (12, 12, 1), 8, np.random.default_rng(0))
     test = common.load_test_and_val(config.dataset, (12, 12, 1), 2, 1)[0]
     assert starts.shape == (8, 12, 12, 1) and not _rows(starts) & _rows(test)
+    if layout == "split":  # drawn from train/, not from the test images after the first 2
+        from flowinv import data
+
+        assert _rows(starts) <= _rows(data.load_dataset(config.dataset, "train"))
 
 
 def test_train_images_of_an_evaluation_only_set_follow_its_test_images():
@@ -80,9 +84,15 @@ def test_train_images_of_an_evaluation_only_set_follow_its_test_images():
     np.testing.assert_array_equal(images, everything[3:5])
 
 
-def test_bundled_training_split_is_used_for_validation():
+def test_bundled_training_split_is_used_for_validation(capsys):
+    from flowinv import data
+
     test, val = common.load_test_and_val("digits", (8, 8, 1), 3, 2)
     assert val.shape == (2, 8, 8, 1) and not _rows(test) & _rows(val)
+    # the training split's first images, not the test images after the first 3
+    np.testing.assert_array_equal(val, data.load_dataset("digits", "train", image_shape=(8, 8, 1),
+                                                         limit=2))
+    assert "no training split" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("channels,prior", [(3, "glow-patches64"), (1, "glow-mnist")])
