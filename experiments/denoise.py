@@ -32,11 +32,12 @@ import numpy as np
 
 from experiments import common
 
-# The quick grid runs the σ = 0 reference at γ = 0 only; --full sweeps γ at σ = 0 as well.
-QUICK = dict(num_images=4, val_images=3, maxiter=100,
+# The quick grid runs the σ = 0 reference at γ = 0 only; --full sweeps γ at σ = 0 as well, and
+# adds σ = 0.01 (Asim et al. supplement §1.3, Fig. 4: σ = 0.01, 0.05, 0.1, 0.2).
+QUICK = dict(num_images=4, val_images=3, maxiter=100, sigmas=(0.05, 0.1, 0.2),
              gammas=(0.0, 0.01, 0.03, 0.1), norm_gammas=(0.3, 1.0, 3.0),
              gan_lams=(0.0, 0.01, 0.1), reference_gammas=(0.0,))
-FULL = dict(num_images=50, val_images=10, maxiter=300,
+FULL = dict(num_images=50, val_images=10, maxiter=300, sigmas=(0.01, 0.05, 0.1, 0.2),
             gammas=(0.0, 0.001, 0.003, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.3, 1.0),
             norm_gammas=(0.03, 0.1, 0.3, 1.0, 2.0, 3.0, 10.0), gan_lams=(0.0, 0.01, 0.1, 1.0),
             reference_gammas=None)
@@ -47,7 +48,7 @@ class Config:
     dataset: str = "mnist"
     prior: str | None = None
     gan: str | None = None
-    sigmas: tuple[float, ...] = (0.05, 0.1, 0.2)
+    sigmas: tuple[float, ...] = QUICK["sigmas"]
     num_images: int = QUICK["num_images"]
     val_images: int = QUICK["val_images"]
     maxiter: int = QUICK["maxiter"]
@@ -68,8 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_common_arguments(p, "denoise", quick=QUICK, full=FULL)
     p.add_argument("--sigmas", type=common.float_list, default=None,
-                   help="noise levels, comma separated (default 0.05,0.1,0.2; σ=0 is always "
-                        "added as the reference)")
+                   help="noise levels, comma separated (default 0.05,0.1,0.2; --full: "
+                        "0.01,0.05,0.1,0.2; σ=0 is always added as the reference)")
     p.add_argument("--gammas", type=common.float_list, default=None,
                    help="γ values of the ‖z‖² penalty, comma separated")
     p.add_argument("--norm-gammas", type=common.float_list, default=None,
@@ -98,7 +99,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
                          f"got {args.sigmas}")
     return Config(
         dataset=args.dataset, prior=args.prior, gan=args.gan,
-        sigmas=args.sigmas or (0.05, 0.1, 0.2),
+        sigmas=args.sigmas or preset["sigmas"],
         num_images=pick(args.num_images, "num_images"),
         val_images=pick(args.val_images, "val_images"), maxiter=pick(args.maxiter, "maxiter"),
         gammas=pick(args.gammas, "gammas"), norm_gammas=pick(args.norm_gammas, "norm_gammas"),
