@@ -307,7 +307,9 @@ def run(config: Config) -> dict:
         setting = f"{kind}_scale"
         for j, s in enumerate(scales[kind]):
             # keyed by the noise's place in NOISES, not in this run's list, so a run of a
-            # subset (--noises, or digits skipped) draws the noise the full run draws
+            # subset of the noises (--noises, or digits skipped) draws the noise the full run
+            # draws; within a noise by the scale's place in its list, so runs compare draw for
+            # draw only with the same scale list (quick and --full lists differ)
             draw = jax.random.fold_in(key, 100 * NOISES.index(kind) + j)
             op, a, model, y, rms, delta = _corrupt(kind, s, draw, images, digits, noise_flow)
             measured[(kind, s)], noises[(kind, s)] = np.asarray(y), np.asarray(delta)
