@@ -179,13 +179,15 @@ def _check_finite_number(name: str, value, low: float = 0.0) -> float:
     return value
 
 
-def _leading_axis(tree) -> int | None:
-    leaves = [leaf for leaf in jax.tree.leaves(tree) if hasattr(leaf, "shape")]
-    return leaves[0].shape[0] if leaves and leaves[0].ndim else None
+def _leading_axes(tree) -> list:
+    """The leading axis of every array leaf of ``tree`` (``None`` for a scalar leaf)."""
+    return [leaf.shape[0] if leaf.ndim else None
+            for leaf in jax.tree.leaves(tree) if hasattr(leaf, "shape")]
 
 
 def _batch_mesh(batch: int) -> jax.sharding.Mesh | None:
-    """A 1-D mesh ``"batch"`` of all local devices, where they split ``batch`` evenly."""
+    """A 1-D mesh ``"batch"`` of all local devices, where they split ``batch`` evenly
+    (:func:`recover` pads each chunk to a multiple of the device count, so they do)."""
     devices = jax.local_devices()
     if len(devices) == 1 or batch % len(devices):
         return None
@@ -356,6 +358,19 @@ def _checked_spec(prior, operator, noise, *, method, penalty, space, solver, max
     return prior, params, spec, out_shape
 
 
+def _check_maps_one_image(operator, prior, out_shape: tuple, dtype) -> None:
+    """An operator shared by the batch must map one image to ``out_shape``: one whose arrays
+    carry a batch axis (built with ``jax.vmap``) maps it to a stack of measurements, which
+    the losses would broadcast against ``y`` and sum, fitting every image to every operator."""
+    image = jax.ShapeDtypeStruct(tuple(prior.image_shape), dtype)
+    got = tuple(jax.eval_shape(operator, image).shape)
+    if got != tuple(out_shape):
+        raise ValueError(
+            f"the operator maps one image to shape {got}, not its out_shape {tuple(out_shape)}: "
+            "an operator with one set of arrays per image (e.g. built with jax.vmap) needs "
+            "per_image_operator=True in recover (and a vmap of recover_one)")
+
+
 def _checked_solver_kwargs(solver: str, solver_kwargs) -> tuple:
     """``solver_kwargs`` as the sorted items of the static spec, once each name is an option
     of the solver and each value hashable (it is compiled in)."""
@@ -429,6 +444,7 @@ def recover_one(
     if tuple(y.shape) != out_shape:
         raise ValueError(f"y must have shape {out_shape} (one image; vmap recover_one for a "
                          f"batch), got {tuple(y.shape)}")
+    _check_maps_one_image(operator, prior, out_shape, y.dtype)
     dim = prior.latent_dim if isinstance(prior, Generator) else prior.dim
     z0 = jnp.zeros((dim,), y.dtype) if z0 is None else jnp.asarray(z0, y.dtype)
     if tuple(z0.shape) != (dim,):
@@ -572,9 +588,13 @@ def recover(
     beta = _check_weight("beta", beta, batch)
     for flag, obj, name in ((per_image_operator, operator, "operator"),
                             (per_image_noise, noise, "noise")):
-        if flag and _leading_axis(obj) != batch:
+        axes = _leading_axes(obj) if flag else []
+        if flag and (not axes or any(a != batch for a in axes)):
             raise ValueError(f"per_image_{name}=True needs a leading batch axis of {batch} on "
-                             f"the {name}'s arrays, got {_leading_axis(obj)}")
+                             f"every one of the {name}'s arrays (build it with jax.vmap), got "
+                             f"leading axes {axes}")
+    if not per_image_operator:
+        _check_maps_one_image(operator, prior, out_shape, y.dtype)
     if x0 is not None:
         x0 = jnp.asarray(x0)
         if tuple(x0.shape) not in ((batch, *prior.image_shape),) + (
@@ -586,9 +606,11 @@ def recover(
 
     def starts(key, init):
         if init in ("lasso-wavelet", "null-space") and per_image_operator:
-            return jnp.concatenate([
+            key = jax.random.PRNGKey(0) if key is None else key
+            return jnp.concatenate([  # a key of its own per image: each draws its own start
                 initial_latents(prior, params, y[i: i + 1],
-                                jax.tree.map(lambda a, i=i: a[i], operator), init=init, key=key,
+                                jax.tree.map(lambda a, i=i: a[i], operator), init=init,
+                                key=jax.random.fold_in(key, i),
                                 init_scale=init_scale,
                                 x0=None if x0 is None else x0.reshape(batch, -1)[i: i + 1],
                                 dim=dim)
@@ -617,6 +639,9 @@ def recover(
     # As few chunks as chunk_size allows, of equal size (18 images in chunks of at most 8: 3 of
     # 6, not 8 + 8 + a padded 8).
     size = batch if chunk_size is None else -(-batch // -(-batch // chunk_size))
+    devices = jax.local_device_count()
+    if devices > 1 and size % devices:  # padded to a multiple of the devices, so that every
+        size += devices - size % devices  # chunk is sharded over all of them (_batch_mesh)
     chunks = []
     starts_of_chunks = range(0, batch, size)
     bar = _progress.IterationBar(

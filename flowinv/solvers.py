@@ -93,6 +93,20 @@ def _masked(loss: Callable[[Array, Array], Array]) -> Callable:
     return f
 
 
+def in_loss_precision(loss: Callable[[Array, Array], Array], z0: Array, y) -> Array:
+    """``z0`` in the dtype the loss promotes it to (``z0``'s own if the loss does not).
+
+    ``y``, the parameters and the noise model may be more precise than ``z0`` (float32 data
+    with float64 params or a float64 σ under x64) or ``y`` less (bfloat16): every solver then
+    iterates in the loss's precision, where a loop that kept ``z0``'s would change its carry's
+    dtype (an error in ``while_loop`` and in optax's line search). Traces the loss once, for
+    its output dtype only.
+    """
+    shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)),
+                          (z0, y))
+    return z0.astype(jnp.result_type(z0.dtype, jax.eval_shape(loss, *shapes).dtype))
+
+
 def _run(step: Callable, state0, z0: Array, loss0: Array, maxiter: int, tol: float,
          grad_norm: Callable, rel_change_stop: bool = True,
          progress: bool = False) -> SolveResult:
@@ -244,6 +258,7 @@ def lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter
     if first_step is not None and not first_step > 0:
         raise ValueError(f"first_step must be > 0 or None, got {first_step}")
     value_and_grad = jax.value_and_grad(loss)
+    z0 = in_loss_precision(loss, z0, y)
     dtype = z0.dtype
     eps = jnp.finfo(dtype).eps
     boxed = lower is not None or upper is not None
@@ -360,6 +375,8 @@ def jaxopt_lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, 
     """
     import jaxopt
 
+    z0 = in_loss_precision(loss, z0, y)
+
     # Halving from step 1 (jaxopt's default factor is 0.8): a first step along a huge gradient
     # (MAP losses reach ‖∇‖ ~ 1e4 at z0 = 0) must shrink by 1e4 or more before G(z) is finite,
     # which 30 halvings reach and jaxopt's default 30 steps of 0.8 (1e-3) do not. A non-finite
@@ -393,6 +410,8 @@ def optax_lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *,
     """optax L-BFGS (zoom line search) on ``loss(z, y)``, for one problem."""
     import optax
 
+    z0 = in_loss_precision(loss, z0, y)
+
     masked = _masked(loss)
     opt = optax.lbfgs(memory_size=history_size)
     state0 = (opt.init(z0), jnp.full_like(z0, jnp.inf))
@@ -416,6 +435,8 @@ def adam(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter:
     """optax Adam on ``loss(z, y)``, for one problem."""
     import optax
 
+    z0 = in_loss_precision(loss, z0, y)
+
     opt = optax.adam(learning_rate)
     value_and_grad = jax.value_and_grad(loss)
 
@@ -427,8 +448,12 @@ def adam(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter:
         updates, opt_state = opt.update(grad, opt_state, pending)
         return pending, (opt_state, grad, pending + updates), value
 
-    state0 = (opt.init(z0), jnp.full_like(z0, jnp.inf), z0)
-    return _run(step, state0, z0, loss(z0, y), maxiter, tol, lambda s: jnp.linalg.norm(s[1]),
+    # z0 is evaluated once, here, and its update is the first point the loop evaluates: so
+    # iteration k returns the point after k updates, as every solver's iteration k does.
+    value0, grad0 = value_and_grad(z0, y)
+    updates0, opt_state0 = opt.update(grad0, opt.init(z0), z0)
+    state0 = (opt_state0, grad0, z0 + updates0)
+    return _run(step, state0, z0, value0, maxiter, tol, lambda s: jnp.linalg.norm(s[1]),
                 rel_change_stop=False, progress=progress)
 
 

@@ -709,6 +709,90 @@ def test_recover_rejects_bad_measurements(tiny):
                         operator=operators.identity((4, 4, 1)))
 
 
+def test_an_operator_per_image_needs_the_flag(tiny):
+    """A batch of operators (a vmapped construction) passed as if shared would map each image
+    to all B measurements, and the loss would fit every image to every operator: refused, in
+    recover and in recover_one, with the flag named."""
+    flow, params, x = tiny
+    ops = jax.vmap(lambda k: operators.gaussian_cs(k, flow.image_shape, 20))(
+        jax.random.split(jax.random.PRNGKey(5), 3))
+    y = jax.vmap(lambda o, a: o(a))(ops, x[:3])
+    with pytest.raises(ValueError, match="per_image_operator=True"):
+        flowinv.recover((flow, params), y, operator=ops, maxiter=2)
+    with pytest.raises(ValueError, match="per_image_operator=True"):
+        flowinv.recover_one((flow, params), y[0], operator=ops, maxiter=2)
+    # per image, every array must carry the batch axis: a std map for the batch that is not
+    # one noise model per image is refused before any vmap
+    stds = jnp.full((3, *flow.image_shape), 0.1)
+    with pytest.raises(ValueError, match=r"leading axes \[3, None\]"):
+        flowinv.recover((flow, params), y, operator=ops, per_image_operator=True, method="map",
+                        noise=noise.diagonal_gaussian(stds), per_image_noise=True, maxiter=2)
+    r = flowinv.recover((flow, params), y, operator=ops, per_image_operator=True, maxiter=2)
+    one = jax.vmap(lambda o, yy: flowinv.recover_one((flow, params), yy, operator=o,
+                                                     maxiter=2).z)(ops, y)
+    np.testing.assert_allclose(r.z, one, rtol=1e-4, atol=1e-5)
+
+
+def test_null_space_starts_differ_per_image_with_per_image_operators(tiny):
+    """Each image draws its own null-space perturbation, also when its operator is its own:
+    equal images with equal operators get different starts, as with a shared operator."""
+    flow, params, _ = tiny
+    a = operators.gaussian_cs(jax.random.PRNGKey(7), flow.image_shape, 20)
+    ops = jax.tree.map(lambda leaf: jnp.stack([leaf] * 3), a)
+    x0 = jnp.full((3, *flow.image_shape), 0.5)
+    y = jax.vmap(a)(x0)
+    kw = dict(init="null-space", x0=x0, key=jax.random.PRNGKey(1), maxiter=1)
+    per_image = flowinv.recover((flow, params), y, operator=ops, per_image_operator=True, **kw)
+    shared = flowinv.recover((flow, params), y, operator=a, **kw)
+    for r in (per_image, shared):
+        assert float(jnp.abs(r.z[0] - r.z[1]).max()) > 0.1
+
+
+@pytest.mark.parametrize("case", ["bfloat16-y", "x64-float64-noise", "x64-float64-params"])
+@pytest.mark.parametrize("solver", solvers.SOLVERS)
+def test_solves_run_in_the_promoted_precision(tiny, case, solver):
+    """y, params and the noise model may differ in precision: the solve runs in their promoted
+    dtype (a bfloat16 y with float32 params, float32 data with a float64 σ or float64 params
+    under x64), where the default L-BFGS's loop once failed on its carry's dtype."""
+    flow, params, x = tiny
+    kw = dict(operator=operators.identity(flow.image_shape), maxiter=3, solver=solver)
+    with jax.enable_x64(case.startswith("x64")):
+        y = x[:2]
+        if case == "bfloat16-y":
+            y = y.astype(jnp.bfloat16)
+        elif case == "x64-float64-noise":
+            kw.update(method="map", noise=noise.gaussian(0.1), beta=0.1)
+            assert noise.gaussian(0.1).std.dtype == jnp.float64
+        else:
+            params = jax.tree.map(lambda a: a.astype(jnp.float64), params)
+        r = flowinv.recover((flow, params), y, **kw)
+        assert bool(jnp.all(jnp.isfinite(r.x))) and not bool(jnp.any(r.diverged))
+        assert r.z.dtype == jnp.result_type(y.dtype, r.loss.dtype)
+
+
+def test_adam_iteration_k_returns_the_point_after_k_updates():
+    """``maxiter=N`` makes N Adam updates from z0, as N plain optax steps do; the loss history
+    holds the loss of each of those points (z0 is not one of them)."""
+    import optax
+
+    with jax.enable_x64(True):
+        a = jax.random.normal(jax.random.PRNGKey(0), (12, 8), jnp.float64) / 3
+        y = jax.random.normal(jax.random.PRNGKey(1), (12,), jnp.float64)
+        loss, z0 = _quadratic(a, 0.1), jnp.zeros(8)
+        r = solvers.adam(loss, z0, y, maxiter=5, tol=0.0, learning_rate=0.05)
+        opt, z, state, history = optax.adam(0.05), z0, None, []
+        state = opt.init(z0)
+        for _ in range(5):
+            updates, state = opt.update(jax.grad(loss)(z, y), state, z)
+            z = z + updates
+            history.append(float(loss(z, y)))
+        # a small step on a convex quadratic: the loss falls at every step, so the best point
+        # is the last
+        assert int(r.iterations) == 5 and all(np.diff(history) < 0)
+        np.testing.assert_allclose(r.z, z, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(r.loss_history, history, rtol=1e-12)
+
+
 def test_initialisations(tiny):
     flow, params, x = tiny
     key = jax.random.PRNGKey(0)
@@ -921,6 +1005,18 @@ def test_sharded_batch_matches_single_device():
         m_shown = flowinv.recover((flow, params), y, progress=True, **kw)
         np.testing.assert_allclose(m_shown.x, m_plain.x, rtol=1e-6, atol=1e-7)
         assert len(m_shown.x.sharding.device_set) == jax.device_count()
+        # 3 images on 4 devices: padded to 4 and sharded, not solved on one device
+        import sys
+        module, meshes = sys.modules["flowinv.recover"], []
+        real_mesh = module._batch_mesh
+        module._batch_mesh = lambda size: meshes.append(real_mesh(size)) or meshes[-1]
+        odd = flowinv.recover((flow, params), x[:3], operator=operators.identity((8, 8, 1)),
+                              gamma=0.1, maxiter=3, tol=0.0)
+        module._batch_mesh = real_mesh
+        np.testing.assert_allclose(odd.x, r.x[:3], rtol=1e-6, atol=1e-7)
+        assert odd.x.shape == (3, 8, 8, 1)
+        if jax.device_count() == 4:
+            assert meshes and all(m is not None for m in meshes), meshes
         print(len(r.x.sharding.device_set))
         np.save("out.npy", np.asarray(r.x))
     """)
