@@ -158,12 +158,19 @@ def config_from_args(parser: argparse.ArgumentParser, args, quick: dict, full: d
     return config
 
 
-def iterations_note(maxiter: int) -> str | None:
-    """A note when a run used fewer L-BFGS iterations than the papers' 300 (else None)."""
+def iterations_note(maxiter: int, ran: int | None = None) -> str | None:
+    """A note when a run allowed fewer L-BFGS iterations than the papers' 300, or (``ran``,
+    the most any image ran) its solves stopped before ``maxiter``; else None. With ``tol=0``
+    an image still stops where its line search can no longer lower the loss in float32."""
+    notes = []
     if maxiter < PAPER_ITERATIONS:
-        return (f"used {maxiter} L-BFGS iterations per image, fewer than the paper setting of "
-                f"{PAPER_ITERATIONS}")
-    return None
+        notes.append(f"used {maxiter} L-BFGS iterations per image, fewer than the paper "
+                     f"setting of {PAPER_ITERATIONS}")
+    if ran is not None and ran < maxiter:
+        notes.append(f"every image had stopped by iteration {ran} of {maxiter} (converged, or "
+                     "at the float32 rounding floor); per-iteration figures divide by the "
+                     "iterations run")
+    return "; ".join(notes) or None
 
 
 # --------------------------------------------------------------------------------------------
@@ -427,7 +434,11 @@ def run_worker(module: str, config: dict, *, env: dict | None = None,
             return {**json.loads(out_path.read_text()),
                     "worker_s": time.perf_counter() - start}
     tail = "\n".join(stderr.strip().splitlines()[-5:])
-    oom = any(m in stderr for m in OOM_MARKERS)
+    # XLA's allocator also logs "ran out of memory ... this is not a failure" on runs that
+    # fit; a worker stopped at its timeout did not run out of memory either
+    oom = rc != "timeout" and any(
+        m in line for line in stderr.splitlines() if "not a failure" not in line
+        for m in OOM_MARKERS)
     return {**config, "status": "does not fit" if oom else "failed",
             "error": f"worker exited with {rc}: {tail}"[-600:]}
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import os
 import pathlib
 import signal
@@ -40,14 +41,15 @@ BENCHMARKS = ("compile_time", "recovery", "training", "precision", "scaling", "i
 SESSION: dict[str, tuple[str, ...]] = {
     "recovery": ("--models", "glow64,glow128", "--tasks", "cs-dense", "--batches", "64",
                  "--model-batches", "glow128=16", "--worker-timeout", "300"),
-    "precision": ("--batch", "16", "--tasks", "cs-dense", "--modes", "default,bfloat16"),
+    "precision": ("--batch", "16", "--tasks", "cs-dense", "--modes", "default,bfloat16-dtype"),
     "training": ("--models", "glow64", "--batches", "64,256"),
     "progress_bar": ("--batch", "16", "--maxiter", "100", "--repeats", "1"),
 }
 """``--session``: each benchmark's flags, in the order they are worth device time. Recovery
 judges three of the four goals (64×64 CS s/image and solver overhead at batch 64, the best of
 the first GPU run, a 128×128 batch of 16, and the compile time of their first calls); then
-TF32 and bfloat16 against float32; then training throughput; last, what
+TF32 and the flow in bfloat16 (``bfloat16-dtype``; the ``bfloat16`` matmul setting is TF32
+on a GPU) against float32; then training throughput; last, what
 ``recover(progress=True)`` costs on the device (64×64, batch 16, 100 iterations). On one H200
 (2026-12-04) a recovery row took 80-115 s of wall time (process start, parameter
 initialisation op by op, two compilations, two solves) and each training row about 90 s, so
@@ -59,12 +61,18 @@ MIN_START_S = 60.0
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-def _latest_json(out: pathlib.Path, name: str, quick: bool) -> dict | None:
+def _latest_json(out: pathlib.Path, name: str, quick: bool,
+                 since: float = -math.inf) -> dict | None:
+    """The newest ``NAME_*.json`` in ``out`` (``NAME_quick_*`` with ``quick``) written at or
+    after ``since`` (a :func:`time.time`), or ``None``: a file written before the run (one
+    committed with the results) is not this run's, whatever machine's path it records."""
     pattern = f"{name}_quick_*.json" if quick else f"{name}_*.json"
-    files = [f for f in out.glob(pattern) if quick or not f.name.startswith(f"{name}_quick_")]
+    files = [(f.stat().st_mtime, f) for f in out.glob(pattern)
+             if quick or not f.name.startswith(f"{name}_quick_")]
+    files = [(mtime, f) for mtime, f in files if mtime >= since]
     if not files:
         return None
-    return json.loads(max(files, key=lambda f: f.stat().st_mtime).read_text())
+    return json.loads(max(files)[1].read_text())
 
 
 def run_until(cmd: list[str], deadline: float | None) -> int | None:
@@ -189,9 +197,8 @@ def main(argv=None) -> dict:
         else:
             started = time.time()
             rc = run_until([sys.executable, "-m", f"benchmarks.{name}", *argv_n], deadline)
-            payload = _latest_json(out, name, args.quick)
-            if payload is not None and pathlib.Path(payload.get("paths", {}).get(
-                    "json", "")).stat().st_mtime >= started - 1:
+            payload = _latest_json(out, name, args.quick, since=started - 1)
+            if payload is not None:
                 payloads[name] = payload
             if rc is None:
                 failures[name] = (f"stopped at the {args.budget:g} s budget after "

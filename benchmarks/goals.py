@@ -135,10 +135,11 @@ def evaluate(payloads: dict[str, dict]) -> list[dict]:
         groups = {}
         for r in rows:
             g = groups.setdefault((r["task"], r["operator"]), {"fit": 0, "stopped": False})
-            if r.get("status") == "ok":
+            if r.get("status") in ("ok", "diverged"):  # a solve that ran had the memory
                 g["fit"] = max(g["fit"], r["batch"])
-            else:
+            elif r.get("status") == "does not fit":
                 g["stopped"] = True
+            # "failed" (a crash or a timeout) says nothing about memory
         if groups:
             measured = min(g["fit"] for g in groups.values())
             capped = not any(g["stopped"] for g in groups.values() if g["fit"] == measured)

@@ -118,7 +118,8 @@ def test_recovery_out_of_memory_is_a_result(monkeypatch):
 
 def test_recovery_marks_a_diverged_solve_and_the_goals_skip_it(monkeypatch):
     """A solve whose loss went non-finite timed no recovery (a NaN loss at z0 stops every image
-    at iteration 0): its row says so, the group stops, and no goal reads its timings."""
+    at iteration 0): its row says so and no goal reads its timings; the batch did fit in
+    memory, so the sweep goes on to the next batch."""
     def nan_at_start(cfg):
         return dict(diverged=cfg["batch"], iterations_max=0, s_per_image=1e-3,
                     images_per_s=1e3, compile_s=1.0, ratio_vs_floor=1.0), None
@@ -127,12 +128,51 @@ def test_recovery_marks_a_diverged_solve_and_the_goals_skip_it(monkeypatch):
     rows = recovery.sweep(dict(models=("tiny16",), groups={"tiny16": (("cs", "dense"),)},
                                batches={"tiny16": (1, 2)}, maxiter=5, floor_iters=1,
                                repeats=1, precision="default"), isolate=False)
-    assert len(rows) == 1 and rows[0]["status"] == "diverged"
+    assert [r["status"] for r in rows] == ["diverged", "diverged"]
     assert "1 of 1 images" in rows[0]["error"] and "0 of 5 iterations" in rows[0]["error"]
     payload = {"recovery": {"quick": True, "environment": C.environment("default"),
                             "rows": rows}}
     by_id = {g["id"]: g for g in goals.evaluate(payload)}
     assert by_id["cs64_time"]["status"] == by_id["solver_overhead"]["status"] == "NOT MEASURED"
+
+
+def _fit128(statuses: dict[int, str]) -> dict:
+    rows = [dict(model="glow128", task="cs", operator="dense", batch=b, status=s, compile_s=1.0)
+            for b, s in statuses.items()]
+    payload = {"recovery": {"quick": False, "environment": C.environment("default"),
+                            "rows": rows}}
+    return {g["id"]: g for g in goals.evaluate(payload)}["fit128"]
+
+
+def test_the_128_goal_counts_only_memory_as_not_fitting():
+    """A diverged solve ran, so its batch fit; a crash or a timeout ("failed") says nothing
+    about memory: below the target it is not measured, not a miss."""
+    assert _fit128({8: "ok", 16: "diverged"})["measured"] == 16
+    assert _fit128({8: "ok", 16: "does not fit"})["status"] == "MISS"
+    failed = _fit128({8: "ok", 16: "failed"})
+    assert failed["measured"] == 8 and failed["status"] == "NOT MEASURED"
+
+
+def test_a_worker_that_logs_the_allocators_warning_is_not_out_of_memory(monkeypatch, tmp_path):
+    """XLA's allocator logs "ran out of memory ... this is not a failure" on runs that fit; a
+    worker that then fails for another reason, or times out, did not run out of memory."""
+    import subprocess
+
+    warning = ("W bfc_allocator.cc:291] Allocator (GPU_0_bfc) ran out of memory trying to "
+               "allocate 2.00GiB. The caller indicates that this is not a failure.\n")
+
+    def crash(cmd, **kw):
+        return subprocess.CompletedProcess(cmd, 1, "", warning + "ValueError: boom")
+
+    def slow(cmd, **kw):
+        raise subprocess.TimeoutExpired(cmd, 1, stderr=warning + "RESOURCE_EXHAUSTED")
+
+    def oom(cmd, **kw):
+        return subprocess.CompletedProcess(cmd, 1, "", "RESOURCE_EXHAUSTED: Out of memory")
+
+    for run, status in ((crash, "failed"), (slow, "failed"), (oom, "does not fit")):
+        monkeypatch.setattr(subprocess, "run", run)
+        assert C.run_worker("recovery", {"batch": 1}, timeout=1)["status"] == status
 
 
 def test_benchmark_params_keep_a_glow_of_the_paper_width_and_depth_finite():
@@ -422,8 +462,27 @@ def test_session_plan_parses(name, monkeypatch, tmp_path):
     else:
         config = args[0]
         assert config["model"] == "glow64" and config["batch"] == 16
-        assert config["modes"] == ("highest", "default", "bfloat16")
+        # the flow in bfloat16: the "bfloat16" matmul setting is TF32 on a GPU, as "default"
+        assert config["modes"] == ("highest", "default", "bfloat16-dtype")
         assert config["maxiter"] == C.PAPER_ITERATIONS
+
+
+def test_all_takes_only_the_json_a_benchmark_wrote_in_this_run(tmp_path):
+    """A committed result (another machine's paths inside) is not mistaken for this run's,
+    and reading it does not touch the paths it records."""
+    import json
+    import os
+
+    old = tmp_path / "training_gpu.json"
+    old.write_text(json.dumps({"paths": {"json": "/elsewhere/training_gpu.json"}, "run": 1}))
+    os.utime(old, (1e9, 1e9))
+    assert bench_all._latest_json(tmp_path, "training", False) == json.loads(old.read_text())
+    assert bench_all._latest_json(tmp_path, "training", False, since=2e9) is None
+    new = tmp_path / "training_cpu.json"
+    new.write_text(json.dumps({"run": 2}))
+    os.utime(new, (3e9, 3e9))
+    assert bench_all._latest_json(tmp_path, "training", False, since=2e9) == {"run": 2}
+    assert bench_all._latest_json(tmp_path, "training", True) is None  # quick files only
 
 
 def test_all_budget_leaves_out_what_it_cannot_start(tmp_path):
