@@ -525,7 +525,16 @@ def test_ctrl_c_stops_a_solve_shown_with_the_iteration_bar(tmp_path):
     without the cancellation the interrupt would wait for all 200,000 Adam iterations. In a
     subprocess, so that the signal is real and pytest's own Ctrl-C handling stays out."""
     script = textwrap.dedent("""
-        import os, signal, time, jax, numpy as np, flowinv
+        import os, signal, time
+        # A user's Python: its own SIGINT handler, SIGINT not blocked. A child inherits the
+        # disposition and mask of the process that starts it (here a pytest worker), and a
+        # Python started with SIGINT ignored keeps it ignored.
+        with open("inherited.txt", "w") as f:
+            print(signal.getsignal(signal.SIGINT), signal.pthread_sigmask(signal.SIG_BLOCK, []),
+                  file=f)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+        import jax, numpy as np, flowinv
         from flowinv import _progress, operators
         flow = flowinv.glow((8, 8, 1), levels=1, steps=2, width=8)
         x = jax.random.uniform(jax.random.PRNGKey(0), (2, 8, 8, 1))
