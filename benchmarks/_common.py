@@ -200,7 +200,7 @@ def environment(precision: str = "default") -> dict:
     stats = _memory_stats(dev)
     env_vars = ("XLA_FLAGS", "JAX_DISABLE_MOST_OPTIMIZATIONS", "XLA_PYTHON_CLIENT_PREALLOCATE",
                 "XLA_PYTHON_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_ALLOCATOR",
-                "NVIDIA_TF32_OVERRIDE", "CUDA_VISIBLE_DEVICES")
+                "NVIDIA_TF32_OVERRIDE", "CUDA_VISIBLE_DEVICES", "JAX_DEFAULT_MATMUL_PRECISION")
     return {
         "device": f"{dev.platform}:{dev.device_kind}",
         "platform": dev.platform,
@@ -217,6 +217,9 @@ def environment(precision: str = "default") -> dict:
         "dtype": "float32",
         "matmul_precision": precision,
         "matmul_precision_meaning": PRECISION_MEANING[precision],
+        # JAX's default matmul precision where this is recorded (JAX_DEFAULT_MATMUL_PRECISION
+        # or the benchmark's precision context)
+        "jax_default_matmul_precision": jax.config.jax_default_matmul_precision,
         "compilation_cache_dir": jax.config.jax_compilation_cache_dir,
         "compilation_cache_enabled": bool(jax.config.jax_enable_compilation_cache),
         "xla_most_optimizations_disabled": bool(jax.config.read("jax_disable_most_optimizations")),

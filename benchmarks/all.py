@@ -156,7 +156,9 @@ def main(argv=None) -> dict:
                    help=f"comma-separated subset of {','.join(BENCHMARKS)}")
     p.add_argument("--skip", type=C.str_list, default=(), help="benchmarks to leave out")
     p.add_argument("--in-process", action="store_true",
-                   help="call each benchmark in this process instead of a subprocess")
+                   help="call each benchmark in this process instead of a subprocess (for the "
+                        "CPU: on a GPU this process would hold device memory while the "
+                        "benchmarks' workers measure what fits)")
     p.add_argument("--session", action="store_true",
                    help="only the goals' measurements, sized for one GPU call of about ten "
                         "minutes (see SESSION in benchmarks/all.py); use with --budget")

@@ -144,7 +144,9 @@ def main(argv=None) -> dict:
              "bfloat16-dtype is the row that shows real bf16 compute",
              "on CPU every precision setting computes in float32, so rows differ only by timing "
              "noise",
-             "PSNR vs highest of 200 dB is the formula's cap: bit-identical to highest"]
+             "PSNR vs highest of 200 dB is the formula's cap: bit-identical to highest",
+             "one process for every mode: each row's peak memory is the process's high-water "
+             "mark so far, not that mode's own"]
     notes += [f"recommended for {r['task']}: {r['precision']} ({r['speedup_vs_highest']:.2f}x "
               f"the speed of highest, PSNR change {r['psnr_change_db']:+.2f} dB, tolerance "
               f"{args.tolerance_db} dB)" for r in rec]
