@@ -325,7 +325,7 @@ def export(flow: Flow, params: Params, config: TrainConfig, path: str | pathlib.
     """Saves a trained prior with its sidecar (architecture, data, steps, command, bits/dim).
 
     ``test_bpd`` is the bits/dim on ``test_images`` images of the test split (all of it, as
-    :func:`train` measures at the end; the sidecar's note says how many where given)."""
+    :func:`train` measures at the end; the sidecar's note says how many, where given)."""
     metadata = {
         "kind": "flow",
         "architecture": checkpoints.flow_config(flow),
