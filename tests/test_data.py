@@ -327,6 +327,18 @@ def test_folder_split_subfolders(tmp_path):
     np.testing.assert_array_equal(data.load_dataset(f"folder:{tmp_path}", "test"), 1.0)
 
 
+def test_a_split_without_its_subfolder_never_reads_the_others(tmp_path):
+    """Only train/ exists (deeper, read with /**): the test split is the rest of the tree, not
+    the training images as well."""
+    _write_png(tmp_path / "train" / "sub" / "a.png", np.zeros((4, 4, 3), np.uint8))
+    _write_png(tmp_path / "top.png", np.full((4, 4, 3), 255, np.uint8))
+    _write_png(tmp_path / "more" / "b.png", np.full((4, 4, 3), 255, np.uint8))
+    test = data.load_dataset(f"folder:{tmp_path}/**", "test")
+    assert len(test) == 2
+    np.testing.assert_array_equal(test, 1.0)  # top.png and more/b.png, not train/sub/a.png
+    np.testing.assert_array_equal(data.load_dataset(f"folder:{tmp_path}/**", "train"), 0.0)
+
+
 def test_folder_sixteen_bit_and_rgba(tmp_path):
     grey16 = (np.arange(12, dtype=np.uint16) * 5000).reshape(3, 4)
     _write_png(tmp_path / "g" / "a.png", grey16)
@@ -417,8 +429,8 @@ def test_transform_errors():
         data.dequantize(jax.random.PRNGKey(0), jnp.zeros((2, 2, 1)), 0)
     with pytest.raises(ValueError, match="bits"):
         data.quantize(jnp.zeros((2, 2, 1)), 3.5)
-    with pytest.raises(ValueError, match="square image"):
-        data.augment(jax.random.PRNGKey(0), jnp.zeros((2, 3, 1)))
+    with pytest.raises(ValueError, match="one image"):
+        data.augment(jax.random.PRNGKey(0), jnp.zeros((2, 3)))
 
 
 def test_augment_covers_the_dihedral_group():
@@ -432,6 +444,17 @@ def test_augment_covers_the_dihedral_group():
         np.testing.assert_array_equal(o, group[h])
     # 400 draws miss one of 8 equally likely elements with probability < 8 (7/8)^400 ~ 1e-22.
     assert set(hits) == set(range(8))
+
+
+def test_augment_of_a_non_square_image_covers_the_symmetries_of_its_rectangle():
+    """Flips only (a transpose would change the shape): identity, V, H and the 180° turn."""
+    xn = np.arange(2 * 3 * 1, dtype=np.float32).reshape(2, 3, 1)
+    group = [xn, xn[::-1], xn[:, ::-1], xn[::-1, ::-1]]
+    keys = jax.random.split(jax.random.PRNGKey(1), 200)
+    outs = np.asarray(jax.jit(jax.vmap(data.augment, (0, None)))(keys, jnp.asarray(xn)))
+    hits = [[np.array_equal(o, g) for g in group].index(True) for o in outs]
+    # 200 draws miss one of 4 equally likely elements with probability < 4 (3/4)^200 ~ 1e-25.
+    assert outs.shape == (200, 2, 3, 1) and set(hits) == set(range(4))
 
 
 # ----------------------------------------------------------------------------- batch_indices

@@ -147,6 +147,10 @@ def _image_files(root: pathlib.Path, recursive: bool) -> list[pathlib.Path]:
     return sorted(files, key=lambda p: p.relative_to(root).as_posix())
 
 
+#: The subfolders of a ``train/`` + ``test/`` layout (:func:`load_folder`).
+SPLIT_FOLDERS = ("train", "test")
+
+
 def list_folder(path, split: str | None, recursive: bool) -> list[pathlib.Path]:
     """The image files :func:`load_folder` reads, sorted; raises as it documents."""
     root = pathlib.Path(os.path.expanduser(os.fspath(path)))
@@ -154,9 +158,12 @@ def list_folder(path, split: str | None, recursive: bool) -> list[pathlib.Path]:
         raise FileNotFoundError(f"image folder {str(root)!r} does not exist")
     if not root.is_dir():
         raise NotADirectoryError(f"image folder {str(root)!r} is not a directory")
+    others = []
     if split is not None and (root / split).is_dir():
         root = root / split
-    files = _image_files(root, recursive)
+    elif split is not None:  # the folder stands in for this split, never the other's subfolder
+        others = [root / s for s in SPLIT_FOLDERS if s != split and (root / s).is_dir()]
+    files = [f for f in _image_files(root, recursive) if not any(o in f.parents for o in others)]
     if not files:
         raise ValueError(f"image folder {str(root)!r} holds no PNG/JPEG image "
                          f"({'/'.join(IMAGE_SUFFIXES)}{', recursively' if recursive else ''})")
@@ -170,11 +177,13 @@ def load_folder(path: str | os.PathLike, split: str | None = None, *,
 
     If ``split`` is given and ``path/split`` is a folder (a ``train/`` + ``test/`` layout), that
     subfolder is read; otherwise the folder itself is read for any split, so keep training and
-    test images in separate folders. Files ending in ``.png``, ``.jpg`` or ``.jpeg`` (any case)
-    are read with Pillow, sorted by their path relative to the folder, and turned upright by
-    their EXIF orientation tag; an alpha channel is dropped. With ``image_shape`` each image
-    is centre-cropped to the aspect ``H/W`` (a square crop for square shapes) and resized
-    (:func:`fit_shape`); without it all images must have the same size.
+    test images in separate folders (where only the other split has its subfolder, the folder
+    without that subfolder is read: with ``recursive`` a test split never reads ``train/``).
+    Files ending in ``.png``, ``.jpg`` or ``.jpeg`` (any case) are read with Pillow, sorted by
+    their path relative to the folder, and turned upright by their EXIF orientation tag; an
+    alpha channel is dropped. With ``image_shape`` each image is centre-cropped to the aspect
+    ``H/W`` (a square crop for square shapes) and resized (:func:`fit_shape`); without it all
+    images must have the same size.
 
     Args:
       path: the folder.

@@ -80,23 +80,27 @@ def dequantize(key: jax.Array, x: jax.Array, bits: int = 8) -> jax.Array:
 
 
 def augment(key: jax.Array, x: jax.Array) -> jax.Array:
-    """A uniformly random symmetry of the square (flips and 90° rotations) of one image.
+    """A uniformly random symmetry of one image that keeps its shape.
 
     Three fair coins ``b`` give ``T^{b_2} ∘ H^{b_1} ∘ V^{b_0}`` (V: flip rows, H: flip columns,
-    T: transpose), which enumerates each of the 8 elements of the dihedral group D4 once.
+    T: transpose), which enumerates each of the 8 elements of the dihedral group D4 of a
+    square image once. A non-square image has only the 4 symmetries of its rectangle (no
+    transpose, which would change its shape): ``H^{b_1} ∘ V^{b_0}``.
     For training only; never applied to test data.
 
     Args:
       key: PRNG key.
-      x: ``(H, H, C)``, a square image (rotations would change a non-square shape).
+      x: ``(H, W, C)``.
 
     Returns:
-      ``(H, H, C)``.
+      ``(H, W, C)``.
     """
     x = jnp.asarray(x)
-    if x.ndim != 3 or x.shape[0] != x.shape[1]:
-        raise ValueError(f"x must be a square image (H, H, C), got shape {x.shape}")
+    if x.ndim != 3:
+        raise ValueError(f"x must be one image (H, W, C), got shape {x.shape}")
     b = jax.random.bernoulli(key, 0.5, (3,))
     x = jnp.where(b[0], x[::-1], x)
     x = jnp.where(b[1], x[:, ::-1], x)
+    if x.shape[0] != x.shape[1]:
+        return x
     return jnp.where(b[2], jnp.swapaxes(x, 0, 1), x)
