@@ -146,15 +146,29 @@ def _save_grid(path: pathlib.Path, images: np.ndarray, title: str) -> None:
 
 
 def _restore_latest(manager, target) -> tuple[Any, int | None]:
-    """Restores the newest readable checkpoint; a corrupted one falls back to the previous."""
+    """Restores the newest readable checkpoint; a corrupted one falls back to the previous,
+    and is deleted once an older one restores (orbax saves no step at or below the newest on
+    disk, so the run would write no checkpoint until it passed the corrupted one). Raises if
+    there are checkpoints and none restores: starting over would silently discard them."""
     import orbax.checkpoint as ocp
 
+    unreadable = []
     for step in sorted(manager.all_steps(), reverse=True):
         try:
-            return manager.restore(step, args=ocp.args.StandardRestore(target)), step
+            restored = manager.restore(step, args=ocp.args.StandardRestore(target))
         except Exception as e:  # orbax raises many types for unreadable files
             warnings.warn(f"checkpoint at step {step} is unreadable ({type(e).__name__}: {e}); "
                           "falling back to the previous one", stacklevel=2)
+            unreadable.append(step)
+            continue
+        for bad in unreadable:
+            manager.delete(bad)
+        return restored, step
+    if unreadable:
+        raise RuntimeError(
+            f"none of the checkpoints in {str(manager.directory)!r} (steps {unreadable}) can be "
+            "restored into this run's parameters (see the warnings): delete that folder to "
+            "start over, or train with the flowinv and orbax versions that wrote them")
     return None, None
 
 
@@ -182,6 +196,11 @@ def _check_same_run(workdir: pathlib.Path, config: TrainConfig) -> None:
     now = json.loads(json.dumps(dataclasses.asdict(config)))
     changed = sorted(k for k in before if k not in RESUMABLE_CHANGES and k in now
                      and before[k] != now[k])
+    if before.get("lr_schedule") == "cosine" and before.get("steps") != now.get("steps"):
+        warnings.warn(f"resuming a cosine schedule with steps {now.get('steps')} instead of "
+                      f"{before.get('steps')}: the learning rate decays over the new length "
+                      "from the resumed step on, so the run matches neither length trained "
+                      "straight", stacklevel=3)
     if changed:
         raise ValueError(
             f"{str(workdir)!r} holds checkpoints of another run (its {', '.join(changed)} "
@@ -275,13 +294,16 @@ def train(config: TrainConfig, workdir: str | pathlib.Path, *, export_to: str | 
 
     sample_fn = jax.jit(jax.vmap(lambda p, k: flow.sample(p, k, 0.7), (None, 0)))
     log_path = workdir / "log.csv"
-    new_log = not log_path.exists()
+    kept = []
+    if log_path.exists():  # the steps after the restored one are trained again: their rows go
+        with open(log_path, newline="") as f:
+            kept = [row for row in list(csv.reader(f))[1:] if row and int(row[0]) <= start]
     t0 = time.time()
     loss = float("nan")
-    with open(log_path, "a", newline="") as log_file:
+    with open(log_path, "w", newline="") as log_file:
         log = csv.writer(log_file)
-        if new_log:
-            log.writerow(["step", "train_bpd", "test_bpd", "seconds"])
+        log.writerow(["step", "train_bpd", "test_bpd", "seconds"])  # seconds of this process
+        log.writerows(kept)
         bar = tqdm(total=config.steps, initial=start, disable=not progress,
                    desc=f"train {config.dataset}", unit="step")
         for step in range(start, config.steps):

@@ -226,7 +226,7 @@ def test_sigkill_then_rerun_resumes_without_losing_progress(tmp_path):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                  state_k, state_s)
     log = np.genfromtxt(killed / "log.csv", delimiter=",", names=True)
-    assert log["step"].max() == 60
+    assert list(log["step"]) == list(range(1, 61))  # the steps trained again logged once
 
 
 def test_training_is_deterministic(tmp_path):
@@ -248,3 +248,28 @@ def test_corrupted_latest_checkpoint_falls_back_with_a_warning(tmp_path):
         result = train.train(config, tmp_path / "r", progress=False)
     assert result["resumed_from"] == 10 and result["step"] == 25
     assert jnp.isfinite(result["test_bpd"])
+    # the corrupted step was deleted, so step 20 was saved again (orbax saves no step at or
+    # below the newest on disk) and restores
+    import orbax.checkpoint as ocp
+
+    manager = ocp.CheckpointManager(tmp_path / "r" / "ckpt")
+    assert manager.all_steps() == [10, 20, 25]
+    assert int(manager.restore(20)["step"]) == 20
+
+
+def test_checkpoints_none_of_which_restores_are_not_silently_discarded(tmp_path):
+    config = dataclasses.replace(TINY, steps=10)
+    train.train(config, tmp_path / "r", progress=False)
+    for f in (tmp_path / "r" / "ckpt").rglob("*"):
+        if f.is_file() and f.stat().st_size > 0 and "metadata" not in f.name:
+            f.write_bytes(b"garbage")
+    with pytest.warns(UserWarning, match="unreadable"), pytest.raises(RuntimeError,
+                                                                      match="delete"):
+        train.train(dataclasses.replace(config, steps=15), tmp_path / "r", progress=False)
+
+
+def test_resuming_a_cosine_schedule_at_another_length_warns(tmp_path):
+    config = dataclasses.replace(TINY, steps=4, lr_schedule="cosine", warmup=1)
+    train.train(config, tmp_path / "r", progress=False)
+    with pytest.warns(UserWarning, match="cosine schedule with steps 6 instead of 4"):
+        train.train(dataclasses.replace(config, steps=6), tmp_path / "r", progress=False)
