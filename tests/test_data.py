@@ -243,6 +243,54 @@ def test_tfds_missing_builder_dependency_names_the_extra(monkeypatch):
     assert "offline?" not in str(err.value)
 
 
+def test_tfds_unknown_name_is_a_short_usage_error(monkeypatch):
+    """TFDS's own message for an unknown name lists every dataset it knows (hundreds of
+    lines); the error keeps its first line and does not suggest being offline."""
+    fake = types.ModuleType("tensorflow_datasets")
+
+    class DatasetNotFoundError(Exception):
+        pass
+
+    def data_source(name, split, data_dir=None):
+        raise DatasetNotFoundError("Dataset no_such_ds not found.\n" + "mnist\n" * 300)
+
+    fake.data_source = data_source
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
+    with pytest.raises(ValueError, match="TFDS has no dataset 'no_such_ds'") as err:
+        data.load_dataset("tfds:no_such_ds", "test")
+    assert len(str(err.value).splitlines()) == 1 and "offline" not in str(err.value)
+
+
+def test_tfds_records_are_read_one_at_a_time(monkeypatch):
+    """A split is converted record by record: the source is never read whole before the first
+    image is fitted (a large split would not fit in memory), and a record that cannot be read
+    is a clear error naming it."""
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, (12, 12, 1), dtype=np.uint8) for _ in range(4)]
+    reads, fitted = [], []
+
+    class Source:
+        def __len__(self):
+            return len(images)
+
+        def __getitem__(self, i):
+            if i == 3:
+                raise OSError("bad block")
+            reads.append(i)
+            return {"image": images[i]}
+
+    fake = types.ModuleType("tensorflow_datasets")
+    fake.data_source = lambda name, split, data_dir=None: Source()
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
+    real_fit = data.fit_shape
+    monkeypatch.setattr(sys.modules["flowinv.data.external"], "fit_shape",
+                        lambda x, shape: fitted.append(list(reads)) or real_fit(x, shape))
+    x = data.load_tfds("fake", "train", image_shape=(6, 6, 1), limit=3)
+    assert x.shape == (3, 6, 6, 1) and fitted == [[0], [0, 1], [0, 1, 2]]
+    with pytest.raises(RuntimeError, match="cannot read record 3 of 'tfds:fake'.*bad block"):
+        data.load_tfds("fake", "train", image_shape=(6, 6, 1))
+
+
 def test_tfds_conversion_with_a_fake_source(monkeypatch):
     """The record -> image conversion, without TFDS installed (fake ``data_source``)."""
     rng = np.random.default_rng(0)

@@ -59,28 +59,39 @@ def load_tfds(name: str, split: str = "test", *, image_shape: Sequence[int] | No
     try:
         source = tfds.data_source(name, split=split, data_dir=data_dir)
         n = len(source) if limit is None else min(limit, len(source))
-        records = [source[i] for i in range(n)]
+        first = source[0] if n else None
     except ImportError as e:  # a builder's own dependency, e.g. TensorFlow to prepare a download
         raise RuntimeError(
             f"cannot load 'tfds:{name}' split {split!r}: {type(e).__name__}: {e}. Preparing a "
             "TFDS dataset needs TensorFlow and the builder's own dependencies: install them with "
             f"`pip install 'flowinv[tfds]'`. {OFFLINE_HINT}.") from e
     except Exception as e:  # TFDS raises many types (network, DatasetNotFound, format, IO)
+        if type(e).__name__ == "DatasetNotFoundError":  # its message lists every TFDS name
+            raise ValueError(f"'tfds:{name}': TFDS has no dataset {name!r} "
+                             f"({str(e).strip().splitlines()[0]})") from None
         raise RuntimeError(
             f"cannot load 'tfds:{name}' split {split!r}: {type(e).__name__}: {e}. TFDS needs "
             "network access to download and prepare a dataset the first time (are you "
             f"offline?), or a prepared copy in data_dir. {OFFLINE_HINT}.") from e
-    if not records:
+    if not n:
         raise ValueError(f"tfds:{name} split {split!r} holds no records")
     if image_key is None:
-        first = records[0]
         image_key = "image" if "image" in first else next(
             (k for k, val in first.items() if np.ndim(val) in (2, 3) and np.size(val) > 1), None)
         if image_key is None:
             raise ValueError(f"tfds:{name} has no image feature among {sorted(first)}; "
                              "pass image_key")
-    return _stack_images((np.asarray(r[image_key]) for r in records), shape,
-                         [f"tfds:{name}[{i}]" for i in range(len(records))])
+
+    def images():  # one record at a time: a large split is never held in memory whole
+        for i in range(n):
+            try:
+                record = first if i == 0 else source[i]
+            except Exception as e:  # noqa: BLE001 - TFDS's read errors, wrapped as above
+                raise RuntimeError(f"cannot read record {i} of 'tfds:{name}' split {split!r}: "
+                                   f"{type(e).__name__}: {e}") from e
+            yield np.asarray(record[image_key])
+
+    return _stack_images(images(), shape, [f"tfds:{name}[{i}]" for i in range(n)])
 
 
 def _as_float_image(arr: np.ndarray, label: str) -> np.ndarray:

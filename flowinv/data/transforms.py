@@ -1,5 +1,5 @@
 """Training-time transforms of ONE image, pure JAX functions batched with ``jax.vmap``:
-``b``-bit quantisation, uniform dequantisation, and random symmetries of the square."""
+``b``-bit quantisation, uniform dequantisation, and random symmetries that keep an image's shape."""
 
 from __future__ import annotations
 
