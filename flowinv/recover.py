@@ -588,8 +588,8 @@ def recover(
     beta = _check_weight("beta", beta, batch)
     for flag, obj, name in ((per_image_operator, operator, "operator"),
                             (per_image_noise, noise, "noise")):
-        axes = _leading_axes(obj) if flag else []
-        if flag and (not axes or any(a != batch for a in axes)):
+        axes = _leading_axes(obj) if flag else [batch]
+        if not axes or any(a != batch for a in axes):
             raise ValueError(f"per_image_{name}=True needs a leading batch axis of {batch} on "
                              f"every one of the {name}'s arrays (build it with jax.vmap), got "
                              f"leading axes {axes}")

@@ -75,8 +75,9 @@ def _documented_commands() -> list:
             for (module, args), where in cases.items()]
 
 
-COMMANDS = [c for c in _documented_commands() if c.values[0].startswith("experiments.")]
-BENCHMARK_COMMANDS = [c for c in _documented_commands() if c.values[0].startswith("benchmarks.")]
+_ALL_COMMANDS = _documented_commands()
+COMMANDS = [c for c in _ALL_COMMANDS if c.values[0].startswith("experiments.")]
+BENCHMARK_COMMANDS = [c for c in _ALL_COMMANDS if c.values[0].startswith("benchmarks.")]
 
 
 def test_the_docs_print_experiment_command_lines():
