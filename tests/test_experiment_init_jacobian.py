@@ -110,9 +110,6 @@ def test_null_space_images_are_consistent_and_in_box():
 
 
 def test_init_study_cli(capsys):
-    with pytest.raises(SystemExit) as e:
-        init_study.main(["--help"])
-    assert e.value.code == 0
     for bad in (["--ratios", "0"], ["--ratios", "1.5"], ["--inits", "zeros,bogus"],
                 ["--normal-scales", "0"], ["--gammas", "-1"], ["--maxiter", "0"]):
         capsys.readouterr()
@@ -192,9 +189,6 @@ def test_dense_jacobian_matches_jacfwd_and_randomized_svd(tiny_prior):
 
 
 def test_jacobian_spectrum_cli(capsys):
-    with pytest.raises(SystemExit) as e:
-        jacobian_spectrum.main(["--help"])
-    assert e.value.code == 0
     for bad in (["--eps", "0,1"], ["--num-images", "1"], ["--solver", "qr"],
                 ["--directions", "0"], ["--rank", "x"]):
         capsys.readouterr()

@@ -147,14 +147,6 @@ def test_subpixel_outputs(subpixel_result):
             assert f.read(8) == b"\x89PNG\r\n\x1a\n", name
 
 
-@pytest.mark.parametrize("module", [inpainting, subpixel])
-def test_help_exits_zero(module, capsys):
-    with pytest.raises(SystemExit) as e:
-        module.main(["--help"])
-    assert e.value.code == 0
-    assert "usage" in capsys.readouterr().out
-
-
 @pytest.mark.parametrize("module, argv", [
     (inpainting, ["--fractions", "1.5"]),
     (inpainting, ["--fractions", "0"]),

@@ -190,19 +190,6 @@ def test_sensitivity_reads_each_weighted_methods_curve_over_its_grid(tmp_path):
     assert (tmp_path / "w.png").stat().st_size > 0
 
 
-MODULES = ("structured_noise", "noisy_cs", "one_bit_cs")
-
-
-@pytest.mark.parametrize("module", MODULES)
-def test_help_exits_cleanly(module, capsys):
-    import importlib
-
-    with pytest.raises(SystemExit) as e:
-        importlib.import_module(f"experiments.{module}").main(["--help"])
-    assert e.value.code == 0
-    assert "usage:" in capsys.readouterr().out
-
-
 @pytest.mark.parametrize("module, argv", [
     ("structured_noise", ["--noises", "snow"]),
     ("structured_noise", ["--sine-scales", "0"]),
