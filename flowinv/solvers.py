@@ -193,6 +193,15 @@ def lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter
     stores the pair ``s = t·d``, ``y = ∇f(z + t·d) − ∇f(z)`` unless ``sᵀy ≤ 10⁻⁸‖s‖‖y‖``
     (Armijo steps do not guarantee ``sᵀy > 0``, and one such pair turns the two-loop
     direction uphill; a skipped pair leaves its slot of the circular memory as it was).
+    The memory is ordered by iteration, as jaxopt orders it, so after a skip that slot's
+    older pair is read as the newest, and then as newer than it is until it is overwritten
+    ``history_size`` iterations later; every stored pair has
+    ``sᵀy > 0``, so ``H`` stays positive definite. Ordering by stored pairs instead was
+    measured and not adopted: on glow-mnist (8 test images, from ``z0 = 0``, 100 iterations;
+    denoising at three σ, compressed sensing at m = 40 and 200, MAP under radial noise), solves
+    skipped 0–11 pairs; the mean PSNR per setting moved by −0.15 to +0.94 dB, with images
+    moving both ways in every setting, and the final loss was lower in 15 of the 30 solves that
+    skipped a pair, so nothing says either order is better.
     ``H₀ = (sᵀy / yᵀy)·I`` from the newest stored pair; before the first stored pair
     ``H₀ = min(1, first_step / ‖∇f(z0)‖)·I``, so the first trial step has a norm of at most
     ``first_step`` (optax's and SciPy's L-BFGS scale their first step likewise), or with
