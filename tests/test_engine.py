@@ -139,15 +139,31 @@ def test_lbfgs_first_step_bounds_the_first_trial_and_escapes_saturation():
 
 
 def _record_points(seen: list):
-    """``‖A·tanh(z) − b‖²`` for ``y = (A, b)``, appending every evaluated ``(z, loss)`` to
-    ``seen`` in order."""
-    def loss(z, y):
-        a, b = y
-        value = jnp.sum((a @ jnp.tanh(z) - b) ** 2)
-        jax.debug.callback(lambda p, v: seen.append((np.asarray(p), float(v))), z, value,
-                           ordered=True)
-        return value
-    return loss
+    """``‖A·tanh(z) − b‖²`` for ``y = (A, b)``, appending every evaluated ``(z, loss, ∇loss)``
+    to ``seen`` in order. The gradient is a custom VJP that records what it returns, so it is
+    the solver's own float32 gradient, which a replay cannot recompute: at a minimum it is
+    mostly rounding, and another program (or JAX version) rounds it otherwise."""
+    def value(z, a, b):
+        return jnp.sum((a @ jnp.tanh(z) - b) ** 2)
+
+    @jax.custom_vjp
+    def loss(z, a, b):
+        return value(z, a, b)
+
+    def forward(z, a, b):
+        v = value(z, a, b)
+        return v, (z, a, b, v)
+
+    def backward(res, cotangent):
+        z, a, b, v = res
+        g = cotangent * jax.grad(value)(z, a, b)
+        jax.debug.callback(
+            lambda p, f, d: seen.append((np.asarray(p), float(f), np.asarray(d))), z, v, g,
+            ordered=True)
+        return g, jnp.zeros_like(a), jnp.zeros_like(b)
+
+    loss.defvjp(forward, backward)
+    return lambda z, y: loss(z, *y)
 
 
 @pytest.mark.parametrize("shape, noise", [((5, 20), 0.0), ((20, 5), 0.1)],
@@ -168,16 +184,19 @@ def test_lbfgs_stops_at_the_first_rejected_trial_below_the_float_resolution(shap
     at a loss within 1e-4 of the float64 minimum nearby (measured: ≤ 2e-6 but for one solve
     with two latents in tanh's flat tails, at 6.6 and 7.7, which float32 cannot resolve:
     1.2e-5, the same as with the iterate's stop alone, which came within 2e-9 of this stop
-    on the 15 others); the replay's
-    float64 gradient cannot re-decide the test exactly, because the float32 gradient at a
-    minimum is mostly rounding: its predicted decrease read up to 4.8 ε|f| (the bound: 10)."""
+    on the 15 others). The replay uses the solver's own float32 gradients
+    (:func:`_record_points`): a float64 gradient could not re-decide the loss's test, since
+    at a minimum the float32 one is mostly rounding (a float64 replay read up to 4.8 ε|f| with
+    jax 0.10 and 30 ε|f| with jax 0.8.1, the floor in setup.cfg). Where the float32 residual
+    rounds to exactly 0 (with jax 0.8.1, one exact fit), the gradient test ends the solve on
+    that accepted step instead."""
     from scipy.optimize import minimize
 
     seen = []
     solve = jax.jit(lambda y: solvers.lbfgs(_record_points(seen), jnp.zeros(shape[1]), y,
                                             maxiter=500, tol=0.0))
     eps = float(np.finfo(np.float32).eps)
-    longer = 0
+    longer = accepted_stops = 0
     for seed in range(16):
         a = jax.random.normal(jax.random.PRNGKey(seed), shape) / np.sqrt(shape[0])
         b = a @ jnp.tanh(jax.random.normal(jax.random.PRNGKey(100 + seed), (shape[1],)))
@@ -187,24 +206,48 @@ def test_lbfgs_stops_at_the_first_rejected_trial_below_the_float_resolution(shap
         k = int(r.iterations)
         assert bool(r.converged) and not bool(r.stalled) and not bool(r.diverged), seed
         assert 0 < k < 500, seed
+        f_end, f_last = seen[-1][1], float(r.loss_history[k - 1])
+        if f_end == 0.0:  # an exact fit: a float32 gradient of exactly 0 (the gradient test)
+            assert noise == 0.0 and f_last == 0.0 and not np.any(seen[-1][2]), seed
+            accepted_stops += 1
+            continue
+        if f_end == f_last:
+            # A final trial that repeats the iterate's loss exactly was accepted where Armijo's
+            # required decrease c1·t·gᵀd is below the loss's rounding (a step that changes
+            # nothing passes it; the loss-change test, at tol = 0, then stops the solve), and
+            # rejected where it is far above (a trial within rounding of z). Replayed with the
+            # iterate's recorded gradient: below one ulp of f(z), or ≥ 100 ulps in these solves.
+            z, _, g = seen[max(i for i, (_, v, _) in enumerate(seen[:-1]) if v == f_end)]
+            required = 1e-4 * abs(g.astype(np.float64) @ (seen[-1][0] - z).astype(np.float64))
+            if required <= np.spacing(np.float32(f_end)):
+                assert k >= 2 and float(r.loss_history[k - 2]) == f_end, seed
+                accepted_stops += 1
+                continue
         # The current iterate: the last point before the final (rejected) trial with the last
         # accepted loss (a trial within rounding of z may repeat its loss exactly); the
         # trials after it, z + t·d for t = 1, 1/2, …, must shrink.
-        last = [i for i, (_, v) in enumerate(seen[:-1]) if v == float(r.loss_history[k - 1])]
-        assert last, f"seed {seed}: the solve ended on an accepted step, not a rejected trial"
-        z, fz = seen[last[-1]][0].astype(np.float64), seen[last[-1]][1]
+        last = [i for i, (_, v, _) in enumerate(seen[:-1]) if v == f_last]
+        z, fz, g = (v.astype(np.float64) if isinstance(v, np.ndarray) else v
+                    for v in seen[last[-1]])
         a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
-        grad = 2.0 * (1.0 - np.tanh(z) ** 2) * (a64.T @ (a64 @ np.tanh(z) - b64))
-        trials = [p.astype(np.float64) - z for p, _ in seen[last[-1] + 1:]]
+        points = [p.astype(np.float64) for p, _, _ in seen[last[-1] + 1:]]
+        trials = [p - z for p in points]
         steps = np.array([np.linalg.norm(s) for s in trials]) / (eps * np.linalg.norm(z))
-        decreases = np.array([abs(grad @ s) for s in trials]) / (eps * abs(fz))
+        decreases = np.array([abs(g @ s) for s in trials]) / (eps * abs(fz))
+        # The solver tested |t·fl(gᵀd)| ≤ ε|f| at p = fl(z + t·d); this replay reads gᵀ(p − z)
+        # in float64, which differs from it by at most the rounding of p, ε/2·‖g‖‖p‖, and of
+        # the float32 dot product, n·ε/2·Σ|gᵢsᵢ| (in units of ε|f|: `slack`).
+        slack = np.array([(np.linalg.norm(g) * np.linalg.norm(p) + len(g) * np.abs(g) @ np.abs(s))
+                          / (2 * abs(fz)) for p, s in zip(points, trials, strict=True)])
         assert np.all(steps[1:] < steps[:-1]), (seed, steps)
         if noise == 0.0:  # the iterate's resolution ends it, at the first trial below it
             assert steps[-1] <= 1.0 and np.all(steps[:-1] > 1.0), (seed, steps)
             assert float(r.loss) < 1e-9 * seen[0][1], seed
             longer += len(trials) > 1
         else:  # the loss's resolution ends it, far above the iterate's, at the minimum
-            assert steps[-1] > 1.0 and decreases[-1] <= 10.0, (seed, steps, decreases)
+            assert np.all(steps > 1.0), (seed, steps)
+            assert decreases[-1] <= 1.0 + slack[-1], (seed, decreases, slack)
+            assert np.all(decreases[:-1] > 1.0 - slack[:-1]), (seed, decreases, slack)
             f64 = lambda v, a64=a64, b64=b64: np.sum((a64 @ np.tanh(v) - b64) ** 2)
             polished = minimize(f64, z, method="BFGS", options={"gtol": 1e-12})
             found = f64(np.asarray(r.z, np.float64))
