@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import warnings
 from typing import Any
 
 import jax
@@ -177,7 +176,8 @@ def available_priors(kind: str | None = None) -> list[str]:
 def find_checkpoint(name: str | os.PathLike, kind: str) -> tuple[pathlib.Path, dict]:
     """``(folder, sidecar)`` of a ``kind`` (``"flow"`` or ``"dcgan"``) checkpoint given as a
     shipped name or a folder, without reading its weights; ValueError if there is none, or (for
-    ``"dcgan"``) its sidecar is not a DCGAN's. :func:`load_prior`, :func:`load_gan` and the
+    ``"dcgan"``) its sidecar is not a DCGAN's, or (for ``"flow"``) another kind's.
+    :func:`load_prior`, :func:`load_gan` and the
     experiments' command lines (before any work) call it."""
     what = {"flow": "prior", "dcgan": "GAN"}[kind]
     if not isinstance(name, str | os.PathLike):
@@ -191,6 +191,11 @@ def find_checkpoint(name: str | os.PathLike, kind: str) -> tuple[pathlib.Path, d
     if kind == "dcgan" and (metadata.get("kind") != "dcgan" or "dcgan" not in metadata):
         raise ValueError(f"checkpoint {str(path)!r} is not a DCGAN (sidecar kind "
                          f"{metadata.get('kind', 'flow')!r})")
+    if kind == "flow" and metadata.get("kind", "flow") != "flow":
+        raise ValueError(
+            f"checkpoint {str(path)!r} is not a flow prior (sidecar kind {metadata['kind']!r}); "
+            "load a DCGAN with flowinv.checkpoints.load_gan, and pass it to recover as "
+            "(generator, params), or to an experiment as --gan")
     return path, metadata
 
 
@@ -205,9 +210,6 @@ def load_prior(name: str) -> tuple[Flow, Params]:
         raise ValueError(f"checkpoint {str(path)!r}: sidecar has no 'architecture'")
     flow = flow_from_config(metadata["architecture"])
     params, _ = load(path)
-    if metadata.get("kind", "flow") != "flow":
-        warnings.warn(f"{name}: sidecar kind is {metadata.get('kind')!r}, loading as a flow",
-                      stacklevel=2)
     return flow, params
 
 

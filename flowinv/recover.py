@@ -427,7 +427,7 @@ def recover_one(
         xs = sweep(jnp.array([0.0, 0.01, 0.1]))          # (3, H, W, C)
 
     Args:
-      prior: ``(flow, params)``, ``(Generator, params)`` or a shipped prior's name.
+      prior: ``(flow, params)``, ``(Generator, params)`` or a shipped flow prior's name.
       y: one measurement, shape ``operator.out_shape``.
       z0: the starting latent, shape ``(n,)`` (``n`` the prior's latent size); default zeros.
       others: as in :func:`recover`; ``gamma`` and ``beta`` are numbers or scalar arrays.
@@ -486,7 +486,7 @@ def recover(
     """Recovers images from measurements ``y = f(x) + δ`` with a generative prior.
 
     Args:
-      prior: ``(flow, params)``, ``(Generator, params)``, or a shipped prior's name.
+      prior: ``(flow, params)``, ``(Generator, params)``, or a shipped flow prior's name.
       y: one measurement of shape ``operator.out_shape`` or a batch ``(B, *out_shape)``.
       operator: a :mod:`flowinv.operators` operator (per image with ``per_image_operator``:
         its array leaves then carry a leading batch axis).

@@ -163,6 +163,11 @@ CASES = [
     # checkpoints
     ("unknown-prior", lambda p, s, t: flowinv.load_prior("glow-imagenet-9000"), ValueError,
      ["unknown prior", "glow-imagenet-9000"]),
+    ("dcgan-as-prior", lambda p, s, t: flowinv.load_prior("dcgan-mnist"), ValueError,
+     ["not a flow prior", "load_gan", "--gan"]),
+    ("dcgan-name-to-recover", lambda p, s, t: flowinv.recover(
+        "dcgan-mnist", jnp.zeros((28, 28, 1)), operator=operators.identity((28, 28, 1)),
+        method="bora"), ValueError, ["not a flow prior"]),
     ("missing-checkpoint-folder", lambda p, s, t: checkpoints.load(t / "nowhere"), ValueError,
      ["does not exist"]),
     ("checkpoint-without-sidecar", lambda p, s, t: checkpoints.load(t), ValueError,
@@ -269,6 +274,7 @@ CLI_CASES = [
     ("experiments.denoise", ["--dataset", "folder:/nonexistent/flowinv-test-folder"]),
     ("experiments.denoise", ["--prior", "glow-imagenet"]),
     ("experiments.denoise", ["--gan", "glow-mnist"]),  # a flow, not a DCGAN
+    ("experiments.denoise", ["--prior", "dcgan-mnist"]),  # a DCGAN, not a flow
     ("experiments.compressed_sensing", ["--ood-dataset", "imagenet"]),
     ("experiments.structured_noise", ["--noise-flow", "realnvp-imagenet"]),
     ("experiments.subpixel", ["--dataset", "folder:/nonexistent/flowinv-test-folder"]),
