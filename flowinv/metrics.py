@@ -3,7 +3,10 @@ r"""Image-quality metrics: PSNR and SSIM on one ``(H, W, C)`` image, and batched
 Both metrics take the estimate ``x`` and the reference ``ref`` (NumPy or JAX arrays) and return
 Python floats. The estimate is **clipped to** ``[0, data_range]`` first, because every image in
 flowinv lives in ``[0, 1]`` and the recoveries of some methods (Lasso, an unclipped generator)
-overshoot that range; the reference is used as given. Computation is in float64 NumPy, as
+overshoot that range; the reference is used as given, and must lie in ``[0, data_range]``
+(within 1% of ``data_range``): one outside, such as an image in ``[0, 255]`` with the
+default ``data_range=1``, is a ValueError, since every score against it would be meaningless
+(identical images in ``[0, 255]`` scored −41 dB). Computation is in float64 NumPy, as
 these are evaluation-time numbers, not part of any compiled solve.
 
 SSIM comes from :func:`skimage.metrics.structural_similarity` (a maintained implementation);
@@ -40,6 +43,17 @@ def _as_pair(x: Any, ref: Any, ndim: int) -> tuple[np.ndarray, np.ndarray]:
     if xa.shape != ra.shape:
         raise ValueError(f"x and ref must have the same shape, got {xa.shape} and {ra.shape}")
     return xa, ra
+
+
+def _check_reference(ref: np.ndarray, data_range: float) -> None:
+    # 1% of slack: enough for rounding or a resampled reference's overshoot; a wrong
+    # data_range is off by a factor of 255 or more.
+    low, high = float(np.nanmin(ref, initial=0.0)), float(np.nanmax(ref, initial=0.0))
+    if low < -0.01 * data_range or high > 1.01 * data_range:
+        raise ValueError(
+            f"ref must lie in [0, data_range] = [0, {data_range:g}], got values in "
+            f"[{low:g}, {high:g}]; pass data_range for images on another scale (e.g. "
+            f"data_range=255 for [0, 255]), or rescale them")
 
 
 def _check_range(data_range: Any) -> float:
@@ -79,7 +93,7 @@ def psnr(x: Any, ref: Any, data_range: float = 1.0) -> float:
 
     Args:
       x: estimate, ``(H, W, C)``; clipped to ``[0, data_range]`` before comparison.
-      ref: reference image, ``(H, W, C)``.
+      ref: reference image, ``(H, W, C)``, in ``[0, data_range]``.
       data_range: the peak value ``R`` (1.0 for flowinv images).
 
     Returns:
@@ -87,6 +101,7 @@ def psnr(x: Any, ref: Any, data_range: float = 1.0) -> float:
     """
     data_range = _check_range(data_range)
     xa, ra = _as_pair(x, ref, 3)
+    _check_reference(ra, data_range)
     return _psnr(xa, ra, data_range)
 
 
@@ -98,7 +113,7 @@ def ssim(x: Any, ref: Any, data_range: float = 1.0) -> float:
 
     Args:
       x: estimate, ``(H, W, C)``; clipped to ``[0, data_range]`` before comparison.
-      ref: reference image, ``(H, W, C)``; ``H, W >= 3``.
+      ref: reference image, ``(H, W, C)``, in ``[0, data_range]``; ``H, W >= 3``.
       data_range: the dynamic range of the images (1.0 for flowinv images).
 
     Returns:
@@ -106,6 +121,7 @@ def ssim(x: Any, ref: Any, data_range: float = 1.0) -> float:
     """
     data_range = _check_range(data_range)
     xa, ra = _as_pair(x, ref, 3)
+    _check_reference(ra, data_range)
     return _ssim(xa, ra, data_range)
 
 
@@ -121,6 +137,7 @@ def batch_psnr(xs: Any, refs: Any, data_range: float = 1.0) -> np.ndarray:
     """
     data_range = _check_range(data_range)
     xa, ra = _as_pair(xs, refs, 4)
+    _check_reference(ra, data_range)
     return np.array([_psnr(a, b, data_range) for a, b in zip(xa, ra, strict=True)])
 
 
@@ -136,4 +153,5 @@ def batch_ssim(xs: Any, refs: Any, data_range: float = 1.0) -> np.ndarray:
     """
     data_range = _check_range(data_range)
     xa, ra = _as_pair(xs, refs, 4)
+    _check_reference(ra, data_range)
     return np.array([_ssim(a, b, data_range) for a, b in zip(xa, ra, strict=True)])

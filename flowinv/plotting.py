@@ -80,7 +80,8 @@ def image_grid(columns: Any, *, reference: str | None = None, title: str | None 
         3, with the same ``N`` in every column. Shown clipped to ``[0, 1]``.
       reference: the name of one column (the truth; the first of that name); each image of
         every other column of the same shape is labelled with its PSNR against the image of its row,
-        :func:`flowinv.metrics.psnr` (clipped to ``[0, 1]``).
+        :func:`flowinv.metrics.psnr` (clipped to ``[0, 1]``); the reference must lie in
+        ``[0, 1]``.
       title: a title over the grid.
       size: inches per image.
 
@@ -94,6 +95,11 @@ def image_grid(columns: Any, *, reference: str | None = None, title: str | None 
     if reference is not None and reference not in names:
         raise ValueError(f"reference {reference!r} is not a column; columns: {names}")
     ref = next(arr for name, arr in cols if name == reference) if reference is not None else None
+    if ref is not None and not (np.nanmin(ref) >= -0.01 and np.nanmax(ref) <= 1.01):
+        raise ValueError(
+            f"reference column {reference!r} must lie in [0, 1] for its PSNR labels (within "
+            f"1%, as flowinv.metrics.psnr), got values in [{np.nanmin(ref):g}, "
+            f"{np.nanmax(ref):g}]; rescale the images")
     if isinstance(size, bool) or not (isinstance(size, int | float) and 0 < size < np.inf):
         raise ValueError(f"size must be a positive number of inches, got {size!r}")
     n = len(cols[0][1])

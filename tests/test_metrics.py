@@ -41,11 +41,25 @@ def test_psnr_clips_the_estimate_only():
     x = ref.copy()
     x[0, 0, 0], x[1, 1, 0] = 1.7, -0.4  # overshoots that clipping removes exactly
     assert metrics.psnr(x, ref) == math.inf
-    # the reference is used as given: one pixel of it at 1.2, matched by the estimate, leaves
-    # an error of 0.2 after the estimate's clip (clipping both would give inf)
-    ref[2, 2, 0] = x[2, 2, 0] = 1.2
-    mse = np.float32(0.2) ** 2 / ref.size
-    assert metrics.psnr(x, ref) == pytest.approx(10 * math.log10(1 / mse), abs=1e-4)
+    # the reference is used as given: one pixel of it at 1.005 (within the 1% a reference may
+    # overshoot), matched by the estimate, leaves an error of 0.005 after the estimate's clip
+    # (clipping both would give inf)
+    ref[2, 2, 0] = x[2, 2, 0] = 1.005
+    mse = (np.float32(1.005) - 1.0) ** 2 / ref.size
+    assert metrics.psnr(x, ref) == pytest.approx(10 * math.log10(1 / mse), abs=1e-3)
+
+
+@pytest.mark.parametrize("fn", [metrics.psnr, metrics.ssim, metrics.batch_psnr,
+                                metrics.batch_ssim])
+def test_a_reference_outside_the_data_range_is_refused(fn):
+    x = _image((2, 8, 8, 1) if fn.__name__.startswith("batch") else (8, 8, 1))
+    x.flat[0] = 1.0
+    with pytest.raises(ValueError, match=r"ref must lie in \[0, data_range\].*data_range=255"):
+        fn(x * 255, x * 255)  # an 8-bit scale with the default data_range=1
+    with pytest.raises(ValueError, match="ref must lie"):
+        fn(x - 0.5, x - 0.5)  # below 0 by more than 1%
+    assert np.all(np.asarray(fn(x * 255 + 1, x * 255, data_range=255)) < math.inf)
+    fn(x * 1.01, x * 1.01)  # up to 1% above the range passes
 
 
 def test_ssim_identical_is_one_and_noise_lowers_it():

@@ -24,7 +24,7 @@ def _images(seed, shape=(3, 6, 5, 1)):
 
 
 def test_image_grid_draws_each_image_clipped_with_its_psnr_against_the_reference():
-    truth, noisy, rec = _images(0), _images(1), _images(2)
+    truth, noisy, rec = np.clip(_images(0), 0, 1), _images(1), _images(2)  # a truth in [0, 1]
     fig = plotting.image_grid({"truth": truth, "noisy": noisy, "recovered": rec},
                               reference="truth", title="t")
     axes = np.array(fig.axes).reshape(3, 3)
@@ -40,6 +40,13 @@ def test_image_grid_draws_each_image_clipped_with_its_psnr_against_the_reference
                 assert label == ""
             else:
                 assert label == f"{metrics.psnr(images[i], truth[i]):.2f} dB"
+
+
+def test_image_grid_refuses_a_reference_outside_0_1():
+    truth = np.clip(_images(0), 0, 1)
+    with pytest.raises(ValueError, match=r"reference column 'truth' must lie in \[0, 1\]"):
+        plotting.image_grid({"truth": truth * 255, "noisy": truth * 255}, reference="truth")
+    assert not plt.get_fignums()  # refused before any figure was made
 
 
 def test_image_grid_takes_pairs_rgb_and_a_single_image():
