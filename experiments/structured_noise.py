@@ -46,7 +46,8 @@ training split), one per image. The factor ½ on ``x`` stays. Signal and noise a
 digits, told apart only by intensity: at ``s = 0.5`` they are exchangeable and the problem is
 not identifiable, so the default scales avoid it. ``--noise-digits`` takes the digits from
 another dataset's test split, resized to the noise flow's shape; without a ``realnvp-mnist``
-checkpoint (or with a noise flow of another shape) the digit noise is skipped with a note.
+checkpoint (or with a noise flow of another shape) the digit noise is skipped with a note,
+or, when it is the only noise asked for, refused before anything runs.
 
 Writes ``results.csv`` (tidy, one row per test image × noise × scale × method × setting),
 ``summary.csv``, ``comparison.csv`` (MAP minus each other method, paired per test image),
@@ -238,6 +239,32 @@ def _noise_digits(config: Config, shape, batch: int) -> np.ndarray | None:
     return data.fit_shape(digits[len(digits) - batch:][::-1], shape)
 
 
+def check_noises_can_run(config: Config) -> None:
+    """ValueError, before anything is loaded, when the digit noise is the only noise asked for
+    and it cannot run: its noise flow models images of another shape than the prior's (read
+    from the two sidecars). With other noises beside it, ``run`` skips it with a note."""
+    from flowinv import checkpoints
+
+    if tuple(config.noises) != ("digits",):
+        return
+    prior = config.prior or common.default_prior(config.dataset)
+
+    def shape(name):
+        return tuple(checkpoints.find_checkpoint(name, "flow")[1]["architecture"]["image_shape"])
+
+    if shape(config.noise_flow) != shape(prior):
+        raise ValueError(
+            f"--noises digits: the noise flow {config.noise_flow!r} models images of shape "
+            f"{shape(config.noise_flow)}, the prior {prior!r} {shape(prior)}; pass a "
+            "--noise-flow of the prior's shape, or --noises sinusoidal,radial")
+
+
+def _checked_config(args: argparse.Namespace) -> Config:
+    config = config_from_args(args)
+    check_noises_can_run(config)
+    return config
+
+
 def _digit_model(config: Config, shape) -> Any:
     """The noise flow ``(flow, params)`` for the digit noise, or None (with a printed note)."""
     import flowinv
@@ -279,6 +306,7 @@ def run(config: Config) -> dict:
 
     from flowinv.baselines import classical
 
+    check_noises_can_run(config)
     out, prior_name, flow, params = common.setup_run(config)
     shape = tuple(flow.image_shape)
     test, val = common.load_test_and_val(config.dataset, shape, config.num_images,
@@ -293,6 +321,9 @@ def run(config: Config) -> dict:
         if noise_flow is not None:
             digits = _noise_digits(config, shape, batch)
     kinds = [k for k in config.noises if k != "digits" or noise_flow is not None]
+    if not kinds:
+        raise ValueError("no noise left to run: the digit noise, the only one asked for, was "
+                         "skipped (see the note above)")
     scales = {"digits": config.digit_scales, "sinusoidal": config.sine_scales,
               "radial": config.radial_scales}
     grids = {"map": config.betas, "asim": config.gammas, "bora": config.gan_lams,
@@ -406,7 +437,7 @@ def _recover(method: str, value, flow, params, gan, y, op, model, **kw) -> np.nd
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return run(common.parse_config(build_parser(), config_from_args, argv))
+    return run(common.parse_config(build_parser(), _checked_config, argv))
 
 
 if __name__ == "__main__":

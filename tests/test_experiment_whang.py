@@ -95,6 +95,18 @@ def test_structured_noise_skips_digits_without_noise_flow(tiny_prior, tmp_path, 
     assert {r["setting_name"] for r in rows} == {"sinusoidal_scale"}
 
 
+def test_structured_noise_refuses_when_its_only_noise_cannot_run(tiny_prior, tmp_path):
+    from experiments import structured_noise as sn
+
+    config = sn.Config(dataset="digits", prior=tiny_prior, gan="none", noises=("digits",),
+                       methods=("noisy",), num_images=2, val_images=1,
+                       out=str(tmp_path / "out"), progress=False)
+    with pytest.raises(ValueError, match=r"--noises digits: the noise flow 'realnvp-mnist' "
+                                         r"models images of shape \(28, 28, 1\)"):
+        sn.run(config)
+    assert not (tmp_path / "out").exists()  # refused before anything was loaded or written
+
+
 def test_structured_noise_draws_do_not_depend_on_the_other_noises_run(tiny_prior, tmp_path):
     """The radial noise of a ``--noises radial`` run is the radial noise of a run of all the
     Gaussian noises: the noisy input, image by image, is the same (it was not while draws
