@@ -528,3 +528,12 @@ def test_batch_indices_epochs_and_resume():
         data.batch_indices(4, 5, 0, 0)
     with pytest.raises(ValueError, match="step must be an int >= 0"):
         data.batch_indices(4, 2, 0, -1)
+
+
+@pytest.mark.parametrize("spec", data.DATASETS)
+def test_evaluation_only_lists_the_bundled_sets_without_a_training_split(spec):
+    if spec in data.EVALUATION_ONLY:
+        with pytest.raises(ValueError, match="split"):
+            data.load_dataset(spec, "train", limit=1)
+    else:
+        assert len(data.load_dataset(spec, "train", limit=1)) == 1

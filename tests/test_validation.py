@@ -275,6 +275,8 @@ CLI_CASES = [
     ("experiments.denoise", ["--prior", "glow-imagenet"]),
     ("experiments.denoise", ["--gan", "glow-mnist"]),  # a flow, not a DCGAN
     ("experiments.denoise", ["--prior", "dcgan-mnist"]),  # a DCGAN, not a flow
+    # lfw has 100 images and no training split: none would be left for validation
+    ("experiments.denoise", ["--dataset", "lfw", "--num-images", "100"]),
     ("experiments.compressed_sensing", ["--ood-dataset", "imagenet"]),
     ("experiments.structured_noise", ["--noise-flow", "realnvp-imagenet"]),
     # the only noise asked for cannot run: realnvp-mnist is 28x28, digits' prior 8x8

@@ -22,7 +22,7 @@ folders), :mod:`~flowinv.data.shapes` (:func:`fit_shape`), :mod:`~flowinv.data.t
 :mod:`~flowinv.data.batching`; everything public is imported here.
 """
 
-from flowinv.data._base import DATASETS, SPEC_PREFIXES, SPLIT_SEED, SPLITS
+from flowinv.data._base import DATASETS, EVALUATION_ONLY, SPEC_PREFIXES, SPLIT_SEED, SPLITS
 from flowinv.data.batching import batch_indices
 from flowinv.data.digits import digits_indices, load_digits, load_mnist, mnist_indices
 from flowinv.data.external import IMAGE_SUFFIXES, load_folder, load_tfds
@@ -41,6 +41,7 @@ from flowinv.data.transforms import augment, dequantize, quantize
 
 __all__ = [
     "DATASETS",
+    "EVALUATION_ONLY",
     "IMAGE_SUFFIXES",
     "PATCH_SCALES",
     "PHOTOS",

@@ -11,6 +11,9 @@ from flowinv._checks import positive_int
 
 #: Names of the bundled (offline) datasets; ``tfds:...`` and ``folder:...`` specs come on top.
 DATASETS: tuple[str, ...] = ("mnist", "digits", "patches64", "patches32", "lfw", "cartoon")
+#: The bundled datasets with a test split only (their validation images are test images
+#: after those reported on).
+EVALUATION_ONLY: tuple[str, ...] = ("lfw",)
 #: Spec prefixes of the online/local sources.
 SPEC_PREFIXES: tuple[str, ...] = ("tfds:", "folder:")
 SPLITS: tuple[str, ...] = ("train", "test")
