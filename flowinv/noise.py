@@ -160,12 +160,15 @@ def diagonal_gaussian(std_map: Any, mean: Any = None) -> DiagonalGaussian:
     if not _is_tracer(mean) and not np.all(np.isfinite(np.asarray(mean))):
         raise ValueError("mean must be finite")
     try:
-        jnp.broadcast_shapes(std.shape, mean.shape)
+        # broadcastable *to* std_map: the noise has std_map's shape (a (3,) mean beside an
+        # (8, 8, 1) map broadcasts with it, but to (8, 8, 3))
+        fits = jnp.broadcast_shapes(std.shape, mean.shape) == tuple(std.shape)
     except ValueError:
+        fits = False
+    if not fits:
         raise ValueError(
             f"mean of shape {tuple(mean.shape)} is not broadcastable to std_map of shape "
-            f"{tuple(std.shape)}"
-        ) from None
+            f"{tuple(std.shape)}")
     return DiagonalGaussian(std=std, mean=mean)
 
 

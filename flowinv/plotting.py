@@ -56,12 +56,13 @@ def _checked_columns(columns: Any) -> list[tuple[str, np.ndarray]]:
             arr = np.asarray(images, dtype=np.float64)
         except (TypeError, ValueError) as e:
             raise TypeError(f"column {name!r}: images must be a numeric array") from e
+        given = arr.shape
         if arr.ndim == 3:
             arr = arr[None]
         if arr.ndim != 4 or arr.shape[-1] not in (1, 3):
             raise ValueError(
                 f"column {name!r}: images must have shape (N, H, W, C) or (H, W, C) with C = 1 "
-                f"or 3, got {arr.shape}; a measurement that is not an image (compressed "
+                f"or 3, got {given}; a measurement that is not an image (compressed "
                 f"sensing) cannot be shown as one")
         checked.append((str(name), arr))
     counts = [(name, len(arr)) for name, arr in checked]  # names may repeat

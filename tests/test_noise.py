@@ -303,6 +303,8 @@ def test_flow_noise_sample_statistics():
         (lambda: noise.diagonal_gaussian(np.array([1.0, 0.0])), "std_map"),
         (lambda: noise.diagonal_gaussian(np.array([1.0, -2.0])), "std_map"),
         (lambda: noise.diagonal_gaussian(np.ones((3, 4)), mean=np.ones(3)), "mean"),
+        # broadcastable with the map, but not to it: the noise would be (8, 8, 3)
+        (lambda: noise.diagonal_gaussian(np.ones((8, 8, 1)), mean=np.zeros(3)), "mean"),
         (lambda: noise.cs_gaussian(0), "m"),
         (lambda: noise.cs_gaussian(10, rms=-0.1), "rms"),
         (lambda: noise.sinusoidal((8, 8, 1), scale=0.0), "scale"),

@@ -63,6 +63,8 @@ def test_image_grid_takes_pairs_rgb_and_a_single_image():
     ([("a", np.zeros((2, 4, 4, 1))), ("a", np.zeros((3, 4, 4, 1)))], None, "same number"),
     ({"truth": np.zeros((2, 4, 4, 1)), "y": np.zeros((2, 50))}, None, "not an image"),
     ({"truth": np.zeros((2, 4, 4, 2))}, None, "C = 1 or 3"),
+    # images without their channel axis: the message gives the shape as passed
+    ({"truth": np.zeros((2, 8, 8))}, None, r"got \(2, 8, 8\);"),
     ({"truth": np.zeros((2, 4, 4, 1))}, "x", "reference 'x' is not a column"),
 ])
 def test_image_grid_rejects_what_it_cannot_draw(columns, reference, match):
