@@ -210,6 +210,11 @@ CASES = [
     ("limit-bool", lambda p, s, t: data.load_dataset("digits", limit=True), ValueError,
      ["limit", "true"]),
     ("bits-zero", lambda p, s, t: data.quantize(jnp.zeros(SHAPE), 0), ValueError, ["bits"]),
+    ("quantize-uint8", lambda p, s, t: data.quantize(jnp.zeros(SHAPE, jnp.uint8)), TypeError,
+     ["float image", "x / 255"]),
+    ("dequantize-uint8", lambda p, s, t: data.dequantize(jax.random.PRNGKey(0),
+                                                         jnp.zeros(SHAPE, jnp.uint8)),
+     TypeError, ["float image"]),
     # the same checks without loading (command lines run them first)
     ("check-unknown-dataset", lambda p, s, t: data.check_dataset("imagenet"), ValueError,
      ["unknown dataset", "imagenet"]),

@@ -19,8 +19,14 @@ def _bin_index(x: jax.Array, bits: int) -> jax.Array:
     return jnp.clip(jnp.floor(x * levels), 0, levels - 1)
 
 
-def _float_dtype(x: jax.Array):
-    return x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.float32
+def _as_unit_float(x) -> jax.Array:
+    """``x`` as a float array; an integer image is refused (its levels, e.g. 0–255, are not
+    the ``[0, 1]`` scale: every level above 0 would fall in the top bin)."""
+    x = jnp.asarray(x)
+    if jnp.issubdtype(x.dtype, jnp.integer) or x.dtype == jnp.bool_:
+        raise TypeError(f"x must be a float image in [0, 1], got dtype {x.dtype}; for 8-bit "
+                        "data pass x / 255")
+    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)
 
 
 def _dequantize_with(x: jax.Array, u: jax.Array, bits: int) -> jax.Array:
@@ -42,15 +48,15 @@ def quantize(x: jax.Array, bits: int = 8) -> jax.Array:
     the bins: ``⌊2^b k/(2^b-1)⌋ = k``.
 
     Args:
-      x: ``(H, W, C)`` in ``[0, 1]`` (values outside are clipped into the end bins).
+      x: ``(H, W, C)`` float in ``[0, 1]`` (values outside are clipped into the end bins);
+        an integer array is a TypeError.
       bits: bit depth ``b`` in ``[1, 16]``.
 
     Returns:
       ``(H, W, C)`` float, the bin centres.
     """
     bits = _check_bits(bits)
-    x = jnp.asarray(x)
-    x = x.astype(_float_dtype(x))
+    x = _as_unit_float(x)
     return (_bin_index(x, bits) + 0.5) / 2**bits
 
 
@@ -66,15 +72,14 @@ def dequantize(key: jax.Array, x: jax.Array, bits: int = 8) -> jax.Array:
 
     Args:
       key: PRNG key.
-      x: ``(H, W, C)`` in ``[0, 1]``.
+      x: ``(H, W, C)`` float in ``[0, 1]``; an integer array is a TypeError.
       bits: bit depth ``b`` in ``[1, 16]``.
 
     Returns:
       ``(H, W, C)`` float in ``[0, 1)``.
     """
     bits = _check_bits(bits)
-    x = jnp.asarray(x)
-    x = x.astype(_float_dtype(x))
+    x = _as_unit_float(x)
     u = jax.random.uniform(key, x.shape, x.dtype)
     return _dequantize_with(x, u, bits)
 
