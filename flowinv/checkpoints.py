@@ -177,8 +177,8 @@ def find_checkpoint(name: str | os.PathLike, kind: str) -> tuple[pathlib.Path, d
     """``(folder, sidecar)`` of a ``kind`` (``"flow"`` or ``"dcgan"``) checkpoint given as a
     shipped name or a folder, without reading its weights; ValueError if there is none, or (for
     ``"dcgan"``) its sidecar is not a DCGAN's, or (for ``"flow"``) another kind's.
-    :func:`load_prior`, :func:`load_gan` and the
-    experiments' command lines (before any work) call it."""
+    :func:`load_prior`, :func:`load_gan` and the experiments' command lines (before any work)
+    call it."""
     what = {"flow": "prior", "dcgan": "GAN"}[kind]
     if not isinstance(name, str | os.PathLike):
         raise TypeError(f"name must be a {what} name or a path, got {type(name).__name__}")
