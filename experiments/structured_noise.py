@@ -249,14 +249,14 @@ def check_noises_can_run(config: Config) -> None:
         return
     prior = config.prior or common.default_prior(config.dataset)
 
-    def shape(name):
-        return tuple(checkpoints.find_checkpoint(name, "flow")[1]["architecture"]["image_shape"])
-
-    if shape(config.noise_flow) != shape(prior):
+    noise_shape, prior_shape = (
+        tuple(checkpoints.find_checkpoint(name, "flow")[1]["architecture"]["image_shape"])
+        for name in (config.noise_flow, prior))
+    if noise_shape != prior_shape:
         raise ValueError(
             f"--noises digits: the noise flow {config.noise_flow!r} models images of shape "
-            f"{shape(config.noise_flow)}, the prior {prior!r} {shape(prior)}; pass a "
-            "--noise-flow of the prior's shape, or --noises sinusoidal,radial")
+            f"{noise_shape}, the prior {prior!r} {prior_shape}; pass a --noise-flow of the "
+            "prior's shape, or --noises sinusoidal,radial")
 
 
 def _checked_config(args: argparse.Namespace) -> Config:
