@@ -35,12 +35,17 @@ import jax
 import numpy as np
 
 PAPER_ITERATIONS = 300
-"""L-BFGS iterations of the papers' recoveries (Asim et al. 2020); the GPU default."""
+"""L-BFGS iterations of the goals' setting and the experiments' ``--full`` presets; the GPU
+default. The papers' texts give no count (Asim et al.'s preprint, App. 6.1, lost its numbers in
+our copy), so "paper setting" in the notes means this budget."""
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 
 MODELS: dict[str, dict] = {
-    # Asim et al.'s Glow for 64×64×3 CelebA (K=18, L=4) and 128×128×3 (K=32, L=6); width 512.
+    # The reference Glows of issue 6 ("paper-size"): Asim et al.'s K and L for compressed
+    # sensing at 64×64×3 (K=18, L=4) and 128×128×3 (K=32, L=6), at width 512, which the paper
+    # does not state. Here 41.8 M and 230.7 M parameters; Asim supp. §1.2.1 gives 25.8 M and
+    # 129.5 M (and 67.2 M for its K=48, L=4 denoising Glow).
     "glow64": dict(image_shape=(64, 64, 3), levels=4, steps=18, width=512),
     "glow128": dict(image_shape=(128, 128, 3), levels=6, steps=32, width=512),
     # glow-mnist's architecture (random parameters): a CPU-sized model the experiments use.
@@ -54,7 +59,8 @@ MODELS: dict[str, dict] = {
 """Benchmark flows by name: keyword arguments of :func:`flowinv.glow`."""
 
 QUICK_STANDS_FOR = {"tiny16": "glow64", "tiny8": "glow64", "tiny32": "glow128"}
-"""Which paper-size model each quick-mode model stands in for (goals, summary tables)."""
+"""Which reference ("paper-size", see MODELS) model each quick-mode model stands in for (goals,
+summary tables)."""
 
 PRECISIONS: dict[str, str | None] = {
     "default": None,
@@ -159,9 +165,10 @@ def config_from_args(parser: argparse.ArgumentParser, args, quick: dict, full: d
 
 
 def iterations_note(maxiter: int, ran: int | None = None) -> str | None:
-    """A note when a run allowed fewer L-BFGS iterations than the papers' 300, or (``ran``,
-    the most any image ran) its solves stopped before ``maxiter``; else None. With ``tol=0``
-    an image still stops where its line search can no longer lower the loss in float32."""
+    """A note when a run allowed fewer L-BFGS iterations than :data:`PAPER_ITERATIONS`, or
+    (``ran``, the most any image ran) its solves stopped before ``maxiter``; else None. With
+    ``tol=0`` an image still stops where its line search can no longer lower the loss in
+    float32."""
     notes = []
     if maxiter < PAPER_ITERATIONS:
         notes.append(f"used {maxiter} L-BFGS iterations per image, fewer than the paper "

@@ -78,8 +78,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, name: str, *, quick: d
     one of their keys (:class:`PresetHelpFormatter`)."""
     parser.formatter_class = functools.partial(PresetHelpFormatter, quick=quick, full=full)
     parser.add_argument("--dataset", default=dataset,
-                        help="test images: mnist, patches64, lfw, cartoon, tfds:NAME[:SPLIT] or "
-                             f"folder:PATH (default {dataset})")
+                        help="test images: mnist, digits, patches64, lfw, cartoon, "
+                             f"tfds:NAME[:SPLIT] or folder:PATH (default {dataset})")
     parser.add_argument("--prior", default=None,
                         help="flow prior: a shipped name or a checkpoint folder (default: the "
                              "dataset's shipped prior; for other datasets glow-patches64 for "

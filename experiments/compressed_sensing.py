@@ -3,10 +3,10 @@
 ``y = A x + η`` with ``A`` an m×n Gaussian matrix (i.i.d. N(0, 1/m)) and ``η`` normalised so
 that ``sqrt(E‖η‖²) = 0.1``. Glow recovers with ``γ = 0`` from ``z0 = 0`` (regularised by the
 optimiser alone); baselines are Lasso in the DCT and wavelet bases, a DCGAN prior (CSGM, best of
-3 random restarts by measurement loss), IAGAN (Hussein et al. 2020: the DCGAN's weights and
-latent adapted to each image from the CSGM solution, then optionally back-projected), and an
-unlearned Deep Decoder. PSNR and SSIM vs m, on the in-distribution test split and on an
-out-of-distribution set.
+3 random restarts by the final objective ``‖A G(z) − y‖² + λ‖z‖²``, λ = 0.1), IAGAN (Hussein et
+al. 2020: the DCGAN's weights and latent adapted to each image from the CSGM solution, then
+optionally back-projected), and an unlearned Deep Decoder. PSNR and SSIM vs m, on the
+in-distribution test split and on an out-of-distribution set.
 
 Hyperparameters of the baselines (Lasso λ; IAGAN's weight learning rate and whether to
 back-project) are picked on validation images from the training split, never on the test
@@ -113,7 +113,8 @@ def _deep_decoder(key, y, op, shape, steps):
 
 def _csgm(gan, y, op, key, restarts, maxiter):
     """CSGM images and latents ``(x, z)`` of the batch ``y``: the best of ``restarts`` random
-    starts per image, by measurement loss (``recover``'s ``restarts``, one batched solve)."""
+    starts per image, by the lowest final objective ``‖A G(z) − y‖² + λ‖z‖²`` with λ = 0.1, not
+    the data term alone (``recover``'s ``restarts``, one batched solve)."""
     import flowinv
 
     r = flowinv.recover(gan, y, operator=op, method="bora", gamma=0.1, init="normal",

@@ -3,7 +3,9 @@
 ``y = x + σ·ε``; recovery ``min_z ‖G(z) − y‖² + γ‖z‖²`` (and the ``γ‖z‖`` variant) from
 ``z0 = 0`` with L-BFGS, for σ ∈ {0.05, 0.1, 0.2} and a sweep of γ, with the σ = 0 reference;
 compared with BM3D (given the true σ), a DCGAN prior (CSGM/Bora, ``‖G(z) − y‖² + λ‖z‖²``,
-when a DCGAN checkpoint is available) and the noisy input.
+when a DCGAN checkpoint is available) and the noisy input. Every estimate, the noisy input
+included, is clipped to ``[0, 1]`` before its PSNR and SSIM, so the "noisy" reference reads
+higher than the unclipped noisy PSNR (MNIST, σ = 0.1: about 22.6 against 20.0 dB).
 
 The best γ (and λ) per σ is chosen on validation images drawn from the *training* split and then
 reported on the held-out test images, so nothing is tuned on the test set.

@@ -12,18 +12,22 @@ from each initialisation ``z₀`` below, for a sweep of ``γ``:
 * ``normal(σ)``: ``z₀ ~ N(0, σ² I)`` (the paper uses σ = 0.1 and 0.7); one draw per image,
   the same direction for every σ, so only the norm ``‖z₀‖ ≈ σ√n`` changes;
 * ``lasso-wavelet``: ``z₀ = G⁻¹(clip(x_L))``, ``x_L`` the Lasso-wavelet recovery from ``y``
-  (FISTA, λ = 0.01; exactly ``flowinv.recover(init="lasso-wavelet")``; the Lasso is solved once
-  per ratio and its image passed as ``x0`` so it is not recomputed for every γ);
+  (FISTA, λ = 0.01 in flowinv's ``½‖AΨw − y‖² + λ‖w‖₁``, i.e. 0.02 in Asim et al.'s
+  unhalved ``‖AΦz − y‖² + λ‖z‖₁``, whose CS baseline uses 0.01; exactly
+  ``flowinv.recover(init="lasso-wavelet")``; the Lasso is solved once per ratio and its image
+  passed as ``x0`` so it is not recomputed for every γ);
 * ``null-space``: ``z₀ = G⁻¹(x_ns)`` with ``x_ns`` the truth perturbed by a random point of the
   null space of ``A``: ``x_ns = x₀ + p``, ``p = (I − A⁺A) ε``, ``‖p‖ = s·√n``. The priors
   shipped here preprocess pixels with a logit, so ``G⁻¹`` is only defined on ``(0, 1)ⁿ`` and
   ``x₀ + p`` (which leaves ``[0, 1]`` wherever ``x₀`` is saturated, e.g. MNIST's background)
-  has no latent at all; ``flowinv.recover(init="null-space")`` then returns NaN latents. We
-  therefore project ``x₀ + p`` onto the intersection of the measurement-consistent affine space
-  ``{x : A x = A x₀}`` and the box ``[0, 1]ⁿ`` by alternating projections (POCS; both sets are
-  convex and ``x₀`` lies in both, so the iterates converge to a point of the intersection),
-  ending with the box projection. The remaining inconsistency ``‖A(x_ns − x₀)‖`` is reported
-  (column ``init_datafit`` of ``latents.csv`` holds ``‖A G(z₀) − y‖`` for every init).
+  has no latent at all; ``flowinv.recover(init="null-space")`` clips ``x₀ + p`` to ``[0, 1]``,
+  which removes much of ``p`` on MNIST and leaves a start that no longer fits the measurements
+  (its ``‖p‖`` is ``init_scale·√n``, default 0.1). We therefore project ``x₀ + p`` onto the
+  intersection of the measurement-consistent affine space ``{x : A x = A x₀}`` and the box
+  ``[0, 1]ⁿ`` by alternating projections (POCS; both sets are convex and ``x₀`` lies in both,
+  so the iterates converge to a point of the intersection), ending with the box projection.
+  The remaining inconsistency ``‖A(x_ns − x₀)‖`` is reported (column ``init_datafit`` of
+  ``latents.csv`` holds ``‖A G(z₀) − y‖`` for every init).
 * ``inverse-train``: ``z₀ = G⁻¹(x_tr)`` of a random *training* image: a natural image that is
   not consistent with the measurements (not in the paper; the brief asked for an inverse init
   of a random training image besides the paper's Lasso one, so both are run).

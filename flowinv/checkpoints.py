@@ -64,7 +64,16 @@ def flow_config(flow: Flow) -> dict:
 def save(path: str | os.PathLike, params: Params, metadata: dict) -> pathlib.Path:
     """Writes ``params`` (orbax, atomic) and ``metadata`` (JSON sidecar) into folder ``path``.
 
-    An existing checkpoint at ``path`` is replaced.
+    An existing checkpoint at ``path`` is replaced. For :func:`load_prior` (and :func:`load`
+    without ``target``) to rebuild a flow, the sidecar must hold its architecture::
+
+        checkpoints.save("my-prior", params,
+                         metadata={"architecture": checkpoints.flow_config(flow)})
+        flow, params = checkpoints.load_prior("my-prior")
+
+    ``load_prior`` refuses a sidecar without ``"architecture"`` (``ValueError``), or one whose
+    ``"kind"`` is set and not ``"flow"`` (a DCGAN's: use :func:`save_gan` and
+    :func:`load_gan`).
     """
     import orbax.checkpoint as ocp
 

@@ -11,6 +11,9 @@ r"""Classical baselines: BM3D denoising and Lasso compressed sensing in a DCT or
   by FISTA (Beck & Teboulle 2009) using only ``op.A`` and ``op.A_adjoint``. These are the
   Lasso-DCT / Lasso-WVT baselines of Bora et al. (2017) and Asim et al. (2020); the
   Lasso-wavelet recovery is also one of Asim et al.'s initialisations of the Glow latent.
+  Asim et al. (§3.2, footnote 1) write :math:`\|A\Phi z - y\|_2^2 + 0.01\|z\|_1` without
+  the ½, so this λ is their λ/2: their 0.01 is ``lam=0.005`` here, and ``lam=0.01`` is their
+  0.02 (the minimisers agree when the weights match).
 
 The wavelet transform is written here in JAX (:func:`wavelet_analysis`,
 :func:`wavelet_synthesis`) rather than called from PyWavelets, because PyWavelets is NumPy-only
@@ -340,6 +343,8 @@ def lasso_cs(
     The solve is ``jit``-compiled; it can be ``vmap``-ed over ``y``, ``lam`` and a per-image
     operator. With the papers' Gaussian CS noise (:math:`\sqrt{E\|\eta\|^2} = 0.1`) a
     reasonable :math:`\lambda` is :math:`10^{-3}`–:math:`10^{-2}`; pick it on validation images.
+    Because of the ½, :math:`\lambda` here is half the weight in Asim et al.'s
+    :math:`\|A\Phi z - y\|^2 + \lambda\|z\|_1` (their 0.01 is ``lam=0.005``).
 
     Args:
       y: measurements of one image, shape ``op.out_shape``.

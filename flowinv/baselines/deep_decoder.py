@@ -13,8 +13,11 @@ For compressed sensing only the weights are fitted,
 
 .. math:: \min_{C} \|A\,\mathrm{DD}_C(B_0) - y\|_2^2,
 
-with Adam. Asim et al. (2020) use an *overparametrised* variant (``k = 250``, ``depth = 5``
-for 64px, about 316k weights > 12,288 pixels) — the defaults here.
+with Adam. Asim et al. (2020) use an *overparametrised* variant with ``k = 250``, ``d = 5`` for
+64px — the defaults here. Their supplement (§1.2.1, Fig. 1) counts 253,753 weights (254,753
+with the 2×2×250 input) > 12,288 pixels. This network at the same ``k`` and ``depth`` has
+315,753 weights (316,753 with the input), 62,000 more: it has ``depth`` ``k×k`` convolutions
+of 62,500 weights each, about one more than the paper's count implies.
 
 Spatial sizes: the input is ``ceil(H / 2^depth) x ceil(W / 2^depth)``; the network produces
 ``2^depth`` times that, which is centre-cropped to ``H x W`` when ``H`` or ``W`` is not a
