@@ -8,7 +8,10 @@ A noise model is a ``flax.struct.dataclass`` pytree with
 
 Array parameters (standard deviations, means, flow params) are leaves, so a noise model can be
 passed to ``jax.jit`` and vmapped over (e.g. ``jax.vmap(gaussian)(sigmas)`` gives one noise
-level per image; validation is skipped for traced values).
+level per image; validation is skipped for traced values). Each constructor records the shapes
+of one model's arrays and ``log_prob``/``sample`` check them (``check_layout``), so a per-image
+model used as a shared one, or the reverse, raises ``ValueError``. Python floats become strongly
+typed arrays, so ``gaussian(0.1)`` and ``gaussian(jnp.float32(0.1))`` share one compiled solve.
 
 Constructors:
 
@@ -32,7 +35,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from flowinv.operators import _check_int, _check_shape, _is_tracer
+from flowinv.operators import (
+    _check_int,
+    _check_layout,
+    _check_shape,
+    _is_tracer,
+    _leaf_shapes,
+    _strong_floats,
+)
 
 Array = jax.Array
 Shape = tuple[int, ...]
@@ -94,8 +104,15 @@ class DiagonalGaussian:
 
     std: Array
     mean: Array
+    built_shapes: tuple[Shape, ...] | None = struct.field(pytree_node=False, default=None)
+
+    def check_layout(self) -> None:
+        """Raises ``ValueError`` unless ``std`` and ``mean`` have the shapes they were built
+        with (``built_shapes``; not checked when ``None``)."""
+        _check_layout("noise", (self.std, self.mean), self.built_shapes)
 
     def _check_delta(self, delta: Array) -> None:
+        self.check_layout()
         try:
             out = jnp.broadcast_shapes(delta.shape, self.std.shape, self.mean.shape)
         except ValueError:
@@ -123,6 +140,7 @@ class DiagonalGaussian:
           shape: measurement shape; defaults to the shape of ``std``/``mean`` (required when
             both are scalars, i.e. for isotropic noise).
         """
+        self.check_layout()
         own = jnp.broadcast_shapes(self.std.shape, self.mean.shape)
         if shape is None:
             if own == ():
@@ -155,6 +173,7 @@ def diagonal_gaussian(std_map: Any, mean: Any = None) -> DiagonalGaussian:
     std = jnp.asarray(std_map)
     if not jnp.issubdtype(std.dtype, jnp.floating):
         std = std.astype(jnp.float32)
+    std = _strong_floats(std)
     _check_positive(std, "std_map")
     mean = jnp.zeros((), std.dtype) if mean is None else jnp.asarray(mean, std.dtype)
     if not _is_tracer(mean) and not np.all(np.isfinite(np.asarray(mean))):
@@ -169,7 +188,7 @@ def diagonal_gaussian(std_map: Any, mean: Any = None) -> DiagonalGaussian:
         raise ValueError(
             f"mean of shape {tuple(mean.shape)} is not broadcastable to std_map of shape "
             f"{tuple(std.shape)}")
-    return DiagonalGaussian(std=std, mean=mean)
+    return DiagonalGaussian(std=std, mean=mean, built_shapes=_leaf_shapes((std, mean)))
 
 
 def gaussian(sigma: Any) -> DiagonalGaussian:
@@ -183,10 +202,12 @@ def gaussian(sigma: Any) -> DiagonalGaussian:
     std = jnp.asarray(sigma)
     if not jnp.issubdtype(std.dtype, jnp.floating):
         std = std.astype(jnp.float32)
+    std = _strong_floats(std)
     if std.ndim != 0:
         raise ValueError(f"sigma must be a scalar, got shape {tuple(std.shape)}; "
                          "use diagonal_gaussian for a std map")
-    return DiagonalGaussian(std=std, mean=jnp.zeros((), std.dtype))
+    mean = jnp.zeros((), std.dtype)
+    return DiagonalGaussian(std=std, mean=mean, built_shapes=_leaf_shapes((std, mean)))
 
 
 def cs_gaussian(m: int, *, rms: float = 0.1) -> DiagonalGaussian:
@@ -429,8 +450,15 @@ class FlowNoise:
     scale: Array
     offset: Array
     flow: Any = struct.field(pytree_node=False)
+    built_shapes: tuple[Shape, ...] | None = struct.field(pytree_node=False, default=None)
+
+    def check_layout(self) -> None:
+        """Raises ``ValueError`` unless ``params``, ``scale`` and ``offset`` have the shapes
+        they were built with (``built_shapes``; not checked when ``None``)."""
+        _check_layout("noise", (self.params, self.scale, self.offset), self.built_shapes)
 
     def _check(self, shape: Shape, name: str) -> None:
+        self.check_layout()
         if tuple(shape) != tuple(self.flow.image_shape):
             raise ValueError(
                 f"{name} must have the flow's image_shape {tuple(self.flow.image_shape)}, "
@@ -473,8 +501,7 @@ def flow_noise(flow: Any, params: Any, *, scale: Any = 1.0, offset: Any = 0.0) -
         raise ValueError(f"flow must be hashable (a frozen config), got {type(flow).__name__}") \
             from None
     _check_positive(scale, "scale")
-    scale = jnp.asarray(scale)
-    offset = jnp.asarray(offset)
+    scale, offset = _strong_floats((jnp.asarray(scale), jnp.asarray(offset)))
     shape = tuple(flow.image_shape)
     for name, v in (("scale", scale), ("offset", offset)):
         try:
@@ -484,7 +511,8 @@ def flow_noise(flow: Any, params: Any, *, scale: Any = 1.0, offset: Any = 0.0) -
         if not ok:
             raise ValueError(f"{name} of shape {tuple(v.shape)} is not broadcastable to the "
                              f"flow's image_shape {shape}")
-    return FlowNoise(params=params, scale=scale, offset=offset, flow=flow)
+    return FlowNoise(params=params, scale=scale, offset=offset, flow=flow,
+                     built_shapes=_leaf_shapes((params, scale, offset)))
 
 
 @struct.dataclass
@@ -502,8 +530,15 @@ class FunctionNoise:
     log_prob_fn: Any = struct.field(pytree_node=False)
     sample_fn: Any = struct.field(pytree_node=False)
     shape: Shape = struct.field(pytree_node=False)
+    param_shapes: tuple[Shape, ...] | None = struct.field(pytree_node=False, default=None)
+
+    def check_layout(self) -> None:
+        """Raises ``ValueError`` unless the arrays of ``params`` have the shapes
+        :func:`from_log_prob` saw (``param_shapes``; not checked when ``None``)."""
+        _check_layout("noise", self.params, self.param_shapes)
 
     def _call(self, fn, arg):
+        self.check_layout()
         return fn(arg) if self.params is None else fn(arg, self.params)
 
     def log_prob(self, delta: Array) -> Array:
@@ -551,7 +586,9 @@ def from_log_prob(log_prob: Any, shape: Shape, *, params: Any = None,
     if sample is not None and not callable(sample):
         raise TypeError(f"sample must be callable, got {type(sample).__name__}")
     shape = _check_shape(shape)
-    model = FunctionNoise(params=params, log_prob_fn=log_prob, sample_fn=sample, shape=shape)
+    params = _strong_floats(params)
+    model = FunctionNoise(params=params, log_prob_fn=log_prob, sample_fn=sample, shape=shape,
+                          param_shapes=_leaf_shapes(params))
     dtype = jnp.asarray(0.0).dtype
     try:
         out = jax.eval_shape(model.log_prob, jax.ShapeDtypeStruct(shape, dtype))

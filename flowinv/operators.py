@@ -13,6 +13,12 @@ random constructor validates only its static arguments, so it can itself be vmap
     ops = jax.vmap(lambda k: gaussian_cs(k, (64, 64, 3), 2000))(keys)   # matrix: (B, m, n)
     ys = jax.vmap(lambda op, x: op(x))(ops, xs)                         # ys: (B, m)
 
+Each operator with arrays knows their shapes for one image (from its static fields, or recorded
+by its constructor) and checks them, at trace time, whenever it is applied (``check_layout``):
+a per-image operator applied as a shared one, or a shared one sliced as if per image, raises
+``ValueError`` even where the batch size happens to equal the size of an array's first axis.
+The noise models of :mod:`flowinv.noise` do the same.
+
 Linear operators (``is_linear = True``) also provide ``A(x)`` (same as ``op(x)``) and the
 adjoint ``A_adjoint(y)`` with :math:`\langle A x, y\rangle = \langle x, A^T y\rangle`;
 ``adjoint_check`` measures how well that holds. The 1-bit operator (``is_linear = False``)
@@ -117,9 +123,58 @@ def _check_fraction(value: Any, name: str, *, low_open: bool, high_open: bool) -
     return value
 
 
+_COMPLEX_HINT = ("for complex measurements, stack their real and imaginary parts (e.g. with "
+                 "from_function)")
+
+
+def _check_float_dtype(dtype: Any) -> None:
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"dtype must be a real floating dtype, got {jnp.dtype(dtype)}: "
+                         f"{_COMPLEX_HINT}")
+
+
 def _check_input(x: Array, shape: Shape, what: str) -> None:
     if tuple(x.shape) != tuple(shape):
         raise ValueError(f"{what} must have shape {shape}, got {tuple(x.shape)}")
+
+
+def _leaf_shapes(tree: Any) -> tuple[Shape, ...]:
+    """The shape of every array leaf of ``tree``, in leaf order: the layout of one image's
+    arrays, which a model built by a factory keeps as static metadata."""
+    return tuple(tuple(np.shape(leaf)) for leaf in jax.tree.leaves(tree))
+
+
+def _strong_floats(tree: Any) -> Any:
+    """``tree`` with its Python floats and weakly typed float arrays made strongly typed, in
+    their own float dtype. JAX compiles a weak and a strong ``float32`` apart, so without this
+    ``gaussian(0.1)`` and ``gaussian(jnp.float32(0.1))`` would each compile the whole solve."""
+    def strong(leaf):
+        if isinstance(leaf, float):
+            return jnp.asarray(leaf, jnp.asarray(leaf).dtype)
+        if (isinstance(leaf, jax.Array) and leaf.weak_type
+                and jnp.issubdtype(leaf.dtype, jnp.floating)):
+            return jnp.asarray(leaf, leaf.dtype)
+        return leaf
+
+    return jax.tree.map(strong, tree)
+
+
+def _layout_error(what: str, got: Any, expected: Any) -> ValueError:
+    """A model's arrays do not have the layout it was built with. This is how a per-image model
+    used as a shared one (an extra leading axis), or a shared model sliced as if per image (its
+    first axis gone), shows up; ``what`` is ``"operator"`` or ``"noise"``."""
+    return ValueError(
+        f"the {what}'s arrays have shapes {got}, but it was built for one image with {expected}: "
+        f"{'an operator' if what == 'operator' else 'a noise model'} built per image (with "
+        f"jax.vmap) needs per_image_{what}=True in recover (or a vmap of recover_one over it), "
+        f"and one shared by the batch must not set it")
+
+
+def _check_layout(what: str, tree: Any, built: tuple[Shape, ...] | None) -> None:
+    """Raises :func:`_layout_error` unless the array shapes of ``tree`` are ``built`` (``None``
+    for a model constructed directly rather than by its factory: not checked)."""
+    if built is not None and _leaf_shapes(tree) != tuple(built):
+        raise _layout_error(what, list(_leaf_shapes(tree)), list(built))
 
 
 def _jit_method(method):
@@ -201,12 +256,19 @@ class MatrixOperator(_Linear):
     in_shape: Shape = struct.field(pytree_node=False)
 
     @property
-    def out_shape(self) -> Shape:
+    def out_shape(self) -> Shape:  # also of a batch of them, as recover reads it
         return (self.matrix.shape[-2],)
+
+    def check_layout(self) -> None:
+        """Raises ``ValueError`` unless ``matrix`` is ``(m, n)`` with ``n = prod(in_shape)``."""
+        n = math.prod(self.in_shape)
+        if self.matrix.ndim != 2 or self.matrix.shape[1] != n:
+            raise _layout_error("operator", tuple(self.matrix.shape), f"a matrix (m, {n})")
 
     @_jit_method
     def __call__(self, x: Array) -> Array:
         """``x``: ``in_shape`` -> ``A vec(x)``: ``(m,)``."""
+        self.check_layout()
         _check_input(x, self.in_shape, "x")
         return jnp.matmul(self.matrix, x.reshape(-1), precision=lax.Precision.HIGHEST)
 
@@ -226,6 +288,8 @@ def matrix_operator(matrix: Any, shape: Shape) -> MatrixOperator:
     """
     shape = _check_shape(shape)
     matrix = jnp.asarray(matrix)
+    if jnp.iscomplexobj(matrix):
+        raise ValueError(f"matrix must be real, got dtype {matrix.dtype}: {_COMPLEX_HINT}")
     n = math.prod(shape)
     if matrix.ndim != 2 or matrix.shape[1] != n:
         raise ValueError(
@@ -259,6 +323,7 @@ def gaussian_cs(key: Array, shape: Shape, m: int, *, dtype: Any = jnp.float32) -
     shape = _check_shape(shape)
     n = math.prod(shape)
     m = _check_int(m, "m", 1, n)
+    _check_float_dtype(dtype)
     return MatrixOperator(matrix=_gaussian_matrix(key, m, n, dtype), in_shape=shape)
 
 
@@ -304,6 +369,13 @@ class FastCS(_Linear):
     def out_shape(self) -> Shape:
         return (self.m,)
 
+    def check_layout(self) -> None:
+        """Raises ``ValueError`` unless ``signs`` is ``(n,)`` and ``rows`` is ``(m,)``."""
+        n = math.prod(self.in_shape)
+        if self.signs.shape != (n,) or self.rows.shape != (self.m,):
+            raise _layout_error("operator", [tuple(self.signs.shape), tuple(self.rows.shape)],
+                                [(n,), (self.m,)])
+
     @property
     def _scale(self) -> float:
         return math.sqrt(math.prod(self.in_shape) / self.m)
@@ -317,6 +389,7 @@ class FastCS(_Linear):
     @_jit_method
     def __call__(self, x: Array) -> Array:
         """``x``: ``in_shape`` -> ``y``: ``(m,)``."""
+        self.check_layout()
         _check_input(x, self.in_shape, "x")
         v = self._t(self.signs * x.reshape(-1))
         return self._scale * v[self.rows]
@@ -324,6 +397,7 @@ class FastCS(_Linear):
     @_jit_method
     def A_adjoint(self, y: Array) -> Array:  # noqa: N802
         """``y``: ``(m,)`` -> :math:`A^T y`: ``in_shape``."""
+        self.check_layout()
         _check_input(y, self.out_shape, "y")
         n = math.prod(self.in_shape)
         dtype = jnp.result_type(y, self.signs)
@@ -359,6 +433,7 @@ def fast_cs(
     shape = _check_shape(shape)
     n = math.prod(shape)
     m = _check_int(m, "m", 1, n)
+    _check_float_dtype(dtype)
     if transform not in TRANSFORMS:
         raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
     if transform == "hadamard" and n & (n - 1):
@@ -392,15 +467,25 @@ class Mask(_Linear):
     def out_shape(self) -> Shape:
         return self.in_shape
 
+    def check_layout(self) -> None:
+        """Raises ``ValueError`` unless ``mask`` is ``(H, W, 1)`` or ``(H, W, C)``."""
+        h, w, c = self.in_shape
+        if self.mask.ndim != 3 or self.mask.shape[:2] != (h, w) or self.mask.shape[2] not in (
+                1, c):
+            raise _layout_error("operator", tuple(self.mask.shape), f"a mask {(h, w, 1)}" + (
+                f" or {(h, w, c)}" if c > 1 else ""))
+
     @_jit_method
     def __call__(self, x: Array) -> Array:
         """``x``: ``(H, W, C)`` -> ``mask * x``: ``(H, W, C)``."""
+        self.check_layout()
         _check_input(x, self.in_shape, "x")
         return self.mask * x
 
     @_jit_method
     def A_adjoint(self, y: Array) -> Array:  # noqa: N802
         """:math:`A^T y = M \\odot y`."""
+        self.check_layout()
         _check_input(y, self.out_shape, "y")
         return self.mask * y
 
@@ -630,8 +715,15 @@ class FunctionOperator:
     in_shape: Shape = struct.field(pytree_node=False)
     out_shape: Shape = struct.field(pytree_node=False)
     is_linear: bool = struct.field(pytree_node=False)
+    param_shapes: tuple[Shape, ...] | None = struct.field(pytree_node=False, default=None)
+
+    def check_layout(self) -> None:
+        """Raises ``ValueError`` unless the arrays of ``params`` have the shapes
+        :func:`from_function` saw (``param_shapes``; not checked when ``None``)."""
+        _check_layout("operator", self.params, self.param_shapes)
 
     def _apply(self, x: Array) -> Array:
+        self.check_layout()
         return self.fn(x) if self.params is None else self.fn(x, self.params)
 
     @_jit_method
@@ -687,6 +779,7 @@ def from_function(fn: Any, shape: Shape, *, params: Any = None,
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
     shape = _check_shape(shape)
+    params = _strong_floats(params)
     dtype = jnp.asarray(0.0).dtype
     spec = jax.ShapeDtypeStruct(shape, dtype)
     params_spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)),
@@ -702,7 +795,7 @@ def from_function(fn: Any, shape: Shape, *, params: Any = None,
         raise ValueError(f"fn must return real floating measurements, got dtype {out.dtype} "
                          "(for complex measurements return the real and imaginary parts)")
     op = FunctionOperator(params=params, fn=fn, in_shape=shape, out_shape=tuple(out.shape),
-                          is_linear=bool(linear))
+                          is_linear=bool(linear), param_shapes=_leaf_shapes(params))
     if op.is_linear:
         try:
             jax.eval_shape(op.A_adjoint, jax.ShapeDtypeStruct(op.out_shape, out.dtype))

@@ -158,9 +158,13 @@ def _check_weight(name: str, value, batch: int):
     if np.ndim(value) == 0:
         return _check_finite_number(name, value)
     try:
-        arr = np.asarray(value, dtype=np.float64)
+        arr = np.asarray(value)
+        if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(
+                arr):
+            raise TypeError
+        arr = arr.astype(np.float64)
     except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number or a 1-D array of numbers") from None
+        raise TypeError(f"{name} must be a number or a 1-D array of real numbers") from None
     if arr.shape != (batch,):
         raise ValueError(f"{name} must be a number or have shape ({batch},) (one per image), "
                          f"got shape {arr.shape}")
@@ -170,6 +174,11 @@ def _check_weight(name: str, value, batch: int):
 
 
 def _check_finite_number(name: str, value, low: float = 0.0) -> float:
+    # float() would take True and "0.5": a weight is a real number, or a 0-d array of one
+    if isinstance(value, bool | str | bytes | np.bool_) or (
+            np.ndim(value) == 0 and hasattr(value, "dtype")
+            and not np.issubdtype(value.dtype, np.number)) or np.iscomplexobj(value):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
     try:
         value = float(value)
     except (TypeError, ValueError):
@@ -177,6 +186,30 @@ def _check_finite_number(name: str, value, low: float = 0.0) -> float:
     if not math.isfinite(value) or value < low:
         raise ValueError(f"{name} must be a finite number >= {low}, got {value}")
     return value
+
+
+def _check_model(obj, name: str) -> None:
+    """An operator or noise model is a pytree of arrays (``flax.struct.dataclass``, as every
+    model of :mod:`flowinv.operators` and :mod:`flowinv.noise`): the solve passes it through
+    ``jax.jit``, which cannot take an object of another class."""
+    for leaf in jax.tree.leaves(obj):
+        if not isinstance(leaf, jax.Array | np.ndarray | np.generic | int | float):
+            maker = ("operators.from_function" if name == "operator"
+                     else "noise.from_log_prob")
+            raise TypeError(
+                f"the {name} must be a pytree of arrays, got a leaf of type "
+                f"{type(leaf).__name__}: wrap your function with flowinv.{maker}, or make your "
+                f"class a flax.struct.dataclass with its arrays as fields")
+
+
+def _check_layout(obj, name: str, per_image: bool) -> None:
+    """The model's own layout check (``check_layout``, where it has one), on one image's slice
+    for a per-image model: a shared model flagged per image, or a per-image model not flagged,
+    fails it even where the batch size equals an array's first axis."""
+    one = jax.tree.map(lambda a: a[0] if np.ndim(a) else a, obj) if per_image else obj
+    check = getattr(one, "check_layout", None)
+    if callable(check):
+        check()
 
 
 def _leading_axes(tree) -> list:
@@ -349,7 +382,14 @@ def _checked_spec(prior, operator, noise, *, method, penalty, space, solver, max
     in_shape = tuple(getattr(operator, "in_shape", ()))
     out_shape = tuple(getattr(operator, "out_shape", ()))
     if not in_shape or not callable(operator):
-        raise TypeError("operator must be a flowinv operator (callable with in_shape/out_shape)")
+        raise TypeError("operator must be a flowinv operator (a callable pytree with "
+                        "in_shape/out_shape; see flowinv.operators.from_function)")
+    _check_model(operator, "operator")
+    if noise is not None:
+        if not callable(getattr(noise, "log_prob", None)):
+            raise TypeError("noise must be a flowinv noise model (a pytree with log_prob; see "
+                            "flowinv.noise.from_log_prob)")
+        _check_model(noise, "noise")
     if in_shape != tuple(prior.image_shape):
         raise ValueError(f"operator.in_shape {in_shape} does not match the prior's image shape "
                          f"{tuple(prior.image_shape)}")
@@ -444,6 +484,9 @@ def recover_one(
     if tuple(y.shape) != out_shape:
         raise ValueError(f"y must have shape {out_shape} (one image; vmap recover_one for a "
                          f"batch), got {tuple(y.shape)}")
+    _check_layout(operator, "operator", False)
+    if noise is not None:
+        _check_layout(noise, "noise", False)
     _check_maps_one_image(operator, prior, out_shape, y.dtype)
     dim = prior.latent_dim if isinstance(prior, Generator) else prior.dim
     z0 = jnp.zeros((dim,), y.dtype) if z0 is None else jnp.asarray(z0, y.dtype)
@@ -453,6 +496,8 @@ def recover_one(
         if jnp.ndim(w) != 0:
             raise ValueError(f"{name} must be a number or a scalar array for one image, got "
                              f"shape {jnp.shape(w)} (vmap recover_one to sweep it)")
+        if not _is_tracer(w):  # a concrete weight is checked as in recover
+            _check_finite_number(name, w)
     gamma, beta = jnp.asarray(gamma, y.dtype), jnp.asarray(beta, y.dtype)
     return _solve_one_jit(spec, params, y, z0, operator, noise, gamma, beta)
 
@@ -568,8 +613,10 @@ def recover(
         raise TypeError(
             "flowinv.recover cannot run inside jax.jit, jax.vmap or jax.grad (it got traced "
             "arrays): it checks values, chunks and shards on the host, and batches by itself, "
-            "so pass the whole batch to it. To compose a solve with JAX transformations, use "
-            "flowinv.recover_one, the same solve of one image as a pure function.")
+            "so pass the whole batch to it. To compose a solve with jax.jit or jax.vmap, use "
+            "flowinv.recover_one, the same solve of one image as a pure function (it runs "
+            "under forward-mode jax.jvp too, but not jax.grad: its loop has no reverse-mode "
+            "derivative).")
     y = jnp.asarray(y)
     if not jnp.issubdtype(y.dtype, jnp.floating):
         raise TypeError(f"y must be floating point, got dtype {y.dtype}")
@@ -593,6 +640,9 @@ def recover(
             raise ValueError(f"per_image_{name}=True needs a leading batch axis of {batch} on "
                              f"every one of the {name}'s arrays (build it with jax.vmap), got "
                              f"leading axes {axes}")
+    _check_layout(operator, "operator", per_image_operator)
+    if noise is not None:
+        _check_layout(noise, "noise", per_image_noise)
     if not per_image_operator:
         _check_maps_one_image(operator, prior, out_shape, y.dtype)
     if x0 is not None:

@@ -391,3 +391,29 @@ def test_from_log_prob_bad_arguments():
         no_sampler.sample(jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match="delta must have shape"):
         no_sampler.log_prob(jnp.zeros((3, 2, 1)))
+
+
+def _laplace_like(delta, b):
+    return -jnp.sum(jnp.abs(delta)) / b
+
+
+@pytest.mark.parametrize("build", [
+    noise.gaussian,
+    lambda s: noise.diagonal_gaussian(s),
+    lambda s: noise.diagonal_gaussian(jnp.full((2, 3, 1), 0.1), mean=s),
+    lambda s: noise.from_log_prob(_laplace_like, (2, 3, 1), params=s),
+], ids=["gaussian", "diagonal-std", "diagonal-mean", "from-log-prob"])
+def test_a_python_float_and_a_float32_scalar_share_one_compilation(build):
+    """jit keys its cache on weak types too: a model built from 0.1 and one built from
+    jnp.float32(0.2) (with the same function object) must trace a jitted solve once, not
+    twice."""
+    traces = []
+
+    @jax.jit
+    def objective(model):
+        traces.append(None)
+        return model.log_prob(jnp.full((2, 3, 1), 0.05))
+
+    objective(build(0.1))
+    objective(build(jnp.float32(0.2)))
+    assert len(traces) == 1

@@ -375,3 +375,20 @@ def test_bad_inputs_raise(call, arg):
 def test_inpainting_2d_mask_default_shape_is_single_channel():
     op = ops.inpainting(np.ones((8, 5)))
     assert op.in_shape == (8, 5, 1)
+
+
+def test_function_operator_params_from_a_python_float_and_a_float32_share_one_compilation():
+    """As for noise models: params 2.0 and jnp.float32(3.0) trace a jitted solve once."""
+    traces = []
+
+    @jax.jit
+    def apply(op):
+        traces.append(None)
+        return op(jnp.ones((2, 3, 1)))
+
+    def scale(x, c):  # one function object: a new lambda per operator would recompile
+        return c * x
+
+    for c in (2.0, jnp.float32(3.0)):
+        apply(ops.from_function(scale, (2, 3, 1), params=c, linear=True))
+    assert len(traces) == 1

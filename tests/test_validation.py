@@ -89,6 +89,25 @@ def _cli(module, argv):
     assert e.value.code == 2  # argparse usage error, before any work
 
 
+class _PlainOperator:
+    """What recover's old message promised to take: callable, with in_shape and out_shape, but
+    not a pytree, so jax.jit cannot take it."""
+
+    in_shape = out_shape = SHAPE
+
+    def __call__(self, x):
+        return 2.0 * x
+
+
+class _PlainNoise:
+    def log_prob(self, delta):
+        return -jnp.sum(jnp.abs(delta))
+
+
+def _laplace(delta, b):
+    return jnp.sum(-jnp.abs(delta) / b - jnp.log(2 * b))
+
+
 # (id, function of (prior, saved_prior, tmp_path), exception, words the message must contain)
 CASES = [
     # recover
@@ -142,7 +161,52 @@ CASES = [
      ValueError, ["x0"]),
     ("x0-out-of-range", lambda p, s, t: _recover(p, init="inverse", x0=_y(1, *SHAPE, fill=1.5)),
      ValueError, ["x0", "[0, 1]"]),
+    ("gamma-bool", lambda p, s, t: _recover(p, gamma=True), TypeError, ["gamma", "true"]),
+    ("gamma-numeric-string", lambda p, s, t: _recover(p, gamma="0.5"), TypeError,
+     ["gamma", "'0.5'"]),
+    ("gamma-per-image-strings", lambda p, s, t: _recover(p, _y(2, *SHAPE), gamma=["0.1", "1"]),
+     TypeError, ["gamma", "real numbers"]),
+    ("recover-under-grad", lambda p, s, t: jax.grad(
+        lambda g: _recover(p, gamma=g).loss.sum())(0.1), TypeError,
+     ["recover_one", "not jax.grad"]),
+    ("recover-one-concrete-beta-negative", lambda p, s, t: flowinv.recover_one(
+        p, _y(), operator=operators.identity(SHAPE), noise=noise.gaussian(0.1), method="map",
+        beta=-1.0, maxiter=2), ValueError, ["beta", "-1"]),
+    ("operator-of-a-plain-class", lambda p, s, t: _recover(p, operator=_PlainOperator()),
+     TypeError, ["pytree", "_PlainOperator", "from_function"]),
+    ("noise-of-a-plain-class", lambda p, s, t: _recover(p, method="map", noise=_PlainNoise()),
+     TypeError, ["pytree", "_PlainNoise", "from_log_prob"]),
+    ("noise-without-log-prob", lambda p, s, t: _recover(p, method="map", noise=0.1), TypeError,
+     ["noise", "log_prob"]),
+    # a model shared by the batch flagged per image, where the batch (4) equals its first axis
+    ("shared-mask-flagged-per-image", lambda p, s, t: _recover(
+        p, _y(4, *SHAPE), operator=operators.inpainting(jnp.ones(SHAPE)),
+        per_image_operator=True), ValueError, ["per_image_operator", "(4, 1)", "(4, 4, 1)"]),
+    ("shared-matrix-flagged-per-image", lambda p, s, t: _recover(
+        p, _y(4, 4), operator=operators.gaussian_cs(KEY, SHAPE, 4), per_image_operator=True),
+     ValueError, ["per_image_operator", "(16,)", "(m, 16)"]),
+    ("shared-std-map-flagged-per-image", lambda p, s, t: _recover(
+        p, _y(4, *SHAPE), method="map", per_image_noise=True,
+        noise=noise.diagonal_gaussian(jnp.full(SHAPE, 0.1), mean=jnp.zeros(SHAPE))),
+     ValueError, ["per_image_noise", "(4, 1)"]),
+    # a model built per image (vmapped) not flagged, where nothing else would notice
+    ("per-image-log-prob-noise-not-flagged", lambda p, s, t: _recover(
+        p, _y(2, *SHAPE), method="map", noise=jax.vmap(
+            lambda b: noise.from_log_prob(_laplace, SHAPE, params=b))(jnp.array([0.1, 0.2]))),
+     ValueError, ["per_image_noise=True", "(2,)", "()"]),
+    ("per-image-function-operator-not-flagged", lambda p, s, t: _recover(
+        p, _y(2, *SHAPE), operator=jax.vmap(lambda c: operators.from_function(
+            lambda x, c: c * x, SHAPE, params=c))(jnp.array([1.0, 2.0]))),
+     ValueError, ["per_image_operator=True", "(2,)"]),
     # operators
+    ("matrix-complex", lambda p, s, t: operators.matrix_operator(jnp.ones((3, 16)) * 1j, SHAPE),
+     ValueError, ["matrix", "complex64", "real and imaginary"]),
+    ("cs-complex-dtype", lambda p, s, t: operators.gaussian_cs(KEY, SHAPE, 3,
+                                                               dtype=jnp.complex64),
+     ValueError, ["dtype", "complex64"]),
+    ("fast-cs-complex-dtype", lambda p, s, t: operators.fast_cs(KEY, SHAPE, 3,
+                                                               dtype=jnp.complex64),
+     ValueError, ["dtype", "complex64"]),
     ("cs-m-zero", lambda p, s, t: operators.gaussian_cs(KEY, SHAPE, 0), ValueError, ["m"]),
     ("cs-m-above-n", lambda p, s, t: operators.gaussian_cs(KEY, SHAPE, 17), ValueError, ["m"]),
     ("fast-cs-m-above-n", lambda p, s, t: operators.fast_cs(KEY, SHAPE, 100), ValueError, ["m"]),
