@@ -388,6 +388,23 @@ def test_asim_loss_matches_its_formula(tiny):
         np.testing.assert_allclose(val, jnp.sum((g - x[0]) ** 2) + 0.3 * reg, rtol=1e-5)
 
 
+def test_bora_and_mle_losses_match_their_formulas(tiny):
+    """CSGM's ``‖f(G(z)) − y‖² + λ‖z‖²`` and the MLE ``−log p_Δ(y − f(G(z)))``, the latter under
+    a noise with a positive mean, whose density tells ``y − f(G(z))`` from its negative."""
+    flow, params, x = tiny
+    op = operators.identity(flow.image_shape)
+    gen = losses.flow_generator(flow, params)
+    z = jax.random.normal(jax.random.PRNGKey(4), (flow.dim,))
+    g = gen(z)
+    np.testing.assert_allclose(losses.bora_loss(gen, op, lam=0.3)(z, x[0]),
+                               jnp.sum((g - x[0]) ** 2) + 0.3 * jnp.sum(z**2), rtol=1e-5)
+    sd, mu = 0.2, 0.1
+    nz = noise.diagonal_gaussian(jnp.full(flow.image_shape, sd), mean=mu)
+    residual = x[0] - g
+    by_hand = jnp.sum(0.5 * ((residual - mu) / sd) ** 2 + np.log(sd) + 0.5 * np.log(2 * np.pi))
+    np.testing.assert_allclose(losses.mle_loss(gen, op, nz)(z, x[0]), by_hand, rtol=1e-5)
+
+
 def test_recover_single_and_batch_shapes(tiny):
     flow, params, x = tiny
     op = operators.identity(flow.image_shape)
