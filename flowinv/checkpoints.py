@@ -74,12 +74,20 @@ def save(path: str | os.PathLike, params: Params, metadata: dict) -> pathlib.Pat
     ``load_prior`` refuses a sidecar without ``"architecture"`` (``ValueError``), or one whose
     ``"kind"`` is set and not ``"flow"`` (a DCGAN's: use :func:`save_gan` and
     :func:`load_gan`).
+
+    Params whose floats are all of one dtype other than ``float32`` (``float64`` under x64,
+    ``bfloat16``) get ``"param_dtype"`` in the sidecar, and :func:`load` restores them in it;
+    without it they load as ``float32``.
     """
     import orbax.checkpoint as ocp
 
     path = pathlib.Path(path).absolute()
     path.mkdir(parents=True, exist_ok=True)
     params = jax.tree.map(np.asarray, params)
+    floats = {a.dtype.name for a in jax.tree.leaves(params)
+              if jnp.issubdtype(a.dtype, jnp.floating)}
+    if len(floats) == 1 and floats != {"float32"}:
+        metadata = {**metadata, "param_dtype": floats.pop()}
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(path / PARAMS_DIR, params, force=True)
         ckptr.wait_until_finished()
@@ -105,7 +113,8 @@ def load(path: str | os.PathLike, target: Params | None = None) -> tuple[Params,
     Args:
       path: a folder written by :func:`save`.
       target: a pytree (or ``jax.ShapeDtypeStruct`` tree) giving the expected structure; when
-        omitted and the sidecar has an ``architecture`` of a flow, it is derived from it.
+        omitted and the sidecar has an ``architecture`` of a flow, it is derived from it, in
+        the sidecar's ``param_dtype`` (default ``float32``; see :func:`save`).
     """
     import orbax.checkpoint as ocp
 
@@ -114,7 +123,8 @@ def load(path: str | os.PathLike, target: Params | None = None) -> tuple[Params,
         raise ValueError(f"checkpoint path {str(path)!r} does not exist or is not a folder")
     metadata = read_metadata(path)
     if target is None and "architecture" in metadata:
-        target = abstract_flow_params(flow_from_config(metadata["architecture"]))
+        target = abstract_flow_params(flow_from_config(metadata["architecture"]),
+                                      dtype=jnp.dtype(metadata.get("param_dtype", "float32")))
     if not (path / PARAMS_DIR).is_dir():
         raise ValueError(f"checkpoint {str(path)!r}: no {PARAMS_DIR}/ folder with the weights")
     try:
