@@ -24,11 +24,15 @@ from the *training* split, never on the test images):
   :math:`-\sum_i \log\Phi\big(y_i (a_i^T G(z) + \mu_i)/\sigma_i\big) - \beta\log p_G(G(z))`
   (see :class:`SignChannel`);
 * ``mle`` (Whang et al., DCGAN prior): :math:`-\log p_\Delta(y - f(G_{\mathrm{GAN}}(z)))`;
-* ``asim``: :math:`\|y - f(G(z))\|^2 + \gamma\|z\|^2` with the flow;
+* ``asim``: :math:`\|y - f(G(z))\|^2 + \gamma\|z\|` with the flow, Whang et al.'s "Asim"
+  baseline, their eq. (9) (2020 §3.3.2: the proxy loss Asim et al. report using), by default;
+  ``--asim-penalty sq`` gives Asim et al.'s :math:`\gamma\|z\|^2` instead (these experiments'
+  form until the penalty became an option; see :data:`ASIM_PENALTIES`);
 * ``bora``: :math:`\|y - f(G_{\mathrm{GAN}}(z))\|^2 + \lambda\|z\|^2` with the DCGAN.
 
-The ``--full`` grids are the papers' (Whang et al. 2020 appendix B), with β extended down to
-0.003 (at large β, −β log p_G pulls pixels to saturated values the flow over-rates).
+The ``--full`` grids are the papers' (Whang et al. 2020 appendix B: γ ∈ {0, 0.1, 0.5, 1, 5}
+for the :math:`\gamma\|z\|` penalty), with β extended down to 0.003 (at large β, −β log p_G
+pulls pixels to saturated values the flow over-rates).
 
 All values of ``m`` share one compiled solve per method: ``A`` is padded with zero rows (and
 ``y`` with zeros) to the largest ``m``. A padded entry has ``f(x) = 0 = y``, so it adds a
@@ -74,6 +78,14 @@ took 26 s for 28.0 dB, and 62 s for 20.35 dB under digit noise (s = 0.25) agains
 20.35 dB. So the quick presets run 100 iterations instead of optax's 50, and still finish
 2.4-3x sooner (quick structured_noise 687 s, noisy_cs 160 s, one_bit_cs 101 s)."""
 SOLVERS = solvers.SOLVERS
+
+#: Asim's penalty on the latent: ``"norm"``, :math:`\gamma\|z\|`, the proxy loss of Whang et al.
+#: 2020 eq. (9) (§3.3.2), the baseline their experiments ran, with γ from {0, 0.1, 0.5, 1, 5}
+#: (appendix B), the default; ``"sq"``, :math:`\gamma\|z\|^2`, Asim et al.'s own form, which
+#: these experiments used before the option. Passed as ``penalty=`` to ``flowinv.recover``.
+ASIM_PENALTIES = ("norm", "sq")
+#: What γ weighs under each penalty, for help texts and printed headers.
+ASIM_PENALTY_TEXT = {"norm": "γ‖z‖", "sq": "γ‖z‖²"}
 
 
 # ---- data and models --------------------------------------------------------------------
@@ -373,8 +385,8 @@ def build_cs_parser(prog: str, doc: str, name: str, *, ratio_help: str,
                    help="s: max std and mean of the positive-mean sinusoidal noise")
     p.add_argument("--betas", type=common.float_list, default=None,
                    help="β values of the MAP loss, comma separated")
-    p.add_argument("--gammas", type=common.float_list, default=None,
-                   help="γ values of Asim et al.'s ‖z‖² penalty, comma separated")
+    p.add_argument("--gammas", type=common.float_list, default=None, help=GAMMAS_HELP)
+    add_asim_penalty_argument(p)
     p.add_argument("--val-images", type=common.positive_int, default=None,
                    help="validation images (from the training split, else after the "
                         "test images) used to pick β, γ, λ")
@@ -382,6 +394,32 @@ def build_cs_parser(prog: str, doc: str, name: str, *, ratio_help: str,
     p.add_argument("--methods", default=None,
                    help=f"comma-separated subset of {','.join(methods)}")
     return p
+
+
+GAMMAS_HELP = ("γ values of the Asim baseline's penalty, comma separated: γ weighs ‖z‖ (γ‖z‖, "
+               "Whang et al. 2020 eq. (9)), or ‖z‖² with --asim-penalty sq")
+
+
+def add_asim_penalty_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--asim-penalty", choices=ASIM_PENALTIES, default="norm",
+                   help="penalty of the Asim baseline (default norm): norm = γ‖z‖, the proxy "
+                        "loss of Whang et al. 2020 eq. (9), their Asim baseline; sq = γ‖z‖², "
+                        "Asim et al.'s own form, which these experiments used before")
+
+
+def check_asim_penalty(penalty: str) -> str:
+    """``penalty`` if it is one of :data:`ASIM_PENALTIES`, else ValueError."""
+    if penalty not in ASIM_PENALTIES:
+        raise ValueError(f"asim_penalty must be one of {ASIM_PENALTIES} (norm: γ‖z‖, Whang et "
+                         f"al. 2020 eq. (9); sq: γ‖z‖²), got {penalty!r}")
+    return penalty
+
+
+def asim_penalty_note(penalty: str) -> str:
+    """``"Asim's γ weighs ‖z‖ (γ‖z‖, Whang et al. eq. 9)"`` or the ``sq`` form, for headers."""
+    if penalty == "norm":
+        return "Asim's γ weighs ‖z‖ (γ‖z‖, Whang et al. 2020 eq. (9))"
+    return "Asim's γ weighs ‖z‖² (γ‖z‖², Asim et al.'s form)"
 
 
 def add_solver_argument(p: argparse.ArgumentParser) -> None:
@@ -418,7 +456,8 @@ def cs_config_from_args(config_cls, args: argparse.Namespace, quick: dict, full:
         num_images=pick(args.num_images, "num_images"),
         val_images=pick(args.val_images, "val_images"), maxiter=pick(args.maxiter, "maxiter"),
         ratios=tuple(ratios), noise_scale=float(scale), betas=pick(args.betas, "betas"),
-        gammas=pick(args.gammas, "gammas"), gan_lams=preset["gan_lams"],
+        gammas=pick(args.gammas, "gammas"),
+        asim_penalty=check_asim_penalty(args.asim_penalty), gan_lams=preset["gan_lams"],
         methods=parse_methods(args.methods, methods), solver=args.solver, seed=args.seed,
         out=args.out,
         progress=not args.no_progress)
@@ -434,6 +473,7 @@ def run_cs(config, *, one_bit: bool, experiment: str) -> dict:
     import flowinv
     from flowinv import noise, operators
 
+    check_asim_penalty(config.asim_penalty)
     out, prior_name, flow, params = common.setup_run(config)
     shape, n = tuple(flow.image_shape), flow.dim
     test, val = common.load_test_and_val(config.dataset, shape, config.num_images,
@@ -482,7 +522,8 @@ def run_cs(config, *, one_bit: bool, experiment: str) -> dict:
                                             maxiter=config.maxiter, solver=config.solver,
                                             chunk_size=common.chunk_size())
                     elif meth == "asim":
-                        r = flowinv.recover((flow, params), y, method="asim", gamma=value, **kw)
+                        r = flowinv.recover((flow, params), y, method="asim", gamma=value,
+                                            penalty=config.asim_penalty, **kw)
                     elif meth == "bora":
                         r = flowinv.recover(gan, y, method="bora", gamma=value, **kw)
                     else:  # mle
@@ -518,7 +559,8 @@ def run_cs(config, *, one_bit: bool, experiment: str) -> dict:
           f"{common.count(len(test), 'held-out test image')} of {config.dataset} (β/γ/λ picked "
           f"on {common.count(len(val), 'validation image')}, none of them a test image), "
           f"prior {prior_name}, n={n}, "
-          f"{config.maxiter} {config.solver} iterations:")
+          f"{config.maxiter} {config.solver} iterations; "
+          f"{asim_penalty_note(config.asim_penalty)}:")
     print(common.format_table([{k: v for k, v in r.items()
                                 if k not in ("setting_name", "param_value")} for r in summary]))
     if comparison:

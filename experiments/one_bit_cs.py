@@ -24,7 +24,9 @@ Compared, for several m (PSNR vs m):
   Gaussian density of ``δ``);
 * ``mle`` (Whang et al., DCGAN prior): :math:`-\log p_\Delta(y - \mathrm{sign}(A
   G_{\mathrm{GAN}}(z)))`;
-* ``asim``: :math:`\|y - \mathrm{sign}(A G(z))\|^2 + \gamma\|z\|^2`;
+* ``asim``: :math:`\|y - \mathrm{sign}(A G(z))\|^2 + \gamma\|z\|` (Whang et al. 2020
+  eq. (9)); ``--asim-penalty sq`` gives Asim et al.'s :math:`\gamma\|z\|^2`, used here
+  before;
 * ``bora``: :math:`\|y - \mathrm{sign}(A G_{\mathrm{GAN}}(z))\|^2 + \lambda\|z\|^2`.
 
 ``mle`` and ``bora`` need a DCGAN checkpoint (skipped with a note otherwise). β, γ and λ are
@@ -46,7 +48,12 @@ from experiments import _whang_cs, common
 
 METHODS = ("map", "map-probit", "mle", "asim", "bora")
 QUICK = dict(num_images=4, val_images=2, maxiter=100, ratios=(0.5, 2.0), noise_scale=0.1,
-             betas=(0.01, 0.1), gammas=(0.0, 1.0), gan_lams=(0.01, 0.1))
+             betas=(0.01, 0.1), gammas=(0.0, 5.0), gan_lams=(0.01, 0.1))
+# Quick γ of Asim's γ‖z‖ (Whang et al. eq. (9)): the quick grid was γ ∈ {0, 1} of γ‖z‖²,
+# converted by matching the penalties' gradients, γ_norm ≈ 2 γ_sq ‖ẑ‖, at the ‖ẑ‖ that the
+# γ‖z‖² solves reach (glow-mnist, 100 L-BFGS iterations from z0 = 0, both quick m, 4 images of
+# the *training* split): per image ‖ẑ‖ ≈ 0.8–1.4 (median 1.2) at γ = 1, so γ_norm ≈ 2.4, between the
+# --full grid's 1 and 5 and nearer 5 on its log scale (γ = 0 stays 0; there ‖ẑ‖ ≈ 1.0–2.3).
 FULL = dict(num_images=100, val_images=10, maxiter=300, ratios=(0.1, 0.25, 0.5, 1.0, 2.0, 4.0),
             noise_scale=0.1, betas=(0.003, 0.01, 0.03, 0.1, 0.5, 1.0, 5.0, 10.0),
             gammas=(0.0, 0.1, 0.5, 1.0, 5.0),
@@ -66,6 +73,7 @@ class Config:
     noise_scale: float = QUICK["noise_scale"]
     betas: tuple[float, ...] = QUICK["betas"]
     gammas: tuple[float, ...] = QUICK["gammas"]
+    asim_penalty: str = "norm"  # γ‖z‖ (Whang et al. eq. 9); "sq": γ‖z‖²
     gan_lams: tuple[float, ...] = QUICK["gan_lams"]
     methods: tuple[str, ...] = METHODS
     solver: str = "lbfgs"

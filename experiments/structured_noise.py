@@ -22,7 +22,9 @@ at the end of ``--help``):
 
 * ``map`` (Whang et al.): :math:`-\log p_\Delta(y - f(G(z))) - \beta\log p_G(G(z))` with the
   true noise model and ``f(x) = x/2`` (digits) or ``f(x) = x``;
-* ``asim``: :math:`\|y - f(G(z))\|^2 + \gamma\|z\|^2` (Asim et al.);
+* ``asim``: :math:`\|y - f(G(z))\|^2 + \gamma\|z\|`, Whang et al.'s Asim baseline (2020 eq.
+  (9), the proxy loss Asim et al. report using); ``--asim-penalty sq`` gives Asim et al.'s
+  :math:`\gamma\|z\|^2`, which this experiment used before;
 * ``bora``: :math:`\|y - f(G_{\mathrm{GAN}}(z))\|^2 + \lambda\|z\|^2` with the DCGAN, and
   ``mle`` (Whang et al. §3.3): :math:`-\log p_\Delta(y - f(G_{\mathrm{GAN}}(z)))`; both only
   when a DCGAN checkpoint loads (skipped with a note otherwise);
@@ -33,9 +35,10 @@ at the end of ``--help``):
 
 β, γ and λ are picked per noise and scale on validation images from the *training* split;
 the test images are only reported. ``--full`` searches the papers' grids (Whang et al. 2020
-appendix B), with β extended down to 0.003: at large β, −β log p_G pulls pixels towards the
-saturated values a logit-preprocessed flow over-rates (the failure that motivates β), and the
-solve collapses. ``--full`` reports 100 test images (Whang et al.: 1000; ``--num-images``).
+appendix B; γ also at 0.01 and 0.03), with β extended down to 0.003: at large β, −β log p_G
+pulls pixels towards the saturated values a logit-preprocessed flow over-rates (the failure
+that motivates β), and the solve collapses. ``--full`` reports 100 test images (Whang et al.:
+1000; ``--num-images``).
 
 Adaptation of the digit noise. Whang et al. add several MNIST digits, at different locations
 and colour channels, to 64×64×3 CelebA faces, the digits sampled from their MNIST RealNVP. Our
@@ -77,7 +80,13 @@ METHODS = ("map", "asim", "bora", "mle", "bm3d", "noisy")
 DIGIT_FACTOR = 0.5
 QUICK = dict(num_images=4, val_images=2, maxiter=100, digit_scales=(0.25, 1.0),
              sine_scales=(0.1, 0.3), radial_scales=(0.1, 0.3), betas=(0.01, 0.1, 1.0),
-             gammas=(0.03, 0.3), gan_lams=(0.01, 0.1))
+             gammas=(0.5, 1.0), gan_lams=(0.01, 0.1))
+# Quick γ of Asim's γ‖z‖ (Whang et al. eq. (9)): the quick grid was γ ∈ {0.03, 0.3} of γ‖z‖²,
+# converted by matching the penalties' gradients, γ_norm ≈ 2 γ_sq ‖ẑ‖, at the ‖ẑ‖ that the
+# γ‖z‖² solves reach (glow-mnist, 100 L-BFGS iterations from z0 = 0, all six quick (noise, s)
+# settings, 4 images of the *training* split): per image ‖ẑ‖ ≈ 3.0–8.5 (median 5.2) at
+# γ = 0.03 and 2.0–4.7 (median 3.3) at γ = 0.3 (‖G⁻¹(x)‖ of those images: 61–65), so
+# γ_norm ≈ 0.31 and 2.0; the nearest values of the --full grid are 0.5 and 1.
 FULL = dict(num_images=100, val_images=10, maxiter=300, digit_scales=(0.25, 0.75, 1.0),
             sine_scales=(0.05, 0.1, 0.2, 0.3, 0.5, 1.0),
             radial_scales=(0.05, 0.1, 0.2, 0.3, 0.5, 1.0),
@@ -101,6 +110,7 @@ class Config:
     maxiter: int = QUICK["maxiter"]
     betas: tuple[float, ...] = QUICK["betas"]
     gammas: tuple[float, ...] = QUICK["gammas"]
+    asim_penalty: str = "norm"  # γ‖z‖ (Whang et al. eq. 9); "sq": γ‖z‖²
     gan_lams: tuple[float, ...] = QUICK["gan_lams"]
     methods: tuple[str, ...] = METHODS
     solver: str = "lbfgs"
@@ -187,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--betas", type=common.float_list, default=None,
                    help="β values of the MAP loss, comma separated")
     p.add_argument("--gammas", type=common.float_list, default=None,
-                   help="γ values of Asim et al.'s ‖z‖² penalty, comma separated")
+                   help=_whang_cs.GAMMAS_HELP)
+    _whang_cs.add_asim_penalty_argument(p)
     p.add_argument("--val-images", type=common.positive_int, default=None,
                    help="validation images (from the training split, else after the "
                         "test images) used to pick β, γ, λ")
@@ -217,6 +228,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         num_images=pick(args.num_images, "num_images"),
         val_images=pick(args.val_images, "val_images"), maxiter=pick(args.maxiter, "maxiter"),
         betas=pick(args.betas, "betas"), gammas=pick(args.gammas, "gammas"),
+        asim_penalty=_whang_cs.check_asim_penalty(args.asim_penalty),
         gan_lams=preset["gan_lams"], methods=_whang_cs.parse_methods(args.methods, METHODS),
         solver=args.solver, seed=args.seed, out=args.out, progress=not args.no_progress)
 
@@ -307,6 +319,7 @@ def run(config: Config) -> dict:
     from flowinv.baselines import classical
 
     check_noises_can_run(config)
+    _whang_cs.check_asim_penalty(config.asim_penalty)
     out, prior_name, flow, params = common.setup_run(config)
     shape = tuple(flow.image_shape)
     test, val = common.load_test_and_val(config.dataset, shape, config.num_images,
@@ -357,7 +370,8 @@ def run(config: Config) -> dict:
                         else:
                             x_hat = _recover(meth, value, flow, params, gan, y, op, model,
                                              maxiter=config.maxiter, solver=config.solver,
-                                             chunk_size=common.chunk_size())
+                                             chunk_size=common.chunk_size(),
+                                             asim_penalty=config.asim_penalty)
                     sweep.score(x_hat, setting_name=setting, setting_value=s, method=meth,
                                 param_value=value, seconds=t.seconds)
                     bar.update()
@@ -393,7 +407,8 @@ def run(config: Config) -> dict:
     print(f"\nStructured-noise denoising on {common.count(nt, 'held-out test image')} of "
           f"{config.dataset} (β/γ/λ picked on {common.count(len(val), 'validation image')}, "
           "none of them a test image), prior "
-          f"{prior_name}, {config.maxiter} {config.solver} iterations:")
+          f"{prior_name}, {config.maxiter} {config.solver} iterations; "
+          f"{_whang_cs.asim_penalty_note(config.asim_penalty)}:")
     print(common.format_table([{k: v for k, v in r.items() if k != "param_value"}
                                for r in pretty]))
     if comparison:
@@ -420,15 +435,18 @@ _TITLES = {"digits": "MNIST digits, y = x/2 + s·d",
            "radial": "radial, σ = s·exp(−0.005 d²)"}
 
 
-def _recover(method: str, value, flow, params, gan, y, op, model, **kw) -> np.ndarray:
-    """One batched solve of ``method`` (``kw``: maxiter, solver) -> recovered images."""
+def _recover(method: str, value, flow, params, gan, y, op, model, *, asim_penalty: str = "norm",
+             **kw) -> np.ndarray:
+    """One batched solve of ``method`` (``kw``: maxiter, solver, chunk_size; ``asim_penalty``:
+    the ``penalty`` of ``asim``) -> recovered images."""
     import flowinv
 
     if method == "map":
         r = flowinv.recover((flow, params), y, operator=op, noise=model, method="map",
                             beta=value, **kw)
     elif method == "asim":
-        r = flowinv.recover((flow, params), y, operator=op, method="asim", gamma=value, **kw)
+        r = flowinv.recover((flow, params), y, operator=op, method="asim", gamma=value,
+                            penalty=asim_penalty, **kw)
     elif method == "bora":
         r = flowinv.recover(gan, y, operator=op, method="bora", gamma=value, **kw)
     else:  # mle

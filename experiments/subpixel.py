@@ -14,7 +14,9 @@ default; ``--dataset mnist`` for 28×28×1). Two recoveries, both with the same 
   .. math:: \hat z = \arg\min_z \frac{\|y - M \odot G(z)\|^2}{2\sigma^2}
             - \beta \log p_G(G(z)) + \text{const};
 
-* Asim et al.: :math:`\hat z = \arg\min_z \|y - M \odot G(z)\|^2 + \gamma \|z\|^2`.
+* Asim, as Whang et al. run it (their eq. (9), the proxy loss Asim et al. report using):
+  :math:`\hat z = \arg\min_z \|y - M \odot G(z)\|^2 + \gamma \|z\|`; ``--asim-penalty sq``
+  gives Asim et al.'s :math:`\gamma \|z\|^2`, which this experiment used before.
 
 :math:`\beta` and :math:`\gamma` are swept (the paper's grids with ``--full``) and the best value
 of each is chosen on validation images from the *training* split, never on the test images. The
@@ -48,10 +50,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import common
+from experiments import _whang_cs, common
 from experiments.inpainting import SolveClock, with_holes
 
-QUICK = dict(num_images=2, val_images=2, maxiter=200, betas=(0.1, 1.0), gammas=(0.0, 0.01))
+QUICK = dict(num_images=2, val_images=2, maxiter=200, betas=(0.1, 1.0), gammas=(0.0, 0.5))
+# Quick γ of Asim's γ‖z‖ (Whang et al. eq. (9)): the quick grid was γ ∈ {0, 0.01} of γ‖z‖²,
+# converted by matching the penalties' gradients, γ_norm ≈ 2 γ_sq ‖ẑ‖, at the ‖ẑ‖ that the
+# γ‖z‖² solve reaches (glow-patches64, 200 L-BFGS iterations from z0 = 0, 25% dropped, 2 patches
+# of the *training* split): ‖ẑ‖ = 12.9 and 42.9 (mean 27.9; ‖G⁻¹(x)‖ 62 and 109) at γ = 0.01,
+# so γ_norm ≈ 0.56: the --full grid's 0.5 (γ = 0 stays 0).
 # Whang et al.'s grids (appendix B) for β and γ, plus smaller values: σ of the noise model is a
 # free temperature here (noiseless task), and only σ²β sets the weight of the prior.
 FULL = dict(num_images=20, val_images=4, maxiter=500,
@@ -70,6 +77,7 @@ class Config:
     maxiter: int = QUICK["maxiter"]
     betas: tuple[float, ...] = QUICK["betas"]
     gammas: tuple[float, ...] = QUICK["gammas"]
+    asim_penalty: str = "norm"  # γ‖z‖ (Whang et al. eq. 9); "sq": γ‖z‖²
     solver: str = "lbfgs"
     batch_size: int | None = None  # None: common.chunk_size()
     seed: int = 0
@@ -89,8 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--betas", type=common.float_list, default=None,
                    help="MAP smoothing values β, comma separated (picked on validation)")
     p.add_argument("--gammas", type=common.float_list, default=None,
-                   help="Asim γ values of the ‖z‖² penalty, comma separated (picked on "
-                        "validation)")
+                   help=_whang_cs.GAMMAS_HELP + " (picked on validation)")
+    _whang_cs.add_asim_penalty_argument(p)
     p.add_argument("--val-images", type=common.positive_int, default=None,
                    help="validation images (from the training split, else after the "
                         "test images) used to pick β and γ")
@@ -114,7 +122,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         num_images=pick(args.num_images, "num_images"),
         val_images=pick(args.val_images, "val_images"), maxiter=pick(args.maxiter, "maxiter"),
         betas=pick(args.betas, "betas"), gammas=pick(args.gammas, "gammas"),
-        solver=args.solver, batch_size=args.batch_size, seed=args.seed, out=args.out,
+        asim_penalty=_whang_cs.check_asim_penalty(args.asim_penalty), solver=args.solver,
+        batch_size=args.batch_size, seed=args.seed, out=args.out,
         progress=not args.no_progress)
 
 
@@ -125,6 +134,7 @@ def run(config: Config) -> dict:
     import flowinv
     from flowinv import metrics, noise, operators
 
+    _whang_cs.check_asim_penalty(config.asim_penalty)
     out, prior_name, flow, params = common.setup_run(config)
     shape = tuple(flow.image_shape)
     test, val = common.load_test_and_val(config.dataset, shape, config.num_images,
@@ -157,7 +167,8 @@ def run(config: Config) -> dict:
     score(np.asarray(y), "masked", "", "", None, None)
     jobs = [("map", b) for b in config.betas] + [("asim", g) for g in config.gammas]
     for method, value in tqdm(jobs, desc="sub-pixel imputation", disable=not config.progress):
-        weights = {"beta": value} if method == "map" else {"gamma": value}
+        weights = ({"beta": value} if method == "map"
+                   else {"gamma": value, "penalty": config.asim_penalty})
         with SolveClock() as clock:
             r = flowinv.recover((flow, params), y, operator=op, per_image_operator=True,
                                 chunk_size=config.batch_size or common.chunk_size(),
@@ -183,7 +194,7 @@ def run(config: Config) -> dict:
           f"{'x'.join(map(str, shape))}, prior {prior_name}, {config.maxiter} iterations of "
           f"{config.solver}, mean over {common.count(nt, 'test image')} of {config.dataset}; β, γ "
           f"picked on {common.count(len(val), 'validation image')} (none a test image); "
-          "seconds_per_image excludes "
+          f"{_whang_cs.asim_penalty_note(config.asim_penalty)}; seconds_per_image excludes "
           f"compilation ({len(images)} images per batched solve):")
     print(common.format_table([{k: v for k, v in r.items() if k != "param_value"}
                                for r in summary]))

@@ -278,3 +278,101 @@ def test_scaled_identity_is_linear_and_self_adjoint():
     x = jnp.ones((4, 4, 1))
     np.testing.assert_allclose(op(x), 0.5 * x)
     assert float(operators.adjoint_check(op, jax.random.PRNGKey(0))) < 1e-6
+
+
+# ---- Asim's penalty: γ‖z‖ (Whang et al. 2020 eq. (9)) by default ---------------------------
+
+
+def _tiny_config(module: str, prior: str, out, **kw):
+    """A config of ``module`` running only its ``asim`` method (subpixel: also MAP, one β), on
+    one test and one validation image, 2 iterations."""
+    import importlib
+
+    mod = importlib.import_module(f"experiments.{module}")
+    common_kw = dict(dataset="digits", prior=prior, num_images=1, val_images=1, maxiter=2,
+                     gammas=(0.1,), out=str(out), progress=False, **kw)
+    if module == "subpixel":
+        return mod, mod.Config(betas=(1.0,), **common_kw)
+    extra = dict(gan="none", methods=("asim",))
+    if module == "structured_noise":
+        extra.update(noises=("sinusoidal",), sine_scales=(0.2,))
+    else:
+        extra.update(ratios=(0.5,))
+    return mod, mod.Config(**extra, **common_kw)
+
+
+WHANG_EXPERIMENTS = ("structured_noise", "noisy_cs", "one_bit_cs", "subpixel")
+
+
+@pytest.mark.parametrize("module", WHANG_EXPERIMENTS)
+@pytest.mark.parametrize("penalty", [None, "sq"])
+def test_asim_method_uses_the_configured_penalty(module, penalty, tiny_prior, tmp_path,
+                                                 monkeypatch, capsys):
+    """Every ``method="asim"`` solve gets ``penalty=config.asim_penalty``, which defaults to
+    Whang et al.'s γ‖z‖ (``"norm"``); the printed summary and ``environment.json`` say which
+    penalty γ weighs."""
+    calls = []
+    recover = flowinv.recover
+
+    def spy(*args, **kw):
+        if kw.get("method") == "asim":
+            calls.append((kw.get("penalty", "<flowinv default>"), kw.get("gamma")))
+        return recover(*args, **kw)
+
+    monkeypatch.setattr(flowinv, "recover", spy)
+    kw = {} if penalty is None else {"asim_penalty": penalty}
+    mod, config = _tiny_config(module, tiny_prior, tmp_path, **kw)
+    assert config.asim_penalty == (penalty or "norm")
+    mod.run(config)
+    assert calls and all(c == (config.asim_penalty, 0.1) for c in calls), calls
+    record = (tmp_path / "environment.json").read_text()
+    assert f'"asim_penalty": "{config.asim_penalty}"' in record
+    printed = capsys.readouterr().out
+    assert ("Asim's γ weighs ‖z‖² (γ‖z‖², Asim et al.'s form)" if penalty == "sq" else
+            "Asim's γ weighs ‖z‖ (γ‖z‖, Whang et al. 2020 eq. (9))") in printed
+
+
+@pytest.mark.parametrize("module", WHANG_EXPERIMENTS)
+def test_asim_penalty_flag_is_parsed(module):
+    import importlib
+
+    mod = importlib.import_module(f"experiments.{module}")
+    parser = mod.build_parser()
+    assert mod.config_from_args(parser.parse_args([])).asim_penalty == "norm"
+    for value in ("sq", "norm"):
+        args = parser.parse_args(["--asim-penalty", value])
+        assert mod.config_from_args(args).asim_penalty == value
+    text = " ".join(parser.format_help().split())
+    assert "--asim-penalty {norm,sq}" in text and "eq. (9)" in text
+
+
+@pytest.mark.parametrize("module", WHANG_EXPERIMENTS)
+def test_bad_asim_penalty_is_a_usage_error(module, capsys):
+    import importlib
+
+    with pytest.raises(SystemExit) as e:
+        importlib.import_module(f"experiments.{module}").main(["--asim-penalty", "l1"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--asim-penalty" in err and "invalid choice: 'l1'" in err
+
+
+@pytest.mark.parametrize("module", WHANG_EXPERIMENTS)
+def test_a_config_with_a_bad_asim_penalty_is_refused_before_running(module, tiny_prior,
+                                                                     tmp_path):
+    mod, config = _tiny_config(module, tiny_prior, tmp_path / "out", asim_penalty="l1")
+    with pytest.raises(ValueError, match="asim_penalty must be one of"):
+        mod.run(config)
+    assert not (tmp_path / "out").exists()
+
+
+def test_gamma_grids_hold_whangs_grid():
+    """Whang et al. 2020 appendix B: γ of their eq. (9) from {0, 0.1, 0.5, 1, 5}: every --full
+    grid holds it, and every quick grid is a subset of its --full one (chosen for γ‖z‖, see
+    the comments at each QUICK)."""
+    import importlib
+
+    for module in WHANG_EXPERIMENTS:
+        mod = importlib.import_module(f"experiments.{module}")
+        assert {0.0, 0.1, 0.5, 1.0, 5.0} <= set(mod.FULL["gammas"]), module
+        assert set(mod.QUICK["gammas"]) <= set(mod.FULL["gammas"]), module
