@@ -617,6 +617,12 @@ class SignMeasurements:
     def out_shape(self) -> Shape:
         return self.linear.out_shape
 
+    def check_layout(self) -> None:
+        """The linear operator's check (``ValueError`` where its arrays are not one image's)."""
+        check = getattr(self.linear, "check_layout", None)
+        if callable(check):
+            check()
+
     @_jit_method
     def __call__(self, x: Array) -> Array:
         """``x``: ``in_shape`` -> ``sign(A x)``: ``out_shape``."""

@@ -189,6 +189,9 @@ CASES = [
         p, _y(4, *SHAPE), method="map", per_image_noise=True,
         noise=noise.diagonal_gaussian(jnp.full(SHAPE, 0.1), mean=jnp.zeros(SHAPE))),
      ValueError, ["per_image_noise", "(4, 1)"]),
+    ("shared-one-bit-flagged-per-image", lambda p, s, t: _recover(
+        p, _y(4, 4), operator=operators.one_bit_cs(KEY, SHAPE, 4), per_image_operator=True),
+     ValueError, ["per_image_operator", "(16,)"]),
     # a model built per image (vmapped) not flagged, where nothing else would notice
     ("per-image-log-prob-noise-not-flagged", lambda p, s, t: _recover(
         p, _y(2, *SHAPE), method="map", noise=jax.vmap(
