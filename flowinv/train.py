@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
 import math
 import pathlib
@@ -224,8 +225,37 @@ def _check_disjoint_splits(spec: str, train_x: np.ndarray, test_x: np.ndarray) -
                       stacklevel=3)
 
 
+def _arrays_label(train_x: np.ndarray, test_x: np.ndarray) -> str:
+    """``"arrays:"`` and a digest of both splits' shapes and bytes: the ``dataset`` of a run on
+    in-memory images, so a resumed run is refused when its arrays differ."""
+    digest = hashlib.sha256()
+    for x in (train_x, test_x):
+        digest.update(repr(x.shape).encode())
+        digest.update(np.ascontiguousarray(x).tobytes())
+    return f"arrays:{digest.hexdigest()[:16]}"
+
+
+def _checked_images(images: Any, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """``(train, test)`` float32 arrays ``(N, *shape)`` in ``[0, 1]``, or ValueError/TypeError."""
+    if not isinstance(images, tuple | list) or len(images) != 2:
+        raise TypeError("images must be a pair (train, test) of arrays (N, H, W, C)")
+    out = []
+    for name, x in zip(("train", "test"), images, strict=True):
+        x = np.asarray(x)
+        if not np.issubdtype(x.dtype, np.floating):
+            raise TypeError(f"images' {name} must be float images in [0, 1], got dtype "
+                            f"{x.dtype} (divide 8-bit images by 255)")
+        if x.ndim != 4 or tuple(x.shape[1:]) != tuple(shape) or len(x) == 0:
+            raise ValueError(f"images' {name} must have shape (N, {', '.join(map(str, shape))}) "
+                             f"for this flow, with N >= 1, got {tuple(x.shape)}")
+        if not (np.all(np.isfinite(x)) and x.min() >= 0.0 and x.max() <= 1.0):
+            raise ValueError(f"images' {name} must hold values in [0, 1]")
+        out.append(x.astype(np.float32))
+    return out[0], out[1]
+
+
 def train(config: TrainConfig, workdir: str | pathlib.Path, *, export_to: str | None = None,
-          command: str | None = None, progress: bool = True) -> dict:
+          command: str | None = None, progress: bool = True, images: Any = None) -> dict:
     """Trains (or resumes) a flow by maximum likelihood.
 
     Args:
@@ -236,10 +266,15 @@ def train(config: TrainConfig, workdir: str | pathlib.Path, *, export_to: str | 
         sidecar recording architecture, data, steps, ``command`` and test bits/dim.
       command: the command line that ran this, recorded in the sidecar.
       progress: show a tqdm bar.
+      images: optional ``(train, test)`` arrays ``(N, H, W, C)`` in ``[0, 1]`` (e.g. a
+        notebook's own images) to train and evaluate on instead of ``config.dataset``'s splits.
+        The run's ``dataset`` becomes ``"arrays:"`` and a digest of both (in ``config.json``,
+        the sidecar and the returned dict), so resuming with other arrays is refused;
+        a test image that is also a training image is refused or warned about as for a spec.
 
     Returns:
-      A dict with ``step``, ``train_bpd`` (last batch), ``test_bpd`` (whole test split) and
-      ``seconds``.
+      A dict with ``step``, ``train_bpd`` (last batch), ``test_bpd`` (whole test split),
+      ``seconds``, ``resumed_from`` and ``dataset`` (the spec, or ``images``' label).
     """
     import orbax.checkpoint as ocp
     from tqdm.auto import tqdm
@@ -247,8 +282,12 @@ def train(config: TrainConfig, workdir: str | pathlib.Path, *, export_to: str | 
     workdir = pathlib.Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     flow = checkpoints.flow_from_config(config.architecture)
-    train_x = data.load_dataset(config.dataset, "train", image_shape=flow.image_shape)
-    test_x = data.load_dataset(config.dataset, "test", image_shape=flow.image_shape)
+    if images is not None:
+        train_x, test_x = _checked_images(images, tuple(flow.image_shape))
+        config = dataclasses.replace(config, dataset=_arrays_label(train_x, test_x))
+    else:
+        train_x = data.load_dataset(config.dataset, "train", image_shape=flow.image_shape)
+        test_x = data.load_dataset(config.dataset, "test", image_shape=flow.image_shape)
     _check_disjoint_splits(config.dataset, train_x, test_x)
     if len(train_x) < config.batch_size:
         raise ValueError(f"batch_size {config.batch_size} exceeds the {len(train_x)} "
@@ -334,7 +373,7 @@ def train(config: TrainConfig, workdir: str | pathlib.Path, *, export_to: str | 
     seconds = time.time() - t0
     test_bpd = evaluate_bpd(flow, state["params"], test_x, config.bits)
     result = {"step": int(state["step"]), "train_bpd": float(loss), "test_bpd": test_bpd,
-              "seconds": seconds, "resumed_from": restored_step}
+              "seconds": seconds, "resumed_from": restored_step, "dataset": config.dataset}
     if export_to is not None:
         export(flow, state["params"], config, export_to, test_bpd=test_bpd, command=command,
                test_images=len(test_x), extra={"train_seconds_this_run": round(seconds, 1)})

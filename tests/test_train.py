@@ -34,6 +34,34 @@ def test_a_few_steps_lower_the_loss(tmp_path):
     assert result["step"] == 40 and np.isfinite(result["test_bpd"])
 
 
+def test_training_on_arrays_equals_training_on_their_dataset_and_resumes_only_on_them(tmp_path):
+    """``images=(train, test)``: the same steps as the spec the arrays came from (same
+    batches, same dequantisation); the run is named by a digest of the arrays, so a resume
+    with other arrays is refused and one with the same arrays continues."""
+    config = dataclasses.replace(TINY, steps=6)
+    x_train = data.load_dataset("digits", "train", image_shape=(8, 8, 1))
+    x_test = data.load_dataset("digits", "test", image_shape=(8, 8, 1))
+    spec = train.train(config, tmp_path / "spec", progress=False)
+    arrays = train.train(config, tmp_path / "arrays", progress=False,
+                         images=(x_train, x_test), export_to=str(tmp_path / "model"))
+    assert arrays["train_bpd"] == spec["train_bpd"] and arrays["test_bpd"] == spec["test_bpd"]
+    assert arrays["dataset"].startswith("arrays:") and spec["dataset"] == "digits"
+    sidecar = checkpoints.read_metadata(tmp_path / "model")
+    assert sidecar["data"]["dataset"] == arrays["dataset"]
+    longer = dataclasses.replace(config, steps=8)
+    with pytest.raises(ValueError, match="dataset 'arrays:"):
+        train.train(longer, tmp_path / "arrays", progress=False,
+                    images=(x_train[1:], x_test))
+    resumed = train.train(longer, tmp_path / "arrays", progress=False, images=(x_train, x_test))
+    assert resumed["resumed_from"] == 6 and resumed["step"] == 8
+    for bad, exc, words in (((x_train,), TypeError, "pair"),
+                            ((x_train * 255, x_test), ValueError, r"\[0, 1\]"),
+                            ((x_train[..., 0], x_test), ValueError, "shape"),
+                            (((x_train * 255).astype(np.uint8), x_test), TypeError, "255")):
+        with pytest.raises(exc, match=words):
+            train.train(config, tmp_path / "bad", progress=False, images=bad)
+
+
 def _grey_pngs(folder, seeds):
     from PIL import Image
 
