@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import inspect
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -374,6 +375,9 @@ def _checked_spec(prior, operator, noise, *, method, penalty, space, solver, max
     tol = _check_finite_number("tol", tol)
     if method in ("map", "mle") and noise is None:
         raise ValueError(f"method={method!r} needs a noise model (noise=...)")
+    if method in ("asim", "bora") and noise is not None:
+        warnings.warn(f"method={method!r} ignores noise (its loss is the squared error): "
+                      "method='map' or 'mle' uses a noise model", stacklevel=3)
     prior, params = _prior_parts(prior)
     if method == "map" and not isinstance(prior, Flow):
         raise ValueError("method='map' needs a flow prior (it uses log p_G)")

@@ -447,6 +447,14 @@ def test_source_checks_pass_what_the_loaders_read(saved_prior, tmp_path, monkeyp
         data.check_dataset("tfds:mnist")
 
 
+def test_a_noise_model_given_to_a_least_squares_method_is_warned_about(prior):
+    """asim and bora have no noise term: a noise model passed to them would be ignored
+    silently (someone who meant method='map')."""
+    for method in ("asim", "bora"):
+        with pytest.warns(UserWarning, match=f"method='{method}' ignores noise"):
+            _recover(prior, method=method, noise=noise.gaussian(0.1))
+
+
 def test_checks_run_before_compilation(prior, monkeypatch):
     """A bad argument must fail fast: the batched solve is never traced."""
     import sys
