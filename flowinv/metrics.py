@@ -45,11 +45,18 @@ def _as_pair(x: Any, ref: Any, ndim: int) -> tuple[np.ndarray, np.ndarray]:
     return xa, ra
 
 
-def _check_reference(ref: np.ndarray, data_range: float) -> None:
-    # 1% of slack: enough for rounding or a resampled reference's overshoot; a wrong
-    # data_range is off by a factor of 255 or more.
+def _range_if_outside(ref: Any, data_range: float) -> tuple[float, float] | None:
+    """``(min, max)`` of a reference that leaves ``[0, data_range]`` by more than 1% (enough
+    slack for rounding or a resampled reference's overshoot; a wrong ``data_range`` is off by a
+    factor of 255 or more), else None. :func:`flowinv.plotting.image_grid` shares the rule."""
     low, high = float(np.nanmin(ref, initial=0.0)), float(np.nanmax(ref, initial=0.0))
-    if low < -0.01 * data_range or high > 1.01 * data_range:
+    return (low, high) if low < -0.01 * data_range or high > 1.01 * data_range else None
+
+
+def _check_reference(ref: np.ndarray, data_range: float) -> None:
+    outside = _range_if_outside(ref, data_range)
+    if outside is not None:
+        low, high = outside
         raise ValueError(
             f"ref must lie in [0, data_range] = [0, {data_range:g}], got values in "
             f"[{low:g}, {high:g}]; pass data_range for images on another scale (e.g. "

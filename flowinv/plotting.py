@@ -96,11 +96,12 @@ def image_grid(columns: Any, *, reference: str | None = None, title: str | None 
     if reference is not None and reference not in names:
         raise ValueError(f"reference {reference!r} is not a column; columns: {names}")
     ref = next(arr for name, arr in cols if name == reference) if reference is not None else None
-    if ref is not None and not (np.nanmin(ref) >= -0.01 and np.nanmax(ref) <= 1.01):
+    outside = None if ref is None else metrics._range_if_outside(ref, 1.0)
+    if outside is not None:
         raise ValueError(
             f"reference column {reference!r} must lie in [0, 1] for its PSNR labels (within "
-            f"1%, as flowinv.metrics.psnr), got values in [{np.nanmin(ref):g}, "
-            f"{np.nanmax(ref):g}]; rescale the images")
+            f"1%, as flowinv.metrics.psnr), got values in [{outside[0]:g}, {outside[1]:g}]; "
+            "rescale the images")
     if isinstance(size, bool) or not (isinstance(size, int | float) and 0 < size < np.inf):
         raise ValueError(f"size must be a positive number of inches, got {size!r}")
     n = len(cols[0][1])

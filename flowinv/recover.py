@@ -154,16 +154,25 @@ def _prior_parts(prior) -> tuple[Any, Any]:
                     f"of a shipped prior; got {type(prior).__name__}")
 
 
+def _is_real(value) -> bool:
+    """A real number, or an array of them: not a bool, string, complex number or object, each
+    of which ``float()`` or ``np.asarray(..., float64)`` would take or convert."""
+    try:
+        arr = np.asarray(value)
+    except ValueError:  # a ragged list
+        return False
+    return (arr.dtype != np.bool_ and np.issubdtype(arr.dtype, np.number)
+            and not np.iscomplexobj(arr))
+
+
 def _check_weight(name: str, value, batch: int):
     """A loss weight: a number, or one number per image (shape ``(batch,)``), all ≥ 0."""
     if np.ndim(value) == 0:
         return _check_finite_number(name, value)
     try:
-        arr = np.asarray(value)
-        if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(
-                arr):
+        if not _is_real(value):
             raise TypeError
-        arr = arr.astype(np.float64)
+        arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a number or a 1-D array of real numbers") from None
     if arr.shape != (batch,):
@@ -175,10 +184,7 @@ def _check_weight(name: str, value, batch: int):
 
 
 def _check_finite_number(name: str, value, low: float = 0.0) -> float:
-    # float() would take True and "0.5": a weight is a real number, or a 0-d array of one
-    if isinstance(value, bool | str | bytes | np.bool_) or (
-            np.ndim(value) == 0 and hasattr(value, "dtype")
-            and not np.issubdtype(value.dtype, np.number)) or np.iscomplexobj(value):
+    if not _is_real(value):  # float() would take True and "0.5"
         raise TypeError(f"{name} must be a real number, got {value!r}")
     try:
         value = float(value)
