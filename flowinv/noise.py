@@ -474,8 +474,7 @@ class FlowNoise:
 
     def sample(self, key: Array, shape: Shape | None = None, *, temperature: float = 1.0) -> Array:
         """One draw ``offset + scale * flow.sample(params, key, temperature)``."""
-        if shape is not None:
-            self._check(shape, "shape")
+        self._check(self.flow.image_shape if shape is None else shape, "shape")
         u = self.flow.sample(self.params, key, temperature=temperature)
         return self.offset + self.scale * u
 

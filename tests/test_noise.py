@@ -289,6 +289,18 @@ def test_flow_noise_sample_statistics():
     np.testing.assert_allclose(cold, np.broadcast_to(0.5 + 0.2 * b, cold.shape), rtol=1e-6)
 
 
+def test_flow_noise_sample_refuses_a_per_image_model_drawn_as_one():
+    """A FlowNoise built per image (vmapped over its scale) carries a leading batch axis; one
+    draw with the default shape must say so, as log_prob and sample(key, shape) do, rather
+    than broadcast the batch's scales into a draw of another shape."""
+    flow, params = _affine_flow()
+    batched = jax.vmap(lambda s: noise.flow_noise(flow, params, scale=s))(jnp.array([0.1, 0.2]))
+    with pytest.raises(ValueError, match="per_image_noise"):
+        batched.sample(jax.random.PRNGKey(0))
+    one = jax.tree_util.tree_map(lambda a: a[0], batched)
+    assert one.sample(jax.random.PRNGKey(0)).shape == tuple(flow.image_shape)
+
+
 # --------------------------------------------------------------------------------------------
 # validation
 
