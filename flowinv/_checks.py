@@ -6,6 +6,8 @@ import math
 import numbers
 from typing import Any
 
+import jax.numpy as jnp
+
 
 def positive_int(value: Any, name: str) -> int:
     """Returns ``value`` as a Python ``int`` if it is an integer ≥ 1, else raises ``ValueError``.
@@ -26,3 +28,17 @@ def finite_real(value: Any, name: str, *, positive: bool = False) -> float:
         raise ValueError(f"{name} must be a finite number{' > 0' if positive else ''}, "
                          f"got {value!r}")
     return float(value)
+
+
+def unit_interval_images(x: Any, name: str, *, why: str = "") -> None:
+    """Raises ``TypeError`` unless ``x`` (a NumPy or JAX array) has a floating dtype, and
+    ``ValueError`` unless every entry lies in ``[0, 1]`` (so no NaN or inf either); ``why``, if
+    given, is added to the second message in parentheses."""
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        hint = " (divide 8-bit images by 255)" if jnp.issubdtype(x.dtype, jnp.integer) else ""
+        raise TypeError(f"{name} must be floating point images in [0, 1], got dtype "
+                        f"{x.dtype}{hint}")
+    lo, hi = float(x.min()), float(x.max())
+    if not (0.0 <= lo and hi <= 1.0):
+        raise ValueError(f"{name} must hold images with pixel values in [0, 1]"
+                         f"{f' ({why})' if why else ''}, got values in [{lo:.4g}, {hi:.4g}]")

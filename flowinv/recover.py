@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from flowinv import _progress, losses, solvers
-from flowinv._checks import positive_int
+from flowinv._checks import positive_int, unit_interval_images
 from flowinv.flows import Flow
 from flowinv.operators import _is_tracer
 
@@ -335,18 +335,8 @@ def invert_images(flow: Flow, params, x: Array) -> tuple[Array, Array]:
     if x.ndim != 1 + len(flow.image_shape) or tuple(x.shape[1:]) != tuple(flow.image_shape):
         raise ValueError(f"x must have shape (B, *{tuple(flow.image_shape)}), "
                          f"got {tuple(x.shape)}")
-    _check_pixels("x", x)
+    unit_interval_images(x, "x", why="G⁻¹ is only defined there")
     return _invert_images(flow, params, x)
-
-
-def _check_pixels(name: str, x: Array) -> None:
-    """Floating point images with every pixel in ``[0, 1]`` (so no NaN or inf either)."""
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"{name} must be floating point images, got dtype {x.dtype}")
-    lo, hi = float(jnp.min(x)), float(jnp.max(x))
-    if not (0.0 <= lo and hi <= 1.0):
-        raise ValueError(f"{name} must hold images with pixel values in [0, 1] (G⁻¹ is only "
-                         f"defined there), got values in [{lo:.4g}, {hi:.4g}]")
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -661,7 +651,7 @@ def recover(
                 ((tuple(prior.image_shape)),) if single else ()):
             raise ValueError(f"x0 must have shape {(batch, *prior.image_shape)}, "
                              f"got {tuple(x0.shape)}")
-        _check_pixels("x0", x0)
+        unit_interval_images(x0, "x0", why="G⁻¹ is only defined there")
     dim = prior.latent_dim if isinstance(prior, Generator) else prior.dim
 
     def starts(key, init):

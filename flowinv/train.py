@@ -29,6 +29,7 @@ import numpy as np
 import optax
 
 from flowinv import checkpoints, data
+from flowinv._checks import unit_interval_images
 from flowinv.flows import Flow, num_params
 
 Params = Any
@@ -242,14 +243,10 @@ def _checked_images(images: Any, shape: tuple[int, ...]) -> tuple[np.ndarray, np
     out = []
     for name, x in zip(("train", "test"), images, strict=True):
         x = np.asarray(x)
-        if not np.issubdtype(x.dtype, np.floating):
-            raise TypeError(f"images' {name} must be float images in [0, 1], got dtype "
-                            f"{x.dtype} (divide 8-bit images by 255)")
         if x.ndim != 4 or tuple(x.shape[1:]) != tuple(shape) or len(x) == 0:
             raise ValueError(f"images' {name} must have shape (N, {', '.join(map(str, shape))}) "
                              f"for this flow, with N >= 1, got {tuple(x.shape)}")
-        if not (np.all(np.isfinite(x)) and x.min() >= 0.0 and x.max() <= 1.0):
-            raise ValueError(f"images' {name} must hold values in [0, 1]")
+        unit_interval_images(x, f"images' {name}")
         out.append(x.astype(np.float32))
     return out[0], out[1]
 
