@@ -103,6 +103,35 @@ def test_vmapped_solver_equals_per_image_solves(name):
 
 
 @pytest.mark.parametrize("name", LBFGS_SOLVERS)
+@pytest.mark.parametrize("coupling,stored", [(1e5, False), (1e3, True)])
+def test_lbfgs_skips_a_curvature_pair_nearly_orthogonal_to_its_step(name, coupling, stored):
+    """``f(z) = ½δz₁² + k·z₁z₂ + ½z₂² + z₁`` with δ = 10⁻⁴, from ``z0 = 0`` with ``H₀ = I``:
+    the first step is ``s = (−1, 0)`` (accepted at t = 1) and ``y = (−δ, −k)``, so
+    ``sᵀy/(‖s‖‖y‖) ≈ δ/k``. At k = 10⁵ (10⁻⁹) the pair is below the 10⁻⁸ threshold and is not
+    stored: the second step is the steepest-descent one, ``z1 − ∇f(z1)``, which Armijo
+    accepts at t = 1. At k = 10³ (10⁻⁷) the pair is stored and the second iterate is another
+    point. float64, so the hand computation holds to rounding (1e-12 relative)."""
+    delta = 1e-4
+    loss = lambda z, y: (0.5 * delta * z[0] ** 2 + coupling * z[0] * z[1] + 0.5 * z[1] ** 2
+                         + z[0] + 0.0 * y)
+    z1 = np.array([-1.0, 0.0])
+    g1 = np.array([delta * z1[0] + coupling * z1[1] + 1.0, coupling * z1[0] + z1[1]])
+    steepest = z1 - g1
+    with jax.enable_x64(True):
+        kwargs = {"first_step": None} if name == "lbfgs" else {}
+        r = jax.jit(lambda z0: solvers.get_solver(name)(
+            loss, z0, 0.0, maxiter=2, tol=0.0, **kwargs))(jnp.zeros(2, jnp.float64))
+        f = lambda z: float(loss(jnp.asarray(z), 0.0))
+        assert int(r.iterations) == 2
+        np.testing.assert_allclose(r.loss_history[0], f(z1), rtol=1e-12)
+        if stored:
+            assert abs(float(r.loss_history[1]) - f(steepest)) > 1e-3 * abs(f(steepest))
+        else:
+            np.testing.assert_allclose(r.loss_history[1], f(steepest), rtol=1e-12)
+            np.testing.assert_allclose(r.z, steepest, rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", LBFGS_SOLVERS)
 def test_lbfgs_accepts_the_last_trial_and_stops_when_no_step_is_finite(name):
     """Every trial point ``t > 0`` of the first line search is NaN: after ``max_trials``
     halvings the solver takes the last one (as jaxopt does), flags the divergence and returns
