@@ -35,7 +35,7 @@ class StepStack:
 
     ``unroll``: passed to ``lax.scan``. ``None`` (default) fully unrolls on the CPU backend and
     keeps a rolled loop elsewhere: XLA:CPU runs convolution gradients inside a while loop about
-    17× slower than unrolled (measured: Glow 28×28, K=8, width 128, batch 64 on 2 cores:
+    16× slower than unrolled (measured: Glow 28×28, K=8, width 128, batch 64 on 2 cores:
     8.6 s vs 0.53 s per value-and-grad, and the unrolled one also compiled faster, 4.9 s vs
     10.9 s), while on GPU the rolled scan keeps compile time flat in ``K``.
     """
