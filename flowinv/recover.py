@@ -381,9 +381,12 @@ def _checked_spec(prior, operator, noise, *, method, penalty, space, solver, max
         raise ValueError("space='x' is only defined for method='map'")
     in_shape = tuple(getattr(operator, "in_shape", ()))
     out_shape = tuple(getattr(operator, "out_shape", ()))
-    if not in_shape or not callable(operator):
+    missing = [what for what, ok in (("__call__", callable(operator)), ("in_shape", in_shape),
+                                     ("out_shape", hasattr(operator, "out_shape"))) if not ok]
+    if missing:
         raise TypeError("operator must be a flowinv operator (a callable pytree with "
-                        "in_shape/out_shape; see flowinv.operators.from_function)")
+                        "in_shape/out_shape; see flowinv.operators.from_function): this "
+                        f"{type(operator).__name__} lacks {', '.join(missing)}")
     _check_model(operator, "operator")
     if noise is not None:
         if not callable(getattr(noise, "log_prob", None)):

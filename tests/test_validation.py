@@ -8,6 +8,7 @@ import json
 import pathlib
 import re
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -99,6 +100,18 @@ class _PlainOperator:
         return 2.0 * x
 
 
+@flax.struct.dataclass
+class _OperatorWithoutOutShape:
+    """A pytree operator that forgot ``out_shape``: recover used to read it as ``()`` and
+    blame the measurements' shape."""
+
+    scale: jax.Array
+    in_shape: tuple = flax.struct.field(pytree_node=False, default=SHAPE)
+
+    def __call__(self, x):
+        return self.scale * x
+
+
 class _PlainNoise:
     def log_prob(self, delta):
         return -jnp.sum(jnp.abs(delta))
@@ -154,6 +167,9 @@ CASES = [
     ("map-without-noise", lambda p, s, t: _recover(p, method="map"), ValueError, ["noise"]),
     ("operator-shape-mismatch", lambda p, s, t: _recover(
         p, operator=operators.identity((5, 5, 1)), y=_y(5, 5, 1)), ValueError, ["in_shape"]),
+    ("operator-without-out-shape", lambda p, s, t: _recover(
+        p, operator=_OperatorWithoutOutShape(jnp.float32(2.0))), TypeError,
+     ["_OperatorWithoutOutShape", "lacks out_shape"]),
     ("operator-not-callable", lambda p, s, t: _recover(p, operator="identity"), TypeError,
      ["operator"]),
     ("prior-not-a-prior", lambda p, s, t: _recover(42), TypeError, ["prior"]),
