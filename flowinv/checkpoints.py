@@ -13,50 +13,101 @@ silently mis-shaped model.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import os
 import pathlib
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flowinv.flows import Flow, glow, realnvp
+from flowinv.flows import Flow, Glow, RealNVP, glow, realnvp
 
 Params = Any
 
 SIDECAR = "metadata.json"
 PARAMS_DIR = "params"
 
-FLOW_BUILDERS = {"glow": glow, "realnvp": realnvp}
+FLOW_BUILDERS: dict[str, Callable[..., Flow]] = {"glow": glow, "realnvp": realnvp}
+"""Sidecar ``"type"`` -> builder ``builder(image_shape, **fields) -> Flow``. Extend it with
+:func:`register_flow`, which also tells :func:`flow_config` the class."""
+
+_FLOW_TYPES: dict[type, str] = {Glow: "glow", RealNVP: "realnvp"}
+_BUILT_IN = frozenset(FLOW_BUILDERS)
+
+
+def register_flow(name: str, builder: Callable[..., Flow], cls: type) -> None:
+    """Makes flows of a class of your own describable and rebuildable from a sidecar.
+
+    After ``register_flow("leakyglow", leakyglow, LeakyGlow)``, :func:`flow_config` describes a
+    ``LeakyGlow`` as ``{"type": "leakyglow", **its dataclass fields}``, and
+    :func:`flow_from_config` (so :func:`load_prior`, :func:`load` without ``target``,
+    ``recover("path/to/checkpoint", ...)`` and :func:`flowinv.train.train`) rebuilds it as
+    ``builder(image_shape, **the other fields)``, which must give a flow equal to the one
+    described. The registry lives in the process: register before loading, in every process
+    that loads (the command-line experiments know the shipped types only). Registering a name
+    again replaces its builder and class (re-running a notebook cell that defines the class).
+
+    Args:
+      name: the sidecar's ``"type"``; not ``"glow"`` or ``"realnvp"``.
+      builder: ``builder(image_shape, **fields) -> Flow``.
+      cls: the class of the flows it builds: a dataclass subclass of :class:`Flow`, described
+        by its exact type (a subclass of it is not).
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name must be a non-empty str, got {name!r}")
+    if name in _BUILT_IN:
+        raise ValueError(f"{name!r} is a built-in flow type; register yours under another name")
+    if not callable(builder):
+        raise TypeError(f"builder must be callable, got {type(builder).__name__}")
+    if not (isinstance(cls, type) and issubclass(cls, Flow) and dataclasses.is_dataclass(cls)):
+        raise TypeError(f"cls must be a dataclass subclass of flowinv.Flow, got {cls!r}")
+    for known, kind in list(_FLOW_TYPES.items()):
+        if kind == name or known is cls:
+            if kind in _BUILT_IN:
+                raise ValueError(f"{cls.__name__} is described as the built-in type {kind!r}")
+            del _FLOW_TYPES[known]
+    FLOW_BUILDERS[name] = builder
+    _FLOW_TYPES[cls] = name
 
 
 def flow_from_config(arch: dict) -> Flow:
-    """Builds a flow from a sidecar's ``{"type": "glow" | "realnvp", "image_shape": …, …}``."""
+    """Builds a flow from a sidecar's ``{"type": "glow" | "realnvp", "image_shape": …, …}``
+    (or a type added with :func:`register_flow`)."""
     if not isinstance(arch, dict) or arch.get("type") not in FLOW_BUILDERS:
         raise ValueError(
-            f"architecture must be a dict with 'type' in {sorted(FLOW_BUILDERS)}, got {arch!r}")
-    import inspect
-
+            f"architecture must be a dict with 'type' in {sorted(FLOW_BUILDERS)}, got {arch!r}"
+            " (a flow class of your own: checkpoints.register_flow)")
     builder = FLOW_BUILDERS[arch["type"]]
     kwargs = {k: v for k, v in arch.items() if k not in ("type", "image_shape")}
-    known = set(inspect.signature(builder).parameters) - {"image_shape"}
-    unknown = sorted(set(kwargs) - known)
-    if unknown:
-        raise ValueError(f"architecture of type {arch['type']!r} has unknown keys {unknown}; "
-                         f"expected some of {sorted(known)}")
+    params = inspect.signature(builder).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        known = set(params) - {"image_shape"}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise ValueError(f"architecture of type {arch['type']!r} has unknown keys "
+                             f"{unknown}; expected some of {sorted(known)}")
     if "image_shape" not in arch:
         raise ValueError(f"architecture must give 'image_shape', got {arch!r}")
     return builder(tuple(arch["image_shape"]), **kwargs)
 
 
 def flow_config(flow: Flow) -> dict:
-    """The inverse of :func:`flow_from_config`: a JSON-able description of ``flow``."""
-    import dataclasses
-
+    """The inverse of :func:`flow_from_config`: a JSON-able description of ``flow`` (a
+    :class:`Glow`, a :class:`RealNVP`, or a flow of a class added with :func:`register_flow`)."""
+    kind = _FLOW_TYPES.get(type(flow))
+    if kind is None:
+        raise ValueError(
+            f"flow_config describes flows of the registered classes "
+            f"({', '.join(c.__name__ for c in _FLOW_TYPES)}), got a {type(flow).__name__}: "
+            f"register its class with checkpoints.register_flow(name, builder, cls), or save "
+            f"without an architecture and restore with load(path, "
+            f"target=abstract_flow_params(flow))")
     fields = dataclasses.asdict(flow)
-    kind = {"Glow": "glow", "RealNVP": "realnvp"}[type(flow).__name__]
     fields["image_shape"] = list(fields["image_shape"])
     return {"type": kind, **fields}
 

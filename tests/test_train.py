@@ -189,6 +189,48 @@ def test_checkpoint_keeps_a_params_dtype_other_than_float32(tmp_path):
         assert sidecar.get("param_dtype") == (None if dtype == jnp.float32 else "bfloat16")
 
 
+@dataclasses.dataclass(frozen=True)
+class _TiltedGlow(flowinv.Glow):
+    """A flow class of a user's own: a Glow with one more field."""
+
+    tilt: float = 0.0
+
+
+def _tilted(image_shape, *, tilt, **glow_args):
+    g = flowinv.glow(image_shape, **glow_args)
+    return _TiltedGlow(**{f.name: getattr(g, f.name) for f in dataclasses.fields(g)}, tilt=tilt)
+
+
+def test_a_registered_flow_class_is_described_saved_and_rebuilt(tmp_path, monkeypatch):
+    """Before ``register_flow`` a flow of another class is a ValueError that names it (not a
+    bare KeyError, and not described as the Glow it subclasses); after it, ``flow_config``
+    describes it with its own type and fields, and ``load_prior`` rebuilds an equal flow of
+    that class with the same params, through a builder that takes ``**kwargs``."""
+    monkeypatch.setattr(checkpoints, "FLOW_BUILDERS", dict(checkpoints.FLOW_BUILDERS))
+    monkeypatch.setattr(checkpoints, "_FLOW_TYPES", dict(checkpoints._FLOW_TYPES))
+    flow = _tilted((8, 8, 1), levels=1, steps=1, width=8, tilt=0.5)
+    with pytest.raises(ValueError, match="_TiltedGlow.*register_flow"):
+        checkpoints.flow_config(flow)
+    checkpoints.register_flow("tilted-glow", _tilted, _TiltedGlow)
+    arch = checkpoints.flow_config(flow)
+    assert arch["type"] == "tilted-glow" and arch["tilt"] == 0.5
+    params = flow.init(jax.random.PRNGKey(0), jax.random.uniform(jax.random.PRNGKey(1),
+                                                                 (4, 8, 8, 1)))
+    path = checkpoints.save(tmp_path / "mine", params, {"kind": "flow", "architecture": arch})
+    loaded_flow, loaded = checkpoints.load_prior(str(path))
+    assert type(loaded_flow) is _TiltedGlow and loaded_flow == flow
+    jax.tree.map(np.testing.assert_array_equal, params, loaded)
+    checkpoints.register_flow("tilted-glow", lambda image_shape, **kw: _tilted(image_shape, **kw),
+                              _TiltedGlow)
+    assert checkpoints.flow_from_config(arch) == flow
+    for args, exc, words in ((("glow", _tilted, _TiltedGlow), ValueError, "built-in"),
+                             (("mine", flowinv.glow, flowinv.Glow), ValueError, "built-in"),
+                             (("mine", _tilted, object), TypeError, "Flow"),
+                             (("", _tilted, _TiltedGlow), TypeError, "name")):
+        with pytest.raises(exc, match=words):
+            checkpoints.register_flow(*args)
+
+
 def test_available_priors_filters_by_kind():
     """Error messages list only checkpoints of the kind asked for (a GAN name is never offered
     a flow, and the other way round)."""
