@@ -838,6 +838,14 @@ def adjoint_check(op: Any, key: Array, *, dtype: Any = None) -> Array:
     """
     if not getattr(op, "is_linear", False):
         raise ValueError(f"op must be a linear operator, got {type(op).__name__}")
+    if callable(getattr(op, "check_layout", None)):
+        try:
+            op.check_layout()
+        except ValueError as e:
+            raise ValueError(
+                f"adjoint_check takes one image's operator, but this {type(op).__name__}'s "
+                f"arrays do not have the shapes it was built with (one built per image with "
+                f"jax.vmap? check image i with jax.tree.map(lambda a: a[i], op))") from e
     dtype = jnp.asarray(0.0).dtype if dtype is None else dtype
     kx, ky = jax.random.split(key)
     x = jax.random.normal(kx, op.in_shape, dtype)

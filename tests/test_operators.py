@@ -333,6 +333,17 @@ def test_adjoint_check_detects_wrong_adjoint():
     assert float(ops.adjoint_check(op, jax.random.PRNGKey(0))) < 1e-5
 
 
+def test_adjoint_check_of_an_operator_built_per_image_says_how_to_check_one_image():
+    """A batch of operators (vmapped construction) is not one image's operator: the check says
+    how to take image i (the layout message it replaces speaks of recover's flag)."""
+    batch = jax.vmap(lambda c: ops.from_function(lambda x, c: c * x, SHAPE, params=c,
+                                                 linear=True))(jnp.array([1.0, 2.0]))
+    with pytest.raises(ValueError, match=r"adjoint_check takes one image's operator.*a\[i\]"):
+        ops.adjoint_check(batch, jax.random.PRNGKey(0))
+    one = jax.tree.map(lambda a: a[1], batch)
+    assert float(ops.adjoint_check(one, jax.random.PRNGKey(0))) < 1e-5  # float32 rounding
+
+
 @pytest.mark.parametrize(
     "call,arg",
     [
