@@ -510,7 +510,7 @@ def run_cs(config, *, one_bit: bool, experiment: str) -> dict:
             for value in grids[meth]:
                 kw = dict(operator=op, maxiter=config.maxiter, solver=config.solver,
                           chunk_size=common.chunk_size())
-                with common.Timer() as t:
+                with common.SolveClock() as t:
                     if meth == "map":
                         r = flowinv.recover((flow, params), y, noise=eta_pad, method="map",
                                             beta=value, **kw)

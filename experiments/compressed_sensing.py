@@ -153,7 +153,7 @@ def _pick_iagan(gan, y, op, z_gan, nt, val, config, csgm_seconds):
 
     candidates = []
     for lr in config.iagan_lrs:
-        with common.Timer() as t:
+        with common.SolveClock() as t:
             adapted, projected = jax.block_until_ready(
                 _iagan(gan, y, op, z_gan, config.iagan_steps, lr))
         for bp, x in ((False, adapted), (True, projected)):
@@ -203,7 +203,7 @@ def run(config: Config) -> dict:
         nt = len(test)
         results = {}  # method -> (recovered test images, seconds)
         if "glow" in config.methods:
-            with common.Timer() as t:
+            with common.SolveClock() as t:
                 r = flowinv.recover((flow, params), y[:nt], operator=op, gamma=0.0,
                                     init="zeros", maxiter=config.maxiter,
                                     chunk_size=common.chunk_size())
@@ -217,12 +217,12 @@ def run(config: Config) -> dict:
             lam = common.best_on_validation([dict(val_psnr=metrics.batch_psnr(np.clip(
                 np.asarray(_lasso(y[nt:], op, basis, lam)), 0, 1), val).mean(), lam=lam)
                 for lam in config.lasso_lams])["lam"]
-            with common.Timer() as t:
+            with common.SolveClock() as t:
                 x = np.asarray(_lasso(y[:nt], op, basis, lam))
             results[meth] = (x, t.seconds)
         if gan is not None:
             # the validation images get CSGM latents too: IAGAN starts from them
-            with common.Timer() as t:
+            with common.SolveClock() as t:
                 x_gan, z_gan = jax.block_until_ready(
                     _csgm(gan, y, op, key, config.gan_restarts, config.maxiter))
             if "dcgan" in config.methods:
@@ -232,7 +232,7 @@ def run(config: Config) -> dict:
                 results["iagan"] = (x_ia, s_ia)
                 iagan_choices.append(dict(test_set=f"{name}:{spec}", m=m, **choice))
         if "deep-decoder" in config.methods:
-            with common.Timer() as t:
+            with common.SolveClock() as t:
                 x = np.asarray(_deep_decoder(key, y[:nt], op, shape, config.dd_steps))
             results["deep-decoder"] = (x, t.seconds)
         for meth, (x_hat, seconds) in results.items():

@@ -158,7 +158,7 @@ def run(config: Config) -> dict:
         samples[(s, method, pvalue)] = x_hat[:n_test]
 
     for s in tqdm(config.sigmas, desc="baselines", disable=not config.progress):
-        with common.Timer() as t:
+        with common.SolveClock() as t:
             x_bm3d = np.stack([classical.bm3d_denoise(y, s) for y in noisy[s]])
         score(x_bm3d, s, "bm3d", "", "", t.seconds / len(images))
         score(noisy[s], s, "noisy", "", "", 0.0)
@@ -169,7 +169,7 @@ def run(config: Config) -> dict:
     for method, pairs in tqdm(groups.items(), desc="denoise", disable=not config.progress):
         y = jnp.asarray(np.concatenate([noisy[s] for s, _ in pairs]))
         weights = jnp.repeat(jnp.asarray([w for _, w in pairs], y.dtype), len(images))
-        with common.Timer() as t:
+        with common.SolveClock() as t:
             if method == "dcgan":
                 r = flowinv.recover(gan, y, operator=op, method="bora", gamma=weights,
                                     maxiter=config.maxiter, chunk_size=chunk, progress=bar)

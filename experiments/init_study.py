@@ -273,7 +273,7 @@ def run(config: Config) -> dict:
             for nm in names:
                 if nm in inv_names:
                     continue
-                with common.Timer() as t:
+                with common.SolveClock() as t:
                     if nm == "zeros":
                         r = flowinv.recover((flow, params), y, operator=op, gamma=gamma,
                                             init="zeros", maxiter=config.maxiter,
@@ -288,7 +288,7 @@ def run(config: Config) -> dict:
                 bar.update()
             if inv_names:
                 x0 = jnp.concatenate([init_imgs[nm] for nm in inv_names])
-                with common.Timer() as t:
+                with common.SolveClock() as t:
                     r = flowinv.recover((flow, params), jnp.tile(y, (len(inv_names), 1)),
                                         operator=op, gamma=gamma, init="inverse", x0=x0,
                                         maxiter=config.maxiter, chunk_size=common.chunk_size())

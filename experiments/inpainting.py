@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import time
 
 import jax
 import jax.numpy as jnp
@@ -123,42 +122,6 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 # ---- helpers shared with experiments.subpixel -----------------------------------------------
-
-
-_COMPILE_EVENT_PREFIX = "/jax/core/compile/"
-
-
-class SolveClock:
-    r"""Wall time of a block, and the part of it that JAX spent tracing/lowering/compiling.
-
-    ``compile_seconds`` is the length of the union of the spans of JAX's
-    ``/jax/core/compile/*`` monitoring events (they nest, so they are not simply summed) and
-    ``seconds = wall − compile_seconds`` is the solve time proper. Block on the results inside
-    the ``with`` (e.g. ``np.asarray``), since JAX dispatches asynchronously.
-    """
-
-    def __enter__(self):
-        self._spans: list[tuple[float, float]] = []
-
-        def listener(event: str, start: float, end: float, **_) -> None:
-            if event.startswith(_COMPILE_EVENT_PREFIX):
-                self._spans.append((start, end))
-
-        self._listener = listener
-        jax.monitoring.register_event_time_span_listener(listener)
-        self._start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        self.wall = time.perf_counter() - self._start
-        jax.monitoring.unregister_event_time_span_listener(self._listener)
-        covered, reach = 0.0, -math.inf
-        for start, end in sorted(self._spans):
-            if end > reach:
-                covered += end - max(start, reach)
-                reach = end
-        self.compile_seconds = min(covered, self.wall)
-        self.seconds = self.wall - self.compile_seconds
 
 
 def with_holes(y: np.ndarray, mask: np.ndarray, fill: float = 0.5) -> np.ndarray:
@@ -254,7 +217,7 @@ def run(config: Config) -> dict:
         jobs += [("dcgan", lam) for lam in config.gan_lams]
     chunk = config.batch_size or common.chunk_size()
     for method, value in tqdm(jobs, desc="inpainting", disable=not config.progress):
-        with SolveClock() as clock:
+        with common.SolveClock() as clock:
             if method == "glow":
                 r = flowinv.recover((flow, params), y, operator=op, per_image_operator=True,
                                     chunk_size=chunk, method="asim", gamma=value,

@@ -301,7 +301,7 @@ def run(config: Config) -> dict:
     bar.set_postfix_str(f"spectrum ({solver})")
     spectrum_rows, summary = [], []
     precision = "float64" if config.float64 else "float32"
-    with common.Timer() as t, jax.enable_x64(config.float64):
+    with common.SolveClock() as t, jax.enable_x64(config.float64):
         dt = jnp.float64 if config.float64 else jnp.float32
         p_hi = jax.tree.map(lambda a: jnp.asarray(a, dt), params)
         z_hi, logdet_inv = invert_images(flow, p_hi, jnp.asarray(test[:ns], dt))
@@ -340,7 +340,7 @@ def run(config: Config) -> dict:
     eps = jnp.asarray(config.eps, zs.dtype)
     pert_rows, curves = [], {}
     for kind, dirs in (("natural", nat), ("random", rnd)):
-        with common.Timer() as t:
+        with common.SolveClock() as t:
             delta, gain = jax.block_until_ready(perturbation_norms(flow, params, zs, dirs, eps))
         delta, gain = np.asarray(delta, np.float64), np.asarray(gain, np.float64)
         curves[kind] = (delta.reshape(-1, len(config.eps)), gain.ravel())

@@ -151,7 +151,7 @@ def _evaluate(table, summary, model: str, part: str, flow, params, sets, key, co
               extra: dict, sheets: dict):
     from flowinv import metrics
 
-    with common.Timer() as t:
+    with common.SolveClock() as t:
         solved = _recover_all(flow, params, sets, key, config.maxiter)
     start = 0
     for name, truth in sets.items():

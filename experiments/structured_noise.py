@@ -359,7 +359,7 @@ def run(config: Config) -> dict:
             measured[(kind, s)], noises[(kind, s)] = np.asarray(y), np.asarray(delta)
             for meth in methods:
                 for value in grids[meth]:
-                    with common.Timer() as t:
+                    with common.SolveClock() as t:
                         if meth == "noisy":
                             x_hat = np.asarray(y) / a
                         elif meth == "bm3d":

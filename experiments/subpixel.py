@@ -51,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import _whang_cs, common
-from experiments.inpainting import SolveClock, with_holes
+from experiments.inpainting import with_holes
 
 QUICK = dict(num_images=2, val_images=2, maxiter=200, betas=(0.1, 1.0), gammas=(0.0, 0.5))
 # Quick γ of Asim's γ‖z‖ (Whang et al. eq. (9)): the quick grid was γ ∈ {0, 0.01} of γ‖z‖²,
@@ -169,7 +169,7 @@ def run(config: Config) -> dict:
     for method, value in tqdm(jobs, desc="sub-pixel imputation", disable=not config.progress):
         weights = ({"beta": value} if method == "map"
                    else {"gamma": value, "penalty": config.asim_penalty})
-        with SolveClock() as clock:
+        with common.SolveClock() as clock:
             r = flowinv.recover((flow, params), y, operator=op, per_image_operator=True,
                                 chunk_size=config.batch_size or common.chunk_size(),
                                 method=method, noise=model if method == "map" else None,

@@ -105,7 +105,7 @@ def test_inpainting_missing_gan_is_skipped(capsys):
 
 def test_solve_clock_separates_compilation():
     f = jax.jit(lambda x: x * 2.0 + 1.0)
-    with inpainting.SolveClock() as clock:
+    with common.SolveClock() as clock:
         np.asarray(f(np.arange(7.0)))
     assert clock.compile_seconds > 0
     assert clock.seconds >= 0
@@ -117,10 +117,10 @@ def test_solve_clock_counts_overlapping_compile_spans_once():
     not their sum. Two spans of 20 ms overlapping by 10 ms: 30 ms, not 40."""
     import time
 
-    with inpainting.SolveClock() as clock:
+    with common.SolveClock() as clock:
         t0 = time.perf_counter()
-        clock._listener(inpainting._COMPILE_EVENT_PREFIX + "outer", t0, t0 + 0.02)
-        clock._listener(inpainting._COMPILE_EVENT_PREFIX + "inner", t0 + 0.01, t0 + 0.03)
+        clock._listener(common._COMPILE_EVENT_PREFIX + "outer", t0, t0 + 0.02)
+        clock._listener(common._COMPILE_EVENT_PREFIX + "inner", t0 + 0.01, t0 + 0.03)
         clock._listener("/jax/some/other/event", t0, t0 + 0.5)  # not compilation
         time.sleep(0.05)
     assert clock.compile_seconds == pytest.approx(0.03, abs=1e-9)
