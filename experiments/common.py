@@ -73,10 +73,12 @@ def float_list(text: str) -> tuple[float, ...]:
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, name: str, *, quick: dict,
-                         full: dict, dataset: str = "mnist") -> None:
+                         full: dict, dataset: str = "mnist", uses_gan: bool = True) -> None:
     """The options every experiment has. ``quick`` and ``full`` are the experiment's default
     settings (its ``QUICK`` and ``FULL``): ``--help`` states them for every option named after
-    one of their keys (:class:`PresetHelpFormatter`)."""
+    one of their keys (:class:`PresetHelpFormatter`). An experiment without GAN baselines
+    passes ``uses_gan=False``: ``--help`` then says that ``--gan`` is not used (it is accepted,
+    for one command line across experiments, and :func:`note_unused_gan` says so)."""
     parser.formatter_class = functools.partial(PresetHelpFormatter, quick=quick, full=full)
     parser.add_argument("--dataset", default=dataset,
                         help="test images: mnist, digits, patches64, lfw, cartoon, "
@@ -87,7 +89,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, name: str, *, quick: d
                              "colour images, glow-mnist for grey)")
     parser.add_argument("--gan", default=None,
                         help="DCGAN checkpoint for the GAN baselines (default: shipped one for "
-                             "the dataset; 'none' skips them)")
+                             "the dataset; 'none' skips them)" if uses_gan else
+                             "DCGAN checkpoint (not used by this experiment)")
     parser.add_argument("--num-images", type=positive_int, default=None,
                         help="number of test images")
     parser.add_argument("--maxiter", type=positive_int, default=None,
@@ -99,6 +102,12 @@ def add_common_arguments(parser: argparse.ArgumentParser, name: str, *, quick: d
     parser.add_argument("--out", default=f"results/{name}",
                         help=f"output folder (default results/{name})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def note_unused_gan(args: argparse.Namespace, name: str) -> None:
+    """Prints that ``--gan`` is ignored, where an experiment without GAN baselines got one."""
+    if args.gan is not None:
+        print(f"note: --gan is not used by {name} (ignored)")
 
 
 def preset_help(quick: dict, full: dict, key: str) -> str | None:

@@ -87,7 +87,7 @@ class Config:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m experiments.init_study", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_common_arguments(p, "init_study", quick=QUICK, full=FULL)
+    common.add_common_arguments(p, "init_study", quick=QUICK, full=FULL, uses_gan=False)
     p.add_argument("--ratios", type=common.float_list, default=None,
                    help="undersampling ratios m/n, comma separated, in (0, 1]")
     p.add_argument("--gammas", type=common.float_list, default=None,
@@ -118,8 +118,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         unknown = sorted(set(inits) - set(INITS))
         if unknown or not inits:
             raise ValueError(f"--inits: unknown {unknown}; choose from {INITS}")
-    if args.gan is not None:
-        print("note: --gan is not used by init_study (ignored)")
+    common.note_unused_gan(args, "init_study")
     return Config(
         dataset=args.dataset, prior=args.prior, num_images=pick(args.num_images, "num_images"),
         maxiter=pick(args.maxiter, "maxiter"), ratios=ratios,

@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m experiments.jacobian_spectrum",
                                 description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_common_arguments(p, "jacobian_spectrum", quick=QUICK, full=FULL)
+    common.add_common_arguments(p, "jacobian_spectrum", quick=QUICK, full=FULL,
+                                uses_gan=False)
     p.add_argument("--spectrum-images", type=common.positive_int, default=None,
                    help="images whose full spectrum is computed")
     p.add_argument("--directions", type=common.positive_int, default=None,

@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m experiments.subpixel", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_common_arguments(p, "subpixel", quick=QUICK, full=FULL, dataset="patches64")
+    common.add_common_arguments(p, "subpixel", quick=QUICK, full=FULL, dataset="patches64",
+                                uses_gan=False)
     p.add_argument("--drop", type=float, default=0.25,
                    help="fraction p of sub-pixels dropped, in [0, 1) (default 0.25)")
     p.add_argument("--noise-sigma", type=float, default=0.05,
@@ -115,6 +116,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
     pick = lambda v, k: preset[k] if v is None else v
     if not 0 <= args.drop < 1:
         raise ValueError(f"--drop must lie in [0, 1), got {args.drop}")
+    common.note_unused_gan(args, "subpixel")
     if not (np.isfinite(args.noise_sigma) and args.noise_sigma > 0):
         raise ValueError(f"--noise-sigma must be a finite number > 0, got {args.noise_sigma}")
     return Config(

@@ -259,6 +259,8 @@ def test_help_states_the_experiments_own_defaults(module):
         assert f"(default: quick {quick['maxiter']}; --full {full['maxiter']})" in text
     else:
         assert "solver iterations (not used by this experiment)" in text
+    has_gan = "gan" in {f.name for f in dataclasses.fields(mod.Config)}
+    assert ("DCGAN checkpoint (not used by this experiment)" in text) is not has_gan
     # every option named after a preset states a default
     formatter = parser._get_formatter()
     for action in parser._actions:
