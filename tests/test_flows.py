@@ -51,7 +51,7 @@ from scipy import stats
 
 import flowinv
 from flowinv import checkpoints
-from flowinv.flows import StepStack
+from flowinv.flows import Flow, StepStack
 from flowinv.flows.layers import (
     ActNorm,
     ChannelCoupling,
@@ -646,6 +646,49 @@ def test_glow_actnorm_eps_reaches_every_actnorm():
     plain = flowinv.glow((8, 8, 1), levels=2, steps=2, width=8, actnorm_eps=0.0)
     assert not np.allclose(flow.inverse(params, x[0])[0], plain.inverse(params, x[0])[0])
     assert checkpoints.flow_from_config(checkpoints.flow_config(flow)) == flow
+
+
+class _Reshape(Flow):
+    """The identity as a flow (flat latent <-> image), log-det 0."""
+
+    def _init(self, key, x_batch):
+        return {}
+
+    def _forward(self, params, z):
+        return z.reshape(self.image_shape), jnp.zeros((), z.dtype)
+
+    def _inverse(self, params, x):
+        return x.ravel(), jnp.zeros((), x.dtype)
+
+
+class _NotADataclass(_Reshape):
+    def __init__(self, image_shape):
+        self.image_shape = image_shape
+
+
+@dataclasses.dataclass
+class _MutableDataclass(_Reshape):
+    image_shape: tuple = (2, 2, 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class _FrozenDataclass(_Reshape):
+    image_shape: tuple = (2, 2, 1)
+
+
+@pytest.mark.parametrize("flow", [_NotADataclass((2, 2, 1)), _MutableDataclass()],
+                         ids=["plain-class", "mutable-dataclass"])
+def test_a_flow_class_that_is_not_a_frozen_dataclass_is_refused(flow):
+    """A flow is a static argument of compiled programs: unhashable (a mutable dataclass) it
+    would fail inside jit; compared by identity (a plain class) it would compile anew for every
+    equal instance. Each public entry point says what to do instead."""
+    for call in (lambda: flow.forward({}, jnp.zeros(4)), lambda: flow.inverse({}, jnp.zeros(
+            (2, 2, 1))), lambda: flow.init(jax.random.PRNGKey(0), jnp.zeros((2, 2, 2, 1)))):
+        with pytest.raises(TypeError, match=r"must be a frozen dataclass"):
+            call()
+    good = _FrozenDataclass()
+    np.testing.assert_array_equal(good.forward({}, jnp.arange(4.0))[0],
+                                  np.arange(4.0).reshape(2, 2, 1))
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [

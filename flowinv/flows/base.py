@@ -271,19 +271,33 @@ class Flow:
         z = temperature * jax.random.normal(key, (self.dim,), dtype)
         return self.forward(params, z)[0]
 
+    def _check_static(self) -> None:
+        """A flow is a static (hashable, compared by value) argument of compiled programs: a
+        subclass that is not a frozen dataclass would fail inside ``jax.jit`` (unhashable) or
+        compile anew for every equal instance (compared by identity)."""
+        params = getattr(type(self), "__dataclass_params__", None)
+        if params is None or not params.frozen or not dataclasses.is_dataclass(self):
+            raise TypeError(
+                f"{type(self).__name__} must be a frozen dataclass "
+                f"(@dataclasses.dataclass(frozen=True)), as every flowinv.Flow is: flows are "
+                f"static, hashable arguments of compiled programs")
+
     def _check_image(self, x: Array) -> None:
+        self._check_static()
         if tuple(x.shape) != tuple(self.image_shape):
             raise ValueError(
                 f"x must have shape {tuple(self.image_shape)} (one image; use jax.vmap for "
                 f"batches), got {tuple(x.shape)}")
 
     def _check_latent(self, z: Array) -> None:
+        self._check_static()
         if tuple(z.shape) != (self.dim,):
             raise ValueError(
                 f"z must be flat with shape ({self.dim},) (one latent; use jax.vmap for "
                 f"batches), got {tuple(z.shape)}")
 
     def _check_batch(self, x_batch: Array) -> Array:
+        self._check_static()
         x_batch = jnp.asarray(x_batch)
         if x_batch.ndim != 4 or tuple(x_batch.shape[1:]) != tuple(self.image_shape):
             raise ValueError(
