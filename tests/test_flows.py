@@ -51,7 +51,7 @@ from scipy import stats
 
 import flowinv
 from flowinv import checkpoints
-from flowinv.flows import Flow, StepStack
+from flowinv.flows import Flow, StepStack, num_params
 from flowinv.flows.layers import (
     ActNorm,
     ChannelCoupling,
@@ -183,6 +183,14 @@ def _glow_stack(shape, steps, **stack_kw):
 
 
 @dataclasses.dataclass(frozen=True)
+class _GlowWithExtraActNorm(flowinv.Glow):
+    """A Glow of a user's own: every step ends with a second actnorm."""
+
+    def step_layers(self, level, k, channels):
+        return (*super().step_layers(level, k, channels), ActNorm(self.actnorm_eps))
+
+
+@dataclasses.dataclass(frozen=True)
 class Case:
     """One bijection under test: ``build()`` makes a fresh (equal) view each call."""
 
@@ -224,6 +232,10 @@ CASES: dict[str, Case] = {
         (8, 8, 3), sigma=SIGMA_DEEP, pixels=True),
     "realnvp": Case(lambda: FlowView(flowinv.realnvp((8, 8, 1), scales=2, blocks=2, width=16)),
                     (8, 8, 1), sigma=SIGMA_DEEP, pixels=True),
+    # Glow's extension point (step_layers), as a user would use it
+    "glow-subclass-extra-actnorm": Case(
+        lambda: FlowView(_GlowWithExtraActNorm((8, 8, 3), levels=2, steps=2, width=16)),
+        (8, 8, 3), sigma=SIGMA_DEEP, pixels=True),
 }
 FLOW_CASES = [name for name, case in CASES.items() if isinstance(case.build(), FlowView)]
 
@@ -646,6 +658,19 @@ def test_glow_actnorm_eps_reaches_every_actnorm():
     plain = flowinv.glow((8, 8, 1), levels=2, steps=2, width=8, actnorm_eps=0.0)
     assert not np.allclose(flow.inverse(params, x[0])[0], plain.inverse(params, x[0])[0])
     assert checkpoints.flow_from_config(checkpoints.flow_config(flow)) == flow
+
+
+def test_glow_step_layers_is_where_a_subclass_adds_a_layer():
+    """The subclass of CASES' ``glow-subclass-extra-actnorm`` (which runs every bijection check)
+    really has the extra layer: an actnorm (a bias and a log-scale per channel) in each of the
+    K steps of each level, and not an unchanged Glow."""
+    mine = _GlowWithExtraActNorm((8, 8, 3), levels=2, steps=2, width=16)
+    plain = flowinv.glow((8, 8, 3), levels=2, steps=2, width=16)
+    x = jnp.full((2, 8, 8, 3), 0.5) + 0.1 * jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3))
+    channels = [c for _, _, c in mine._level_shapes()]  # 12 and 24 after each squeeze
+    extra = sum(2 * c * mine.steps for c in channels)
+    assert num_params(mine.init(jax.random.PRNGKey(0), x)) == num_params(
+        plain.init(jax.random.PRNGKey(0), x)) + extra
 
 
 class _Reshape(Flow):

@@ -76,13 +76,25 @@ class Glow(PixelMap, Flow):
             out.append((h, w, c - c // 2) if level < self.levels - 1 else (h, w, c))
         return out
 
+    def step_layers(self, level: int, k: int, channels: int) -> tuple:
+        """The layers of step ``k`` of level ``level`` (0-based), which acts on ``channels``
+        channels, in the normalising direction: actnorm, 1×1 convolution, coupling.
+
+        The extension point for a Glow of your own: a frozen dataclass subclass that overrides
+        it adds or replaces layers (any layer of the contract in :mod:`flowinv.flows.layers`),
+        e.g. ``return (*super().step_layers(level, k, channels), MyLayer(channels))``. The steps
+        of a level are stacked for ``lax.scan``, so they must have the same layers with the
+        same parameter shapes. Build the subclass directly, ``MyGlow(image_shape, levels=…,
+        steps=…, width=…)`` (:func:`flowinv.glow` builds a plain Glow), and register it with
+        :func:`flowinv.checkpoints.register_flow` to save and load it by its sidecar.
+        """
+        return (ActNorm(self.actnorm_eps),
+                InvConv1x1(channels, seed=(self.seed, level, k), lu=self.lu),
+                ChannelCoupling(channels, self.width, additive=self.coupling == "additive"))
+
     def _stack(self, level: int) -> StepStack:
         c = self._level_shapes()[level][2]
-        steps = tuple(
-            (ActNorm(self.actnorm_eps),
-             InvConv1x1(c, seed=(self.seed, level, k), lu=self.lu),
-             ChannelCoupling(c, self.width, additive=self.coupling == "additive"))
-            for k in range(self.steps))
+        steps = tuple(self.step_layers(level, k, c) for k in range(self.steps))
         return StepStack(steps, clip=self.clip, unroll=self.unroll)
 
     def _split(self, level: int) -> SplitPrior:
