@@ -510,6 +510,10 @@ def test_sample_shape_and_zero_temperature(x64, name):
                       np.zeros(flow.dim, np.float32))["x_of_z"]
     # G(0) twice in float32, compiled separately: agreement to rounding, ~ε₃₂·κ ≈ 1e-6
     np.testing.assert_allclose(x0, g0, rtol=1e-5, atol=1e-5)
+    # and at T = 0.7 (training's and experiments.samples' temperature) it is G(T·ε), with the
+    # ε that the key draws: the same tolerance, for the same reason
+    eps = jax.random.normal(jax.random.key(1), (flow.dim,), np.float32)
+    np.testing.assert_allclose(x, flow.forward(params, 0.7 * eps)[0], rtol=1e-5, atol=1e-5)
 
 
 @every_flow
