@@ -176,6 +176,9 @@ def test_fit_shape_large_shrinks_match_the_direct_resize_on_smooth_images():
                + 0.2 * np.cos(2 * np.pi * 3 * yy))[None, ..., None].astype(np.float32)
         out = data.fit_shape(img, (oh, ow, 1))
         assert out.shape == (1, oh, ow, 1)
+        # measured: at most 0.0184, 0.0024 and 0.0152 (the block mean and the anti-aliased
+        # resize are different low-pass filters; block_mean's arithmetic is pinned exactly by
+        # test_block_mean_averages_whole_blocks_and_trims_evenly: this is a sanity check)
         np.testing.assert_allclose(out, direct(img, oh, ow), atol=0.02)
     # Shrinks by less than 8 resize exactly as before.
     noise = np.random.default_rng(0).uniform(size=(1, 70, 90, 1)).astype(np.float32)

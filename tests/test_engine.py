@@ -928,9 +928,10 @@ def test_initialisations(tiny):
     y = jax.vmap(op)(x[:2])
     r = flowinv.recover((flow, params), y, operator=op, init="inverse", x0=x[:2], maxiter=1)
     z_inv = jax.vmap(lambda a: flow.inverse(params, a)[0])(x[:2])
-    # one iteration from G⁻¹(x): the starting loss is ~0 (x is consistent with y)
+    # one iteration from G⁻¹(x): the starting loss is ~0 (x is consistent with y), and the
+    # best iterate stays at the start to float32 rounding of G⁻¹ (measured 2.4e-7 on |z| ≤ 2.2)
     assert float(jnp.max(r.loss)) < 1e-3
-    assert r.z.shape == z_inv.shape
+    np.testing.assert_allclose(r.z, z_inv, rtol=0, atol=1e-5)
     r = flowinv.recover((flow, params), y, operator=op, init="null-space", x0=x[:2],
                         init_scale=0.1, maxiter=1)
     assert bool(jnp.all(jnp.isfinite(r.x)))

@@ -75,6 +75,36 @@ def test_ssim_identical_is_one_and_noise_lowers_it():
     assert s[0] < 1.0
 
 
+def _ssim_by_hand(x, ref, data_range):
+    """Wang et al.'s SSIM from its definition, for the window skimage is documented to use: the
+    mean over every 7×7 window that fits inside the image (skimage filters the whole image and
+    crops the 3-pixel border its windows would reflect into) and over channels, of
+    ``(2μxμy + C1)(2σxy + C2) / ((μx² + μy² + C1)(σx² + σy² + C2))`` with sample (ddof = 1)
+    moments, C1 = (0.01 R)², C2 = (0.03 R)²."""
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    h, w, channels = x.shape
+    vals = []
+    for c in range(channels):
+        for i in range(h - 6):
+            for j in range(w - 6):
+                a = x[i:i + 7, j:j + 7, c].astype(np.float64).ravel()
+                b = ref[i:i + 7, j:j + 7, c].astype(np.float64).ravel()
+                cov = np.cov(a, b)  # ddof = 1
+                vals.append((2 * a.mean() * b.mean() + c1) * (2 * cov[0, 1] + c2)
+                            / ((a.mean() ** 2 + b.mean() ** 2 + c1) * (cov[0, 0] + cov[1, 1] + c2)))
+    return float(np.mean(vals))
+
+
+@pytest.mark.parametrize("shape", [(7, 7, 1), (10, 9, 2)])
+def test_ssim_is_its_definition_with_a_uniform_7x7_window(shape):
+    """Values, not only orderings: the window, the constants and ``data_range`` are what the
+    docstring says. float64 both ways: agreement to rounding (1e-12)."""
+    x, ref = _image(shape, 5), _image(shape, 6)
+    assert metrics.ssim(x, ref) == pytest.approx(_ssim_by_hand(x, ref, 1.0), abs=1e-12)
+    assert metrics.ssim(255 * x, 255 * ref, data_range=255) == pytest.approx(
+        _ssim_by_hand(255 * x, 255 * ref, 255.0), abs=1e-12)
+
+
 def test_ssim_averages_channels():
     x, ref = _image((12, 12, 3), 1), _image((12, 12, 3), 2)
     per_channel = [metrics.ssim(x[..., i:i + 1], ref[..., i:i + 1]) for i in range(3)]
