@@ -131,6 +131,30 @@ def test_lbfgs_skips_a_curvature_pair_nearly_orthogonal_to_its_step(name, coupli
             np.testing.assert_allclose(r.z, steepest, rtol=1e-12)
 
 
+def test_adam_returns_its_best_iterate_not_its_last():
+    """Adam is not monotone: at learning rate 1 on ``Σ(z − y)²`` from ``z0 = (0.3, −0.2)``
+    every step overshoots (losses 1.13, 0.14, 0.19, 0.58, 0.36 against f(z0) = 0.13), so the
+    best finite iterate is the start, returned exactly (a stored copy, nothing recomputed)."""
+    f = lambda z, y: jnp.sum((z - y) ** 2)
+    z0 = jnp.array([0.3, -0.2])
+    r = jax.jit(lambda z: solvers.adam(f, z, 0.0, maxiter=5, tol=0.0, learning_rate=1.0))(z0)
+    assert float(jnp.nanmin(r.loss_history)) > float(f(z0, 0.0))  # the premise: no step helps
+    assert float(r.loss) == float(f(z0, 0.0))
+    np.testing.assert_array_equal(r.z, z0)
+
+
+def test_lbfgs_forces_the_step_at_the_max_trials_th_trial():
+    """With ``max_trials=1`` the only trial, ``t = 1`` along ``−∇f = −2z`` from ``(1, 1)``,
+    lands on ``(−1, −1)``: no decrease, so Armijo rejects it and it is forced at once (jaxopt's
+    rule); the loss is unchanged, so the solve is stalled, not converged. Exact: t is 1."""
+    f = lambda z, y: jnp.sum(z**2)
+    r = jax.jit(lambda z: solvers.lbfgs(f, z, 0.0, maxiter=1, tol=0.0, max_trials=1,
+                                        first_step=None))(jnp.ones(2))
+    assert float(r.loss_history[0]) == 2.0 and r.znorm_history[0] == np.float32(np.sqrt(2.0))
+    np.testing.assert_array_equal(r.z, [1.0, 1.0])  # the best iterate: f(−z0) = f(z0)
+    assert bool(r.stalled) and not bool(r.converged)
+
+
 @pytest.mark.parametrize("name", LBFGS_SOLVERS)
 def test_lbfgs_accepts_the_last_trial_and_stops_when_no_step_is_finite(name):
     """Every trial point ``t > 0`` of the first line search is NaN: after ``max_trials``
@@ -793,6 +817,19 @@ def test_restarts_from_a_deterministic_first_start(tiny):
     assert np.all(np.asarray(best.loss) <= losses_[0] + 1e-4 * losses_[0] + 1e-5 * start)
     for i, r in enumerate(winner):
         np.testing.assert_allclose(best.z[i], each[r].z[i], rtol=1e-4, atol=1e-5)
+
+
+def test_best_start_ranks_a_nan_loss_last():
+    """Of a restart-major batch (2 starts × 2 images), each image keeps its lowest finite
+    loss: a NaN, which argmin would pick, ranks last."""
+    from flowinv.recover import Recovery, _best_start
+
+    loss = jnp.array([jnp.nan, 2.0, 1.0, jnp.nan])
+    z = jnp.array([[10.0], [11.0], [12.0], [13.0]])
+    fields = {name: jnp.zeros(4) for name in Recovery._fields}
+    best = _best_start(Recovery(**{**fields, "loss": loss, "z": z, "x": z}), 2)
+    np.testing.assert_array_equal(best.loss, [1.0, 2.0])
+    np.testing.assert_array_equal(best.z, [[12.0], [11.0]])
 
 
 def test_restarts_of_one_unbatched_image(tiny):

@@ -120,3 +120,13 @@ def test_default_gan_follows_the_prior_shape_for_other_datasets(capsys):
                                     (2, "2 test images")])
 def test_count_makes_the_noun_plural_unless_one(n, text):
     assert common.count(n, "test image") == text
+
+
+def test_result_table_writes_seconds_per_image():
+    """A batched solve's seconds are shared by its images: each row holds its share (the
+    summaries' seconds_per_image average them)."""
+    table = common.ResultTable("e", "d", "p")
+    table.add(method="m", psnr=[1.0, 2.0, 3.0], ssim=[0.1, 0.2, 0.3], seconds=6.0,
+              image_ids=[0, 1, 2])
+    assert [row["seconds"] for row in table.rows] == [2.0, 2.0, 2.0]
+    assert [row["image_id"] for row in table.rows] == [0, 1, 2]

@@ -122,6 +122,19 @@ def test_fast_cs_rows_orthogonal(transform, shape):
     np.testing.assert_allclose(jac @ jac.T, (n / m) * np.eye(m), atol=1e-5 * n / m)
 
 
+def test_fast_cs_draws_its_rows_uniformly():
+    """The m rows are a random subset, not a fixed one (a fixed set passes every other check:
+    the random signs alone keep E‖Ax‖² = ‖x‖²). Over 400 keys each of the n = 64 rows is drawn
+    Binomial(400, 16/64) times, mean 100 and sd 8.7: [50, 150] is 5.7 sd, so a false failure
+    over 64 rows has probability ~1e-7, while the first 16 rows always would give 400."""
+    keys = jax.random.split(jax.random.PRNGKey(8), 400)
+    counts = np.zeros(64, int)
+    for k in keys:
+        counts[np.asarray(ops.fast_cs(k, SHAPE, 16).rows)] += 1
+    assert counts.sum() == 400 * 16
+    assert counts.min() >= 50 and counts.max() <= 150, (counts.min(), counts.max())
+
+
 def test_fast_cs_norm_preserved_on_average():
     """E ||A x||^2 = ||x||^2 over the random signs and rows (same normalisation as Gaussian)."""
     shape, m, draws = SHAPE, 30, 400
@@ -237,6 +250,11 @@ def test_masks():
     assert box.shape == shape and box.dtype == np.float32
     assert (box == 0).sum() == 4 * 6 * 3
     assert np.all(box[3:7, 3:9] == 0) and box.sum() == box.size - 72
+    # a shape whose row and column offsets differ, (8 − 2)//2 = 3 and (16 − 4)//2 = 6: a mix-up
+    # of the two (equal above) moves the box
+    wide = np.asarray(ops.center_box_mask((8, 16, 1), (2, 4)))[..., 0]
+    rows, cols = np.nonzero(wide == 0)
+    assert set(rows) == {3, 4} and set(cols) == {6, 7, 8, 9} and len(rows) == 8
     rm = np.asarray(ops.random_mask(jax.random.PRNGKey(19), (64, 64, 3), 0.3))
     assert set(np.unique(rm)) <= {0.0, 1.0}
     np.testing.assert_array_equal(rm[..., 0], rm[..., 2])  # pixel-level: same in all channels

@@ -201,6 +201,18 @@ def test_expected_error_chunking_and_validation():
         theory.expected_error(g, 3, key, 10, batch_size=2.5)
 
 
+def test_expected_error_standard_error_is_the_sample_std_over_root_trials():
+    """With two trials the sample std (ddof = 1) over √2 is exactly |e₁ − e₂|/2 (ddof = 0 would
+    give |e₁ − e₂|/(2√2)); the trials recomputed with the function's own keys. float64."""
+    with jax.enable_x64(True):
+        g = jnp.asarray(np.random.default_rng(2).normal(size=(6, 6)))
+        key = jax.random.PRNGKey(3)
+        mean, stderr = theory.expected_error(g, 3, key, trials=2, batch_size=2)
+        e1, e2 = (float(theory._trial_error(g, k, 3)) for k in jax.random.split(key, 2))
+    assert float(mean) == pytest.approx((e1 + e2) / 2, rel=1e-12)
+    assert float(stderr) == pytest.approx(abs(e1 - e2) / 2, rel=1e-12)
+
+
 # ------------------------------------------------------------------------------------------
 # Algorithmic regularisation: solvers from z = 0 find the minimum-norm latent
 

@@ -37,6 +37,41 @@ def test_a_few_steps_lower_the_loss(tmp_path):
     assert result["step"] == 40 and np.isfinite(result["test_bpd"])
 
 
+def test_evaluate_bpd_is_the_mean_over_the_images_not_the_padded_batches():
+    """3 images in batches of 2: the tail batch is padded to 2 for one compiled shape, and the
+    padding must not count. Each image's bits/dim by hand, with the function's own keys
+    (batch i at fold_in(seed, i), split per image); float32 mean of 3 terms: 1e-6."""
+    flow = flowinv.glow((8, 8, 1), levels=1, steps=1, width=8)
+    x = data.load_dataset("digits", "test", image_shape=(8, 8, 1))[:3]
+    params = flow.init(jax.random.PRNGKey(0), jnp.asarray(x))
+    by_hand = []
+    for i in (0, 2):
+        xb = x[i:i + 2]
+        keys = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(5), i), 2)[:len(xb)]
+        for a, k in zip(xb, keys, strict=True):
+            lp = flow.log_prob(params, data.dequantize(k, jnp.asarray(a), 8))
+            by_hand.append(float(-lp / (flow.dim * np.log(2.0)) + 8))
+    value = train.evaluate_bpd(flow, params, x, 8, batch_size=2, seed=5)
+    assert value == pytest.approx(np.mean(by_hand), rel=1e-6)
+
+
+def test_gradients_are_clipped_to_grad_clip_before_adam():
+    """A gradient spike of norm 10⁴ is clipped to ``grad_clip`` = 50: the next update equals
+    the one after a first gradient already of norm 50 (Adam alone would not tell them apart
+    at the first step, but its moments carry the spike into the second). float32: 1e-5."""
+    opt = train.make_optimizer(dataclasses.replace(TINY, lr=1.0, warmup=1, grad_clip=50.0))
+    p = jnp.zeros(4)
+    g1 = jnp.array([1.0, -2.0, 3.0, 0.5])
+    g2 = jnp.full(4, 25.0)  # norm 50: unclipped
+    second = []
+    for first in (g1 * 1e4 / jnp.linalg.norm(g1), g1 * 50 / jnp.linalg.norm(g1)):
+        state = opt.init(p)
+        _, state = opt.update(first, state, p)
+        update, _ = opt.update(g2, state, p)
+        second.append(np.asarray(update))
+    np.testing.assert_allclose(second[0], second[1], rtol=1e-5)
+
+
 def test_training_on_arrays_equals_training_on_their_dataset_and_resumes_only_on_them(tmp_path):
     """``images=(train, test)``: the same steps as the spec the arrays came from (same
     batches, same dequantisation); the run is named by a digest of the arrays, so a resume
