@@ -84,8 +84,6 @@ SOLVERS = solvers.SOLVERS
 #: (appendix B), the default; ``"sq"``, :math:`\gamma\|z\|^2`, Asim et al.'s own form, which
 #: these experiments used before the option. Passed as ``penalty=`` to ``flowinv.recover``.
 ASIM_PENALTIES = ("norm", "sq")
-#: What γ weighs under each penalty, for help texts and printed headers.
-ASIM_PENALTY_TEXT = {"norm": "γ‖z‖", "sq": "γ‖z‖²"}
 
 
 # ---- data and models --------------------------------------------------------------------
@@ -457,7 +455,7 @@ def cs_config_from_args(config_cls, args: argparse.Namespace, quick: dict, full:
         val_images=pick(args.val_images, "val_images"), maxiter=pick(args.maxiter, "maxiter"),
         ratios=tuple(ratios), noise_scale=float(scale), betas=pick(args.betas, "betas"),
         gammas=pick(args.gammas, "gammas"),
-        asim_penalty=check_asim_penalty(args.asim_penalty), gan_lams=preset["gan_lams"],
+        asim_penalty=args.asim_penalty, gan_lams=preset["gan_lams"],
         methods=parse_methods(args.methods, methods), solver=args.solver, seed=args.seed,
         out=args.out,
         progress=not args.no_progress)

@@ -228,7 +228,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         num_images=pick(args.num_images, "num_images"),
         val_images=pick(args.val_images, "val_images"), maxiter=pick(args.maxiter, "maxiter"),
         betas=pick(args.betas, "betas"), gammas=pick(args.gammas, "gammas"),
-        asim_penalty=_whang_cs.check_asim_penalty(args.asim_penalty),
+        asim_penalty=args.asim_penalty,
         gan_lams=preset["gan_lams"], methods=_whang_cs.parse_methods(args.methods, METHODS),
         solver=args.solver, seed=args.seed, out=args.out, progress=not args.no_progress)
 

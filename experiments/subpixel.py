@@ -124,7 +124,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         num_images=pick(args.num_images, "num_images"),
         val_images=pick(args.val_images, "val_images"), maxiter=pick(args.maxiter, "maxiter"),
         betas=pick(args.betas, "betas"), gammas=pick(args.gammas, "gammas"),
-        asim_penalty=_whang_cs.check_asim_penalty(args.asim_penalty), solver=args.solver,
+        asim_penalty=args.asim_penalty, solver=args.solver,
         batch_size=args.batch_size, seed=args.seed, out=args.out,
         progress=not args.no_progress)
 

@@ -276,7 +276,7 @@ class Flow:
         subclass that is not a frozen dataclass would fail inside ``jax.jit`` (unhashable) or
         compile anew for every equal instance (compared by identity)."""
         params = getattr(type(self), "__dataclass_params__", None)
-        if params is None or not params.frozen or not dataclasses.is_dataclass(self):
+        if params is None or not params.frozen:
             raise TypeError(
                 f"{type(self).__name__} must be a frozen dataclass "
                 f"(@dataclasses.dataclass(frozen=True)), as every flowinv.Flow is: flows are "
