@@ -177,8 +177,9 @@ class ResultTable:
 def parse_config(parser: argparse.ArgumentParser, config_from_args, argv: list[str] | None):
     """Parses ``argv`` into an experiment's config; a ``ValueError`` from ``config_from_args``,
     or a dataset or checkpoint of the config that cannot be found (:func:`check_sources`),
-    becomes the CLI's usage error (exit status 2, message on stderr). Also turns on the
-    compilation cache of the command line (:func:`use_compilation_cache`)."""
+    becomes the CLI's usage error (exit status 2, message on stderr). Every parser gets
+    ``--import MODULE`` (:func:`import_user_modules`, run before the config is made). Also turns
+    on the compilation cache of the command line (:func:`use_compilation_cache`)."""
     return parse_args_and_config(parser, config_from_args, argv)[1]
 
 
@@ -187,7 +188,12 @@ def parse_args_and_config(parser: argparse.ArgumentParser, config_from_args,
     """:func:`parse_config` for a command line that also needs the parsed arguments:
     returns ``(args, config)``."""
     add_compilation_cache_note(parser)
+    add_import_argument(parser)
     args = parser.parse_args(argv)
+    try:
+        import_user_modules(args.imports)
+    except ImportError as e:
+        parser.error(f"--import: {e}")
     try:
         config = config_from_args(args)
         check_sources(config)
@@ -319,6 +325,48 @@ def command_line(module: str, argv: list[str] | None) -> str:
     None), quoted so that it can be pasted back, e.g. into a checkpoint's sidecar."""
     args = sys.argv[1:] if argv is None else argv
     return " ".join(["python", "-m", module, *(shlex.quote(a) for a in args)])
+
+
+IMPORT_HELP = ("import this Python module (a name on the Python path, or a .py file) before "
+               "anything else, e.g. one that calls flowinv.checkpoints.register_flow so that "
+               "--prior can load a flow class of your own; repeatable")
+
+
+def add_import_argument(parser: argparse.ArgumentParser) -> None:
+    """Adds ``--import MODULE`` (repeatable, into ``args.imports``) unless the parser has it."""
+    if any("--import" in a.option_strings for a in parser._actions):
+        return
+    parser.add_argument("--import", dest="imports", action="append", default=[],
+                        metavar="MODULE", help=IMPORT_HELP)
+
+
+def import_user_modules(names: Iterable[str]) -> list:
+    """Imports each of ``names``, a module name or a path to a ``.py`` file, in order, and
+    returns the modules. The flow registry (:func:`flowinv.checkpoints.register_flow`) lives in
+    the process, so a command line can load a checkpoint of a flow class of your own only after
+    the module that registers it has run. Raises ``ImportError`` naming a module or file that
+    cannot be found."""
+    import importlib
+    import importlib.util
+
+    modules = []
+    for name in names:
+        if name.endswith(".py"):
+            path = pathlib.Path(name).expanduser()
+            if not path.is_file():
+                raise ImportError(f"no such file: {name}")
+            spec = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[path.stem] = module
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[path.stem]
+                raise
+        else:
+            module = importlib.import_module(name)
+        modules.append(module)
+    return modules
 
 
 def add_compilation_cache_note(parser: argparse.ArgumentParser) -> None:

@@ -49,7 +49,8 @@ def register_flow(name: str, builder: Callable[..., Flow], cls: type) -> None:
     ``recover("path/to/checkpoint", ...)`` and :func:`flowinv.train.train`) rebuilds it as
     ``builder(image_shape, **the other fields)``, which must give a flow equal to the one
     described. The registry lives in the process: register before loading, in every process
-    that loads (the command-line experiments know the shipped types only). Registering a name
+    that loads (an experiment's command line runs a module of yours that registers with
+    ``--import MODULE``). Registering a name
     again replaces its builder and class (re-running a notebook cell that defines the class).
 
     Args:
@@ -81,7 +82,8 @@ def flow_from_config(arch: dict) -> Flow:
     if not isinstance(arch, dict) or arch.get("type") not in FLOW_BUILDERS:
         raise ValueError(
             f"architecture must be a dict with 'type' in {sorted(FLOW_BUILDERS)}, got {arch!r}"
-            " (a flow class of your own: checkpoints.register_flow)")
+            " (a flow class of your own: checkpoints.register_flow, which an experiment's "
+            "command line runs from a module of yours with --import MODULE)")
     builder = FLOW_BUILDERS[arch["type"]]
     kwargs = {k: v for k, v in arch.items() if k not in ("type", "image_shape")}
     params = inspect.signature(builder).parameters

@@ -398,3 +398,66 @@ def test_compilation_cache_keeps_the_users_folder_and_survives_an_unwritable_one
     # No program is compiled while the folder is set, so the process's cache stays uninitialised.
     jax.config.update("jax_compilation_cache_dir", str(tmp_path / "users"))
     assert common.use_compilation_cache() == tmp_path / "users"
+
+
+_USER_FLOWS = '''
+import dataclasses
+import flowinv
+from flowinv import checkpoints
+
+
+@dataclasses.dataclass(frozen=True)
+class TiltedGlow(flowinv.Glow):
+    tilt: float = 0.0
+
+
+def tilted(image_shape, *, tilt, **glow_args):
+    g = flowinv.glow(image_shape, **glow_args)
+    return TiltedGlow(**{f.name: getattr(g, f.name) for f in dataclasses.fields(g)}, tilt=tilt)
+
+
+checkpoints.register_flow("import-test-glow", tilted, TiltedGlow)
+'''
+
+
+@pytest.mark.parametrize("form", ["file", "module"])
+def test_import_option_lets_a_command_line_load_a_flow_class_of_your_own(
+        form, tmp_path, monkeypatch, capsys):
+    """A checkpoint of a registered class of the user's own: without ``--import`` the
+    command line cannot rebuild it, and the error names ``--import``; with ``--import`` of the
+    module that registers it (as a .py file or a module name on the path), the experiment's
+    own loading step (``setup_run``) rebuilds a flow of that class with the saved params. A
+    module that cannot be found is a usage error."""
+    from experiments import denoise
+
+    monkeypatch.setattr(checkpoints, "FLOW_BUILDERS", dict(checkpoints.FLOW_BUILDERS))
+    monkeypatch.setattr(checkpoints, "_FLOW_TYPES", dict(checkpoints._FLOW_TYPES))
+    name = f"user_flows_{form}"
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    (tmp_path / f"{name}.py").write_text(_USER_FLOWS)
+    flow = flowinv.glow((8, 8, 1), levels=1, steps=1, width=8)
+    params = flow.init(jax.random.PRNGKey(0), jax.random.uniform(jax.random.PRNGKey(1),
+                                                                 (4, 8, 8, 1)))
+    arch = {**checkpoints.flow_config(flow), "type": "import-test-glow", "tilt": 0.5}
+    ckpt = checkpoints.save(tmp_path / "mine", params, {"kind": "flow", "architecture": arch})
+    argv = ["--prior", str(ckpt), "--dataset", "digits", "--out", str(tmp_path / "out")]
+
+    config = common.parse_config(denoise.build_parser(), denoise.config_from_args, argv)
+    with pytest.raises(ValueError, match="--import MODULE"):
+        common.setup_run(config)
+
+    if form == "module":
+        monkeypatch.syspath_prepend(str(tmp_path))
+    module_arg = str(tmp_path / f"{name}.py") if form == "file" else name
+    config = common.parse_config(denoise.build_parser(), denoise.config_from_args,
+                                 ["--import", module_arg, *argv])
+    _, _, loaded_flow, loaded = common.setup_run(config)
+    assert type(loaded_flow) is sys.modules[name].TiltedGlow and loaded_flow.tilt == 0.5
+    jax.tree.map(np.testing.assert_array_equal, params, loaded)
+
+    for missing in ("no_such_module_of_yours", str(tmp_path / "missing.py")):
+        with pytest.raises(SystemExit) as e:
+            common.parse_config(denoise.build_parser(), denoise.config_from_args,
+                                ["--import", missing, *argv])
+        assert e.value.code == 2
+        assert "--import" in capsys.readouterr().err

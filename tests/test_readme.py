@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pytest
 
+from experiments import common
 from flowinv import checkpoints
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
@@ -104,7 +105,9 @@ def test_documented_command_line_parses(module, args, tmp_path, monkeypatch):
                 matplotlib.image.imsave(tmp_path / folder / split / f"{i}.png",
                                         np.full((8, 8, 3), i / 3.0))
     experiment = importlib.import_module(module)
-    args_ns = experiment.build_parser().parse_args(shlex.split(args))
+    parser = experiment.build_parser()
+    common.add_import_argument(parser)  # main adds it (common.parse_args_and_config)
+    args_ns = parser.parse_args(shlex.split(args))
     experiment.config_from_args(args_ns)
 
 
