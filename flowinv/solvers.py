@@ -181,6 +181,15 @@ def _two_loop(g: Array, s_hist: Array, y_hist: Array, rho: Array, gamma: Array,
     return r
 
 
+def _norm(v: Array) -> Array:
+    """``‖v‖``, also where ``Σ vᵢ²`` overflows the dtype (``‖v‖ > ~10¹⁹`` in float32): then as
+    ``a·‖v/a‖`` with ``a = max|vᵢ|``. Elsewhere it is ``jnp.linalg.norm(v)``, bit for bit."""
+    n = jnp.linalg.norm(v)
+    a = jnp.max(jnp.abs(v))
+    scaled = a * jnp.linalg.norm(v / jnp.where(a > 0, a, 1.0))
+    return jnp.where(jnp.isfinite(n), n, scaled)
+
+
 def lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter: int = 300,
           tol: float = 1e-5, history_size: int = 10, max_trials: int = 30,
           c1: float = 1e-4, first_step: float | None = 1.0, lower: float | Array | None = None,
@@ -212,9 +221,10 @@ def lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter
     of 6 images so far that the forced step left its loss at 42 (0.02 with the cap).
 
     Stopping: converged, when the gradient norm is ≤ ``tol``, or the relative loss change of
-    an accepted step is ≤ ``tol·10⁻³``, or (whatever ``tol``) the line search rejects a trial
-    below the dtype's resolution, of the iterate, ``‖t·d‖ ≤ ε‖z‖``, or of the loss, a
-    predicted decrease ``|t·∇f(z)ᵀd| ≤ ε|f(z)|`` (``ε`` the dtype's machine epsilon): no step
+    an accepted step along a downhill direction is ≤ ``tol·10⁻³``, or (whatever ``tol``) the
+    line search rejects a trial below the dtype's resolution, of the iterate,
+    ``‖t·d‖ ≤ ε‖z‖``, or of the loss, a predicted decrease ``|t·∇f(z)ᵀd| ≤ ε|f(z)|`` (``ε``
+    the dtype's machine epsilon): no step
     along ``d`` that the dtype resolves lowered the loss, and halving further would compare
     only the loss's rounding noise; or ``stalled``, when the line search failed
     (``max_trials`` rejections) and the forced step did not lower the loss (``converged``
@@ -328,10 +338,10 @@ def lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter
         s_hist, y_hist = write(c["s_hist"], s), write(c["y_hist"], yv)
         rho = write(c["rho"], 1.0 / sy)
         yy = jnp.vdot(yv, yv)
-        gamma = jnp.where(store, jnp.where(yy > 0, sy / yy, 1.0), c["gamma"])
+        sy_over_yy = jnp.where(jnp.isfinite(yy), sy / yy, (sy / _norm(yv)) / _norm(yv))
+        gamma = jnp.where(store, jnp.where(yy > 0, sy_over_yy, 1.0), c["gamma"])
         if first_step is not None:
-            gamma = jnp.where(first, jnp.minimum(1.0, first_step / jnp.linalg.norm(g_free)),
-                              gamma)
+            gamma = jnp.where(first, jnp.minimum(1.0, first_step / _norm(g_free)), gamma)
         k = c["k"] + step.astype(jnp.int32)
         d = _two_loop(g_free, s_hist, y_hist, rho, gamma, k)
         if boxed:
@@ -347,9 +357,11 @@ def lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter
         floor = ~first & ~armijo & finite & (
             (jnp.linalg.norm(point - c["z"]) <= eps * jnp.linalg.norm(c["z"]))
             | (jnp.abs(decrease) <= eps * jnp.abs(c["f"])))
-        # A forced step proves nothing about optimality, even where the gradient vanishes.
+        # A forced step proves nothing about optimality, even where the gradient vanishes;
+        # nor does an unchanged loss along a direction that was not downhill (d = 0).
         converged = (step & armijo & finite & ((grad_norm <= tol)
-                                               | (rel_change <= tol * 1e-3))) | floor
+                                               | ((rel_change <= tol * 1e-3)
+                                                  & (c["slope"] < 0)))) | floor
         stalled = step & ~armijo & finite & ~(f < c["f"]) & ~floor  # non-finite: diverged
         at = jnp.where(step, c["k"], maxiter)  # out of bounds: the update is dropped
         keep = lambda new, old: jnp.where(moved, new, old)

@@ -191,6 +191,21 @@ def test_lbfgs_first_step_bounds_the_first_trial_and_escapes_saturation():
         solvers.lbfgs(loss, jnp.zeros(3), y, first_step=0.0)
 
 
+def test_lbfgs_first_step_survives_a_gradient_whose_squared_norm_overflows():
+    """``f(z) = 10²⁰‖z − y‖²`` in float32 from ``z0 = 0``: ``‖∇f(0)‖ = 1.6·10²¹``, so
+    ``Σ gᵢ²`` overflows to inf. The first step's scale ``1/‖g‖`` then read 0: the direction
+    was 0, its "step" was accepted with an unchanged loss, and the solve reported
+    ``converged`` after one iteration at ``z0`` (a numerics review). Now the norm is taken
+    scaled where the plain one overflows (as is ``sᵀy/yᵀy`` later), and an unchanged loss counts
+    as convergence only along a downhill direction: the solve reaches ``y``."""
+    y = jnp.ones(64)
+    result = jax.jit(lambda z0: solvers.lbfgs(lambda z, y: 1e20 * jnp.sum((z - y) ** 2), z0, y,
+                                              maxiter=50))(jnp.zeros(64))
+    assert float(result.znorm_history[0]) == pytest.approx(1.0, rel=1e-6)
+    assert bool(result.converged) and not bool(result.stalled)
+    np.testing.assert_allclose(result.z, y, atol=1e-3)
+
+
 def _record_points(seen: list):
     """``‖A·tanh(z) − b‖²`` for ``y = (A, b)``, appending every evaluated ``(z, loss, ∇loss)``
     to ``seen`` in order. The gradient is a custom VJP that records what it returns, so it is
