@@ -847,3 +847,35 @@ def test_into_box_is_where_log_prob_is_finite(x64, name):
         assert flow.box is None
         np.testing.assert_array_equal(boxed, x)
         assert np.isfinite(float(log_prob(params, x)))
+
+
+def _dot_precisions(jaxpr) -> list:
+    """The ``precision`` of every ``dot_general`` in a closed jaxpr, sub-jaxprs included."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            found.append(eqn.params["precision"])
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, tuple | list) else (value,):
+                sub = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr's jaxpr
+                if hasattr(sub, "eqns"):
+                    found += _dot_precisions(sub)
+    return found
+
+
+def test_invconv_products_are_at_full_precision_whatever_the_default():
+    """Under TF32, JAX's default for float32 matmuls on recent NVIDIA GPUs, ``W`` and ``W⁻¹``
+    would invert each other only to ~10⁻³ per step (a numerics review emulated 1–4 % drift of
+    ``G(G⁻¹(x))`` over 18 steps). So every product of the 1×1 convolution, both directions and
+    the forming of ``W`` and ``W⁻¹``, asks for ``Precision.HIGHEST``, also inside a
+    ``default_matmul_precision("tensorfloat32")`` block. (A CPU cannot show the drift itself.)"""
+    layer = InvConv1x1(4, seed=(1,))
+    params, _ = layer.init(jax.random.PRNGKey(0), jax.random.normal(jax.random.PRNGKey(1),
+                                                                     (2, 3, 3, 4)))
+    x = jax.random.normal(jax.random.PRNGKey(2), (3, 3, 4))
+    highest = (jax.lax.Precision.HIGHEST, jax.lax.Precision.HIGHEST)
+    with jax.default_matmul_precision("tensorfloat32"):
+        for f in (layer.inverse_and_log_det, layer.forward_and_log_det):
+            precisions = _dot_precisions(jax.make_jaxpr(f)(params, x).jaxpr)
+            assert len(precisions) >= 3
+            assert all(p == highest for p in precisions), precisions
