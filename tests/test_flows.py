@@ -879,3 +879,17 @@ def test_invconv_products_are_at_full_precision_whatever_the_default():
             precisions = _dot_precisions(jax.make_jaxpr(f)(params, x).jaxpr)
             assert len(precisions) >= 3
             assert all(p == highest for p in precisions), precisions
+
+
+def test_actnorm_init_caps_the_scale_of_a_constant_channel():
+    """A channel constant over the init batch (std 0) started at ``s = 10⁶`` (a numerics
+    review: a Glow's log p of a training image then fell from +803 to −1.2·10⁷ nats when one
+    pixel of that channel moved by 1/255). The init divides by ``max(std, 10⁻³)``: that
+    channel starts at ``s = 1/(10⁻³ + 10⁻⁶) + ε`` exactly; the others at ``1/(std + 10⁻⁶)`` as
+    before, and the normalised batch still has unit std there."""
+    x = jax.random.uniform(jax.random.PRNGKey(0), (4, 5, 5, 3)).at[..., 2].set(0.25)
+    params, z = ActNorm().init(jax.random.PRNGKey(1), x)
+    scale = ActNorm().scale(params)
+    assert float(scale[2]) == pytest.approx(1.0 / (1e-3 + 1e-6), rel=1e-5)
+    np.testing.assert_allclose(jnp.std(z[..., :2], axis=(0, 1, 2)), 1.0, rtol=1e-3)
+    np.testing.assert_allclose(z[..., 2], 0.0, atol=1e-6)

@@ -41,6 +41,7 @@ Array = jax.Array
 Params = Any
 
 ACTNORM_EPS = 5e-4  # Asim et al. supplement §1.2.1: added to the actnorm scale.
+ACTNORM_MIN_STD = 1e-3  # the smallest channel std ActNorm's init divides by (≤ 1000×)
 
 
 # --------------------------------------------------------------------------------------------
@@ -60,7 +61,9 @@ class ActNorm:
     Generative direction: :math:`x = z / s - b`, with log-det :math:`-HW\sum_c \log s_c`.
     ``ε = 5e-4`` bounds ``1/s`` by 2000, which prevents the division blow-ups the Asim et al.
     supplement (§1.2.1) reports during inversion. Data-dependent init sets ``b = -mean`` and
-    ``s ≈ 1/std`` per channel over the first batch.
+    ``s ≈ 1/max(std, 10⁻³)`` per channel over the first batch: a channel constant over that
+    batch (a colour channel that is 0 everywhere, padding) would otherwise start at
+    ``s = 10⁶``, and one grey level's change in it would move ``log p`` by ~10⁷ nats.
 
     Params: ``{"bias": (C,), "log_scale": (C,)}``.
     """
@@ -84,7 +87,7 @@ class ActNorm:
         del key
         mean = jnp.mean(x_batch, axis=(0, 1, 2))
         std = jnp.std(x_batch, axis=(0, 1, 2))
-        target = 1.0 / (std + 1e-6)
+        target = 1.0 / (jnp.maximum(std, ACTNORM_MIN_STD) + 1e-6)
         log_scale = jnp.log(jnp.maximum(target - self.eps, 1e-6))
         params = {"bias": -mean, "log_scale": log_scale.astype(x_batch.dtype)}
         z = jax.vmap(lambda x: self.inverse_and_log_det(params, x)[0])(x_batch)
