@@ -177,8 +177,7 @@ def compare(rows: list[dict], summary: list[dict], leads: tuple[str, ...] = ("ma
     return out
 
 
-COMPARISON_NOTE = ("paired per test image (dB; se: standard error of the mean; ahead: test "
-                   "images where the first method is higher)")
+COMPARISON_NOTE = common.COMPARISON_NOTE
 
 
 def plot_vs(path: pathlib.Path, summary: list[dict], panels: list[tuple[str, str]], *,

@@ -17,8 +17,9 @@ image, the start with the lowest loss (``flowinv.recover``'s ``restarts``); with
 at a higher loss than from ``z0 = 0`` alone.
 
 Writes ``results.csv`` (tidy, one row per image × method × setting), ``summary.csv``,
-``comparison.csv`` (each learned method at its picked weight minus BM3D, paired per test image,
-with its standard error), ``psnr_vs_gamma.png`` and ``samples_sigma*.png`` under ``--out``, and
+``comparison.csv`` (each learned method at its picked weight minus BM3D, and each Glow minus
+the DCGAN, paired per test image, with the standard error, 95 % t interval and p-value of the
+mean difference), ``psnr_vs_gamma.png`` and ``samples_sigma*.png`` under ``--out``, and
 prints the summary and the comparison.
 """
 
@@ -190,7 +191,7 @@ def run(config: Config) -> dict:
     table.write(out / "results.csv")
     summary = _summarise(curves, config)
     common.write_csv(out / "summary.csv", summary)
-    comparison = _compare_with_bm3d(table.rows, summary)
+    comparison = _compare(table.rows, summary)
     common.write_csv(out / "comparison.csv", comparison)
     common.write_csv(out / "curves.csv", curves)
     _plot_curves(out / "psnr_vs_gamma.png", curves, config, prior_name)
@@ -213,32 +214,34 @@ def run(config: Config) -> dict:
     print(f"\nDenoising on {common.count(n_test, 'held-out test image')} of {config.dataset} "
           f"(γ/λ picked on {common.count(len(val), 'validation image')}, none of them a test "
           "image), "
-          f"prior {prior_name}, {config.maxiter} L-BFGS iterations {start_text}; "
-          f"seconds are per image, including compilation:")
+          f"prior {prior_name}, {config.maxiter} L-BFGS iterations {start_text}:")
     print(common.format_table([{k: v for k, v in r.items() if k != "param_value"}
                                for r in summary]))
     if comparison:
-        print("\nEach method at its picked weight minus BM3D, paired per test image (dB; se: "
-              "standard error of the mean; ahead: test images where the method beats BM3D):")
+        print("\nEach learned method at its picked weight minus BM3D, and each Glow minus the "
+              f"DCGAN, {common.COMPARISON_NOTE}:")
         print(common.format_table(comparison))
     print(f"\nwrote {out}/results.csv, summary.csv, comparison.csv, psnr_vs_gamma.png, "
           "samples_sigma*.png")
     return {"rows": table.rows, "summary": summary, "comparison": comparison, "out": str(out)}
 
 
-def _compare_with_bm3d(rows: list[dict], summary: list[dict]) -> list[dict]:
-    """Per σ > 0 and learned method at its validation-picked weight: the paired PSNR difference
-    to BM3D on the test images (:func:`common.paired_difference`)."""
+def _compare(rows: list[dict], summary: list[dict]) -> list[dict]:
+    """Per σ > 0, each learned method at its validation-picked weight minus BM3D, and each Glow
+    method minus the DCGAN, paired per test image (:func:`common.paired_difference`)."""
+    picked = {(r["sigma"], r["method"]): r for r in summary}
+    pairs = [(m, "bm3d") for m in ("glow-sq", "glow-norm", "dcgan")] + [
+        (m, "dcgan") for m in ("glow-sq", "glow-norm")]
     out = []
-    for row in summary:
-        if row["sigma"] == 0 or row["method"] not in ("glow-sq", "glow-norm", "dcgan"):
-            continue
-        d = common.paired_difference(
-            rows, dict(method=row["method"], param_value=row["param_value"],
-                       setting_value=row["sigma"]),
-            dict(method="bm3d", setting_value=row["sigma"]))
-        out.append(dict(sigma=row["sigma"], method=row["method"], param=row["param"],
-                        vs="bm3d", **d))
+    for s in sorted({r["sigma"] for r in summary if r["sigma"] != 0}):
+        for a, b in pairs:
+            if (s, a) not in picked or (s, b) not in picked:
+                continue
+            sa, sb = ({"method": m, "param_value": picked[(s, m)]["param_value"],
+                       "setting_value": s} for m in (a, b))
+            d = common.paired_difference(rows, sa, sb)
+            out.append(dict(sigma=s, method=a, param=picked[(s, a)]["param"], vs=b,
+                            vs_param=picked[(s, b)]["param"], **d))
     return out
 
 

@@ -139,14 +139,48 @@ def test_paired_difference():
                                ("b", "", (29.0, 28.5, 22.0)))
             for i, v in enumerate(vals)]
     d = common.paired_difference(rows, dict(method="a", param_value=1.0), dict(method="b"))
-    # differences 1.0, −0.5, 3.0: mean 7/6, sample std 1.7559, s.e. = std/√3
-    assert d == {"diff_db": 1.17, "se_db": 1.01, "ahead": 2, "images": 3}
+    # differences 1.0, −0.5, 3.0: mean 7/6, sample std 1.7559, s.e. = std/√3; the 95 %
+    # interval 7/6 ± t(0.975, 2)·s.e. = 7/6 ± 4.3027·1.0138 and p from scipy's paired t-test
+    from scipy import stats
+
+    test = stats.ttest_rel([30.0, 28.0, 25.0], [29.0, 28.5, 22.0])
+    assert d == {"diff_db": 1.17, "se_db": 1.01, "ci_low_db": -3.2, "ci_high_db": 5.53,
+                 "p": float(f"{test.pvalue:.2g}"), "ahead": 2, "images": 3}
+    assert d["p"] == 0.37
     one = common.paired_difference(rows[:1] + rows[6:7], dict(method="a"), dict(method="b"))
     assert one["diff_db"] == 1.0 and math.isnan(one["se_db"]) and one["images"] == 1
+    assert math.isnan(one["ci_low_db"]) and math.isnan(one["p"])
+    same = [dict(method=m, image_id=i, psnr=v + (m == "a")) for m in "ab"
+            for i, v in enumerate((20.0, 25.0))]
+    tied = common.paired_difference(same, dict(method="a"), dict(method="b"))
+    assert (tied["se_db"], tied["ci_low_db"], tied["ci_high_db"], tied["p"]) == (0, 1, 1, 0)
     with pytest.raises(ValueError, match="more than one row"):
         common.paired_difference(rows, dict(method="a"), dict(method="b"))
     with pytest.raises(ValueError, match="no image"):
         common.paired_difference(rows, dict(method="a", param_value=3.0), dict(method="b"))
+
+
+def test_denoise_compares_each_learned_method_with_bm3d_and_each_glow_with_the_dcgan():
+    """``comparison.csv``'s pairs at each σ > 0, each side at its own picked weight (an unpicked
+    weight's rows are there to be ignored): Glow − BM3D, DCGAN − BM3D and Glow − DCGAN (the
+    README's Glow-vs-DCGAN claims had no paired comparison behind them)."""
+    from experiments import denoise
+
+    psnr = {("glow-sq", 0.1): (30.0, 27.0, 29.0), ("glow-sq", 1.0): (10.0, 10.0, 10.0),
+            ("dcgan", 0.01): (28.0, 26.0, 26.5), ("bm3d", ""): (27.0, 26.5, 27.5)}
+    rows = [dict(method=m, param_value=w, setting_value=s, image_id=i, psnr=v)
+            for s in (0.0, 0.1) for (m, w), vals in psnr.items() for i, v in enumerate(vals)]
+    summary = [dict(sigma=s, method=m, param=f"w={w}" if w != "" else "", param_value=w)
+               for s in (0.0, 0.1) for m, w in (("glow-sq", 0.1), ("dcgan", 0.01), ("bm3d", ""))]
+    comparison = denoise._compare(rows, summary)
+    assert [(c["sigma"], c["method"], c["vs"]) for c in comparison] == [
+        (0.1, "glow-sq", "bm3d"), (0.1, "dcgan", "bm3d"), (0.1, "glow-sq", "dcgan")]
+    expected = {"bm3d": (3.0, 0.5, 1.5), "dcgan": (2.0, 1.0, 2.5)}
+    for c in comparison:
+        if c["method"] == "glow-sq":
+            assert c["diff_db"] == round(float(np.mean(expected[c["vs"]])), 2)
+            assert c["vs_param"] == ("" if c["vs"] == "bm3d" else "w=0.01")
+    assert comparison[1]["diff_db"] == round(float(np.mean([1.0, -0.5, -1.0])), 2)
 
 
 def test_denoise_summary_picks_gamma_on_validation_only():
