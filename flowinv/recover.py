@@ -22,7 +22,7 @@ from flowinv.operators import _is_tracer
 
 Array = jax.Array
 
-METHODS = ("asim", "map", "mle", "bora")
+METHODS = ("asim", "map", "mle", "bora", "latent-map")
 INITS = ("zeros", "normal", "inverse", "lasso-wavelet", "null-space")
 RANDOM_INITS = ("normal", "null-space")
 
@@ -89,6 +89,8 @@ def _build_loss(spec: _Spec, params, op, noise, gamma, beta):
         return losses.bora_loss(gen, op, lam=gamma)
     if spec.method == "mle":
         return losses.mle_loss(gen, op, noise)
+    if spec.method == "latent-map":
+        return losses.latent_map_loss(gen, op, noise, beta=beta, penalty=spec.penalty)
     return losses.map_loss(prior, params, op, noise, beta=beta, space=spec.space)
 
 
@@ -369,11 +371,11 @@ def _checked_spec(prior, operator, noise, *, method, penalty, space, solver, max
         raise ValueError(f"space must be 'z' or 'x', got {space!r}")
     maxiter = positive_int(maxiter, "maxiter")
     tol = _check_finite_number("tol", tol)
-    if method in ("map", "mle") and noise is None:
+    if method in ("map", "mle", "latent-map") and noise is None:
         raise ValueError(f"method={method!r} needs a noise model (noise=...)")
     if method in ("asim", "bora") and noise is not None:
         warnings.warn(f"method={method!r} ignores noise (its loss is the squared error): "
-                      "method='map' or 'mle' uses a noise model", stacklevel=3)
+                      "method='map', 'latent-map' or 'mle' uses a noise model", stacklevel=3)
     prior, params = _prior_parts(prior)
     if method == "map" and not isinstance(prior, Flow):
         raise ValueError("method='map' needs a flow prior (it uses log p_G)")
@@ -538,11 +540,14 @@ def recover(
       y: one measurement of shape ``operator.out_shape`` or a batch ``(B, *out_shape)``.
       operator: a :mod:`flowinv.operators` operator (per image with ``per_image_operator``:
         its array leaves then carry a leading batch axis).
-      noise: a :mod:`flowinv.noise` model; needed by ``"map"`` and ``"mle"`` (per image with
-        ``per_image_noise``, e.g. ``jax.vmap(noise.gaussian)(sigmas)``: its array leaves then
-        carry a leading batch axis).
+      noise: a :mod:`flowinv.noise` model; needed by ``"map"``, ``"latent-map"`` and
+        ``"mle"`` (per image with ``per_image_noise``, e.g.
+        ``jax.vmap(noise.gaussian)(sigmas)``: its array leaves then carry a leading batch axis).
       method: ``"asim"`` (``‖f(G(z))−y‖² + γ‖z‖²``, or ``γ‖z‖`` with ``penalty="norm"``),
-        ``"map"`` (``−log p_Δ(y−f(G(z))) − β log p_G(G(z))``), ``"mle"``
+        ``"map"`` (``−log p_Δ(y−f(G(z))) − β log p_G(G(z))``), ``"latent-map"``
+        (``−log p_Δ(y−f(G(z))) + β‖z‖²``, or ``β‖z‖`` with ``penalty="norm"``: the noise
+        model with the latent's Gaussian instead of the image density; ``β = ½`` is the mode
+        of the latent posterior, for a flow or a GAN), ``"mle"``
         (``−log p_Δ(y−f(G(z)))``) or ``"bora"`` (``‖f(G(z))−y‖² + γ‖z‖²`` for a GAN).
       gamma, beta: the weights above: numbers, or one per image (shape ``(B,)``) to sweep a
         weight over a batch in one compiled solve.

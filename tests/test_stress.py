@@ -70,6 +70,7 @@ CASES = {
     "map-tiny-sigma": dict(method="map", beta=1.0, noise=noise.gaussian(1e-3)),
     "map-in-x": dict(method="map", beta=1.0, noise=noise.gaussian(0.1), space="x"),
     "mle": dict(method="mle", noise=noise.gaussian(0.05)),
+    "latent-map-beta-huge": dict(method="latent-map", beta=1e6, noise=noise.gaussian(0.1)),
     "asim-adam": dict(method="asim", gamma=0.1, solver="adam"),
     "asim-optax": dict(method="asim", gamma=0.1, solver="optax-lbfgs"),
     "asim-far-init": dict(method="asim", gamma=0.1, init="normal", init_scale=1e3),
