@@ -58,8 +58,8 @@ from flowinv import solvers
 Array = jax.Array
 
 #: The hyperparameter of each method (``""``: none) and its symbol in the summary.
-PARAM_NAMES = {"map": "beta", "map-probit": "beta", "asim": "gamma", "bora": "lambda",
-               "mle": "", "bm3d": "sigma", "noisy": ""}
+PARAM_NAMES = {"map": "beta", "map-probit": "beta", "latent-map": "beta", "asim": "gamma",
+               "bora": "lambda", "mle": "", "bm3d": "sigma", "noisy": ""}
 SYMBOLS = {"beta": "β", "gamma": "γ", "lambda": "λ", "sigma": "σ"}
 GAN_METHODS = ("bora", "mle")
 
@@ -210,7 +210,7 @@ def plot_vs(path: pathlib.Path, summary: list[dict], panels: list[tuple[str, str
 
 
 #: Methods whose loss has a weight (β, γ or λ) that validation picks.
-WEIGHTED = ("map", "map-probit", "asim", "bora")
+WEIGHTED = ("map", "map-probit", "latent-map", "asim", "bora")
 #: A weight of the grid is "near the best" when its test PSNR is within this many dB of it.
 NEAR_BEST_DB = 1.0
 

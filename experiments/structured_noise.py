@@ -31,7 +31,12 @@ at the end of ``--help``):
 * ``bm3d``: BM3D given σ = the noise's RMS, :math:`\sqrt{\mathrm{mean}(\delta^2)}` (the mean
   of :math:`\sigma^2` over pixels for the Gaussian noises, the empirical mean square of the
   drawn digits for ``digits``), then divided by the factor of ``f``;
-* ``noisy``: the measurement itself, :math:`f^{-1}(y)`.
+* ``noisy``: the measurement itself, :math:`f^{-1}(y)`;
+* ``latent-map`` (an ablation, only with ``--methods``):
+  :math:`-\log p_\Delta(y - f(G(z))) + \beta\|z\|` (``\beta\|z\|^2`` with
+  ``--asim-penalty sq``), MAP's noise model with Asim's penalty in place of the image density
+  :math:`p_G(G(z))`. Beside ``map`` and ``asim`` it tells which part of MAP's loss helps: the
+  noise model (``asim`` → ``latent-map``) or the density (``latent-map`` → ``map``).
 
 β, γ and λ are picked per noise and scale on validation images from the *training* split;
 the test images are only reported. ``--full`` searches the papers' grids (Whang et al. 2020
@@ -76,11 +81,13 @@ from flax import struct
 from experiments import _whang_cs, common
 
 NOISES = ("digits", "sinusoidal", "radial")
-METHODS = ("map", "asim", "bora", "mle", "bm3d", "noisy")
+METHODS = ("map", "asim", "bora", "mle", "bm3d", "noisy", "latent-map")
+#: What runs without --methods: every method but the ablation ``latent-map``.
+DEFAULT_METHODS = METHODS[:-1]
 DIGIT_FACTOR = 0.5
 QUICK = dict(num_images=4, val_images=2, maxiter=100, digit_scales=(0.25, 1.0),
              sine_scales=(0.1, 0.3), radial_scales=(0.1, 0.3), betas=(0.01, 0.1, 1.0),
-             gammas=(0.5, 1.0), gan_lams=(0.01, 0.1))
+             gammas=(0.5, 1.0), gan_lams=(0.01, 0.1), latent_betas=(1.0, 3.0, 10.0))
 # Quick γ of Asim's γ‖z‖ (Whang et al. eq. (9)): the quick grid was γ ∈ {0.03, 0.3} of γ‖z‖²,
 # converted by matching the penalties' gradients, γ_norm ≈ 2 γ_sq ‖ẑ‖, at the ‖ẑ‖ that the
 # γ‖z‖² solves reach (glow-mnist, 100 L-BFGS iterations from z0 = 0, all six quick (noise, s)
@@ -91,7 +98,8 @@ FULL = dict(num_images=100, val_images=10, maxiter=300, digit_scales=(0.25, 0.75
             sine_scales=(0.05, 0.1, 0.2, 0.3, 0.5, 1.0),
             radial_scales=(0.05, 0.1, 0.2, 0.3, 0.5, 1.0),
             betas=(0.003, 0.01, 0.03, 0.1, 0.5, 1.0, 5.0, 10.0),
-            gammas=(0.0, 0.01, 0.03, 0.1, 0.5, 1.0, 5.0), gan_lams=(0.0, 0.001, 0.01, 0.1, 1.0))
+            gammas=(0.0, 0.01, 0.03, 0.1, 0.5, 1.0, 5.0), gan_lams=(0.0, 0.001, 0.01, 0.1, 1.0),
+            latent_betas=(0.3, 1.0, 3.0, 10.0, 30.0))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +120,8 @@ class Config:
     gammas: tuple[float, ...] = QUICK["gammas"]
     asim_penalty: str = "norm"  # γ‖z‖ (Whang et al. eq. 9); "sq": γ‖z‖²
     gan_lams: tuple[float, ...] = QUICK["gan_lams"]
-    methods: tuple[str, ...] = METHODS
+    latent_betas: tuple[float, ...] = QUICK["latent_betas"]
+    methods: tuple[str, ...] = DEFAULT_METHODS
     solver: str = "lbfgs"
     seed: int = 0
     out: str = "results/structured_noise"
@@ -208,8 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise-digits", default="mnist",
                    help="dataset whose test split supplies the noise digits (default mnist)")
     _whang_cs.add_solver_argument(p)
+    p.add_argument("--latent-betas", type=common.float_list, default=None,
+                   help="β values of latent-map, comma separated (its presets suit the norm "
+                        "penalty; with --asim-penalty sq, β = 0.5 is the latent posterior's "
+                        "mode)")
     p.add_argument("--methods", default=None,
-                   help=f"comma-separated subset of {','.join(METHODS)}")
+                   help=f"comma-separated subset of {','.join(METHODS)} (default all but "
+                        "latent-map)")
     return p
 
 
@@ -228,8 +242,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
         num_images=pick(args.num_images, "num_images"),
         val_images=pick(args.val_images, "val_images"), maxiter=pick(args.maxiter, "maxiter"),
         betas=pick(args.betas, "betas"), gammas=pick(args.gammas, "gammas"),
-        asim_penalty=args.asim_penalty,
-        gan_lams=preset["gan_lams"], methods=_whang_cs.parse_methods(args.methods, METHODS),
+        asim_penalty=args.asim_penalty, latent_betas=pick(args.latent_betas, "latent_betas"),
+        gan_lams=preset["gan_lams"],
+        methods=_whang_cs.parse_methods(args.methods, METHODS) if args.methods
+        else DEFAULT_METHODS,
         solver=args.solver, seed=args.seed, out=args.out, progress=not args.no_progress)
 
 
@@ -340,7 +356,7 @@ def run(config: Config) -> dict:
     scales = {"digits": config.digit_scales, "sinusoidal": config.sine_scales,
               "radial": config.radial_scales}
     grids = {"map": config.betas, "asim": config.gammas, "bora": config.gan_lams,
-             "mle": ("",), "bm3d": (None,), "noisy": ("",)}
+             "mle": ("",), "bm3d": (None,), "noisy": ("",), "latent-map": config.latent_betas}
     methods = [m for m in config.methods if gan is not None or m not in _whang_cs.GAN_METHODS]
     jobs = sum(len(scales[k]) for k in kinds) * sum(len(grids[m]) for m in methods)
     sweep = _whang_cs.Sweep("structured_noise", config.dataset, prior_name, test, val)
@@ -438,12 +454,15 @@ _TITLES = {"digits": "MNIST digits, y = x/2 + s·d",
 def _recover(method: str, value, flow, params, gan, y, op, model, *, asim_penalty: str = "norm",
              **kw) -> np.ndarray:
     """One batched solve of ``method`` (``kw``: maxiter, solver, chunk_size; ``asim_penalty``:
-    the ``penalty`` of ``asim``) -> recovered images."""
+    the ``penalty`` of ``asim`` and ``latent-map``) -> recovered images."""
     import flowinv
 
     if method == "map":
         r = flowinv.recover((flow, params), y, operator=op, noise=model, method="map",
                             beta=value, **kw)
+    elif method == "latent-map":
+        r = flowinv.recover((flow, params), y, operator=op, noise=model, method="latent-map",
+                            beta=value, penalty=asim_penalty, **kw)
     elif method == "asim":
         r = flowinv.recover((flow, params), y, operator=op, method="asim", gamma=value,
                             penalty=asim_penalty, **kw)

@@ -82,6 +82,44 @@ def test_structured_noise_runs_end_to_end(tiny_prior, tmp_path):
         assert int(c["ahead"]) == sum(v > 0 for v in d) and c["images"] == "2"
 
 
+def test_structured_noise_runs_the_latent_map_ablation_only_when_asked(tiny_prior, tmp_path,
+                                                                       monkeypatch):
+    """``latent-map`` (MAP's noise model with Asim's penalty) is not in the default methods; with
+    ``--methods`` it solves each of ``--latent-betas`` with Asim's penalty, is picked on
+    validation like the others, compared with MAP and measured for sensitivity."""
+    import flowinv
+    from experiments import structured_noise as sn
+
+    args = sn.build_parser().parse_args([])
+    assert "latent-map" not in sn.config_from_args(args).methods
+    args = sn.build_parser().parse_args(["--methods", "map,latent-map", "--latent-betas", "2,5"])
+    config = sn.config_from_args(args)
+    assert config.methods == ("map", "latent-map") and config.latent_betas == (2.0, 5.0)
+
+    calls, recover = [], flowinv.recover
+
+    def spy(prior, y, **kw):
+        calls.append((kw["method"], kw.get("beta"), kw.get("penalty")))
+        return recover(prior, y, **kw)
+
+    monkeypatch.setattr(flowinv, "recover", spy)
+    config = sn.Config(dataset="digits", prior=tiny_prior, gan="none", noises=("sinusoidal",),
+                       sine_scales=(0.2,), methods=("map", "latent-map"), betas=(1.0,),
+                       latent_betas=(2.0, 5.0), asim_penalty="sq", num_images=2,
+                       val_images=1, maxiter=3, out=str(tmp_path), progress=False)
+    result = sn.run(config)
+    assert sorted(c for c in calls if c[0] == "latent-map") == [("latent-map", 2.0, "sq"),
+                                                                ("latent-map", 5.0, "sq")]
+    rows = _check_results(tmp_path, (1 + 2) * 2)
+    assert sorted({float(r["param_value"]) for r in rows if r["method"] == "latent-map"}) == [
+        2.0, 5.0]
+    assert [r["method"] for r in result["summary"]] == ["map", "latent-map"]
+    assert [c["vs"] for c in _comparison(tmp_path)] == ["latent-map"]
+    with open(tmp_path / "sensitivity.csv") as f:
+        sens = {r["method"]: r for r in csv.DictReader(f)}
+    assert sens["latent-map"]["weights"] == "2" and sens["latent-map"]["param"] == "β"
+
+
 def test_structured_noise_skips_digits_without_noise_flow(tiny_prior, tmp_path, capsys):
     from experiments import structured_noise as sn
 
