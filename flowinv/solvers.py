@@ -228,7 +228,12 @@ def lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter
     along ``d`` that the dtype resolves lowered the loss, and halving further would compare
     only the loss's rounding noise; or ``stalled``, when the line search failed
     (``max_trials`` rejections) and the forced step did not lower the loss (``converged``
-    False: not a certified minimum); or ``maxiter``; or a non-finite loss (diverged). These
+    False: not a certified minimum); or ``maxiter``; or a non-finite loss (diverged). Both
+    ``tol`` tests are literal: the gradient's is absolute (a loss scaled by 10⁻¹² stops at its
+    start; flowinv's losses are O(1)–O(10⁴)), and in float32 the relative change of a loss is
+    either 0 or at least ~6·10⁻⁸, so at the default ``tol = 10⁻⁵`` (``10⁻⁸``) the relative
+    test fires only on a loss repeated bit for bit (a numerics review); in practice a float32
+    solve ends at the rounding floor below, or at ``maxiter``. These
     rounding-floor stops matter where a solve reaches that floor, which is where Armijo's test
     compares noise. Noiseless compressed sensing with ``m < n`` fits its loss down to
     rounding near 0 (the iterate's test ends it): before, the last few iterations of such a

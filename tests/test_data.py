@@ -460,10 +460,14 @@ def test_dequantize_with_u_just_below_one_stays_in_bin():
     np.testing.assert_array_equal(np.floor(np.asarray(xt) * 256), np.arange(256).reshape(16, 16, 1))
 
 
-def test_eight_bit_grid_maps_one_to_one_to_bins():
-    v = np.arange(256)
-    q = np.asarray(data.quantize(jnp.asarray((v / 255.0).astype(np.float32))[:, None, None], 8))
-    np.testing.assert_array_equal(np.floor(q.ravel() * 256), v)
+@pytest.mark.parametrize("bits", [1, 5, 8, 12])
+def test_grid_maps_one_to_one_to_bins(bits):
+    """Data on the ``k/(2^b − 1)`` grid, in float32, lands in bin ``k`` for every ``b ≤ 12``,
+    as ``quantize``'s docstring states (from ``b = 13`` a few top levels do not)."""
+    v = np.arange(2**bits)
+    x = jnp.asarray((v / (2**bits - 1)).astype(np.float32))[:, None, None]
+    q = np.asarray(data.quantize(x, bits))
+    np.testing.assert_array_equal(np.floor(q.ravel() * 2**bits), v)
 
 
 def test_dequantize_noise_is_uniform_over_the_bin():

@@ -45,7 +45,10 @@ def quantize(x: jax.Array, bits: int = 8) -> jax.Array:
               Q(x) = (x_q + \tfrac12) / 2^b.
 
     Data on the ``k/(2^b - 1)`` grid (e.g. MNIST's ``k/255`` for ``b = 8``) maps one-to-one to
-    the bins: ``⌊2^b k/(2^b-1)⌋ = k``.
+    the bins, ``⌊2^b k/(2^b-1)⌋ = k``, for ``b ≤ 12`` in float32. Beyond, the margin to the
+    next bin (``≈ 2^-b``) falls below float32's rounding of ``k/(2^b - 1)``, and a few of the
+    top levels land one bin up: 1 of 8,192 at ``b = 13``, 127 of 65,536 at ``b = 16`` (a
+    numerics review); quantise such data in float64 where that matters.
 
     Args:
       x: ``(H, W, C)`` float in ``[0, 1]`` (values outside are clipped into the end bins);
