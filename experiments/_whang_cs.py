@@ -45,6 +45,7 @@ import argparse
 import math
 import pathlib
 import sys
+import textwrap
 from typing import Any
 
 import jax
@@ -136,7 +137,9 @@ class Sweep:
 
 def summarise(curves: list[dict]) -> list[dict]:
     """Per setting and method, the hyperparameter with the best mean validation PSNR, with
-    its mean test PSNR and SSIM (in the order the settings and methods first appear)."""
+    its mean test PSNR and SSIM (in the order the settings and methods first appear), and
+    ``edge``: ``"low"``/``"high"`` where that pick is an end of the method's grid
+    (:func:`common.grid_edge`; BM3D's σ is given, not picked)."""
     groups: dict[tuple, list[dict]] = {}
     for c in curves:
         groups.setdefault((c["setting_name"], c["setting_value"], c["method"]), []).append(c)
@@ -144,11 +147,13 @@ def summarise(curves: list[dict]) -> list[dict]:
     for (sname, svalue, method), cands in groups.items():
         best = common.best_on_validation(cands)
         pname = best["param_name"]
+        edge = (common.grid_edge([c["param_value"] for c in cands], best["param_value"])
+                if method in WEIGHTED else "")
         rows.append(dict(
             setting_name=sname, setting_value=svalue, method=method,
             param=f"{SYMBOLS.get(pname, pname)}={best['param_value']}" if pname else "",
             param_value=best["param_value"], psnr=round(best["test_psnr"], 2),
-            ssim=round(best["test_ssim"], 3), val_psnr=round(best["val_psnr"], 2)))
+            ssim=round(best["test_ssim"], 3), val_psnr=round(best["val_psnr"], 2), edge=edge))
     return rows
 
 
@@ -178,6 +183,15 @@ def compare(rows: list[dict], summary: list[dict], leads: tuple[str, ...] = ("ma
 
 
 COMPARISON_NOTE = common.COMPARISON_NOTE
+
+
+def print_grid_edge_note(summary: list[dict]) -> None:
+    """Prints :func:`common.grid_edge_note` of a :func:`summarise` table, if any pick is at an
+    end of its grid."""
+    note = common.grid_edge_note(
+        summary, lambda r: f"{r['method']} at {r['setting_name']} = {r['setting_value']}")
+    if note:
+        print(textwrap.fill(note, 100))
 
 
 def plot_vs(path: pathlib.Path, summary: list[dict], panels: list[tuple[str, str]], *,
@@ -560,6 +574,7 @@ def run_cs(config, *, one_bit: bool, experiment: str) -> dict:
           f"{asim_penalty_note(config.asim_penalty)}:")
     print(common.format_table([{k: v for k, v in r.items()
                                 if k not in ("setting_name", "param_value")} for r in summary]))
+    print_grid_edge_note(summary)
     if comparison:
         print(f"\nMAP at its picked β minus each other method at its picked weight, "
               f"{COMPARISON_NOTE}:")

@@ -671,6 +671,29 @@ def best_on_validation(candidates: list[dict], key: str = "val_psnr") -> dict:
     return max(candidates, key=lambda c: np.nan_to_num(float(c[key]), nan=-np.inf))
 
 
+def grid_edge(grid: Iterable, picked) -> str:
+    """Where validation's pick sits in its grid of weights: ``"low"`` or ``"high"`` at an end of
+    a grid of two or more numbers (where a better weight may lie beyond it, so widen the
+    grid), ``""`` inside it, for a method without a weight, or at a lower end of 0 (no
+    smaller weight exists)."""
+    values = sorted({float(v) for v in grid if v not in ("", None)})
+    if len(values) < 2 or picked in ("", None):
+        return ""
+    if float(picked) == values[-1]:
+        return "high"
+    return "low" if float(picked) == values[0] and values[0] != 0 else ""
+
+
+def grid_edge_note(rows: list[dict], describe) -> str | None:
+    """One line naming the summary rows whose pick sits at an end of its grid (their ``edge``
+    column), each as ``describe(row)``; None when none does."""
+    at = [f"{describe(r)} ({r['edge']})" for r in rows if r.get("edge")]
+    if not at:
+        return None
+    return ("note: validation picked an end of the weight grid for " + "; ".join(at)
+            + ": a better weight may lie beyond it (widen the grid)")
+
+
 COMPARISON_NOTE = (
     "paired per test image (dB; se: standard error of the mean; ci_low/ci_high: its 95 % "
     "t interval, an ordering only where it excludes 0; p: the paired t-test's p-value; ahead: "

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import pathlib
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -217,6 +218,9 @@ def run(config: Config) -> dict:
           f"prior {prior_name}, {config.maxiter} L-BFGS iterations {start_text}:")
     print(common.format_table([{k: v for k, v in r.items() if k != "param_value"}
                                for r in summary]))
+    note = common.grid_edge_note(summary, lambda r: f"{r['method']} at σ = {r['sigma']}")
+    if note:
+        print(textwrap.fill(note, 100))
     if comparison:
         print("\nEach learned method at its picked weight minus BM3D, and each Glow minus the "
               f"DCGAN, {common.COMPARISON_NOTE}:")
@@ -259,7 +263,9 @@ def _summarise(curves: list[dict], config: Config) -> list[dict]:
                              param=f"{name}={best['param']}" if name else "",
                              param_value=best["param"],
                              test_psnr=round(best["test_psnr"], 2),
-                             val_psnr=round(best["val_psnr"], 2)))
+                             val_psnr=round(best["val_psnr"], 2),
+                             edge=common.grid_edge([c["param"] for c in cands], best["param"])
+                             if name else ""))
     return rows
 
 

@@ -427,6 +427,7 @@ def run(config: Config) -> dict:
           f"{_whang_cs.asim_penalty_note(config.asim_penalty)}:")
     print(common.format_table([{k: v for k, v in r.items() if k != "param_value"}
                                for r in pretty]))
+    _whang_cs.print_grid_edge_note(summary)
     if comparison:
         print("\nMAP with the true noise model at its picked β minus each other method at its "
               f"picked weight, {_whang_cs.COMPARISON_NOTE}:")

@@ -114,6 +114,8 @@ def test_structured_noise_runs_the_latent_map_ablation_only_when_asked(tiny_prio
     assert sorted({float(r["param_value"]) for r in rows if r["method"] == "latent-map"}) == [
         2.0, 5.0]
     assert [r["method"] for r in result["summary"]] == ["map", "latent-map"]
+    assert [r["edge"] for r in result["summary"]] == ["", ("low" if result["summary"][1][
+        "param_value"] == 2.0 else "high")]  # a lone β has no edge; β = 2 or 5 of (2, 5) has
     assert [c["vs"] for c in _comparison(tmp_path)] == ["latent-map"]
     with open(tmp_path / "sensitivity.csv") as f:
         sens = {r["method"]: r for r in csv.DictReader(f)}

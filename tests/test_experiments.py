@@ -183,6 +183,20 @@ def test_denoise_compares_each_learned_method_with_bm3d_and_each_glow_with_the_d
     assert comparison[1]["diff_db"] == round(float(np.mean([1.0, -0.5, -1.0])), 2)
 
 
+def test_grid_edge_flags_a_pick_at_an_end_of_its_grid():
+    """A pick at an end of a grid of two or more weights is flagged (a better weight may lie
+    beyond); inside, for a lone weight, for no weight, or at a lower end of 0, it is not."""
+    assert common.grid_edge([0.01, 0.1, 1.0], 1.0) == "high"
+    assert common.grid_edge(["0.1", "0.01", "1.0"], "0.01") == "low"  # order and str don't matter
+    assert common.grid_edge([0.01, 0.1, 1.0], 0.1) == ""
+    assert common.grid_edge([0.0, 0.1], 0.0) == "" and common.grid_edge([0.0, 0.1], 0.1) == "high"
+    assert common.grid_edge([0.3], 0.3) == "" and common.grid_edge(["", ""], "") == ""
+    rows = [dict(method="a", edge="low"), dict(method="b", edge=""), dict(method="c", edge="high")]
+    note = common.grid_edge_note(rows, lambda r: r["method"])
+    assert "a (low); c (high)" in note and "widen" in note
+    assert common.grid_edge_note(rows[1:2], lambda r: r["method"]) is None
+
+
 def test_denoise_summary_picks_gamma_on_validation_only():
     from experiments import denoise
 
@@ -191,6 +205,9 @@ def test_denoise_summary_picks_gamma_on_validation_only():
               dict(sigma=0.1, method="glow-sq", param=0.3, test_psnr=28.0, val_psnr=24.0)]
     (row,) = denoise._summarise(curves, denoise.Config(sigmas=(0.1,)))
     assert row["param_value"] == 0.1 and row["test_psnr"] == 20.0 and row["val_psnr"] == 25.0
+    assert row["edge"] == ""  # 0.1 is inside the grid 0, 0.1, 0.3
+    (edge,) = denoise._summarise(curves[1:], denoise.Config(sigmas=(0.1,)))
+    assert edge["param_value"] == 0.1 and edge["edge"] == "low"
     # the shared rule of every experiment: NaN ranks last whatever its position
     for order in (curves, curves[::-1]):
         assert common.best_on_validation(order)["param"] == 0.1
