@@ -60,7 +60,8 @@ Array = jax.Array
 
 #: The hyperparameter of each method (``""``: none) and its symbol in the summary.
 PARAM_NAMES = {"map": "beta", "map-probit": "beta", "latent-map": "beta", "asim": "gamma",
-               "bora": "lambda", "mle": "", "bm3d": "sigma", "noisy": ""}
+               "asim-centred": "gamma", "bora": "lambda", "mle": "", "bm3d": "sigma",
+               "noisy": ""}
 SYMBOLS = {"beta": "β", "gamma": "γ", "lambda": "λ", "sigma": "σ"}
 GAN_METHODS = ("bora", "mle")
 
@@ -224,7 +225,7 @@ def plot_vs(path: pathlib.Path, summary: list[dict], panels: list[tuple[str, str
 
 
 #: Methods whose loss has a weight (β, γ or λ) that validation picks.
-WEIGHTED = ("map", "map-probit", "latent-map", "asim", "bora")
+WEIGHTED = ("map", "map-probit", "latent-map", "asim", "asim-centred", "bora")
 #: A weight of the grid is "near the best" when its test PSNR is within this many dB of it.
 NEAR_BEST_DB = 1.0
 
@@ -387,7 +388,8 @@ def gaussian_matrix(key: Array, shape, m: int) -> Array:
 
 
 def build_cs_parser(prog: str, doc: str, name: str, *, ratio_help: str,
-                    methods: tuple[str, ...], quick: dict, full: dict) -> argparse.ArgumentParser:
+                    methods: tuple[str, ...], quick: dict, full: dict,
+                    default_methods: tuple[str, ...] | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=doc,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_common_arguments(p, name, quick=quick, full=full)
@@ -403,7 +405,8 @@ def build_cs_parser(prog: str, doc: str, name: str, *, ratio_help: str,
                         "test images) used to pick β, γ, λ")
     add_solver_argument(p)
     p.add_argument("--methods", default=None,
-                   help=f"comma-separated subset of {','.join(methods)}")
+                   help=f"comma-separated subset of {','.join(methods)}" + (
+                       f" (default {','.join(default_methods)})" if default_methods else ""))
     return p
 
 
@@ -452,7 +455,8 @@ def parse_methods(text: str | None, allowed: tuple[str, ...],
 
 
 def cs_config_from_args(config_cls, args: argparse.Namespace, quick: dict, full: dict, *,
-                        max_ratio: float | None, methods: tuple[str, ...]):
+                        max_ratio: float | None, methods: tuple[str, ...],
+                        default_methods: tuple[str, ...] | None = None):
     preset = full if args.full else quick
     pick = lambda v, k: preset[k] if v is None else v
     ratios = pick(args.ratios, "ratios")
@@ -469,7 +473,8 @@ def cs_config_from_args(config_cls, args: argparse.Namespace, quick: dict, full:
         ratios=tuple(ratios), noise_scale=float(scale), betas=pick(args.betas, "betas"),
         gammas=pick(args.gammas, "gammas"),
         asim_penalty=args.asim_penalty, gan_lams=preset["gan_lams"],
-        methods=parse_methods(args.methods, methods), solver=args.solver, seed=args.seed,
+        methods=(parse_methods(args.methods, methods) if args.methods
+                 else default_methods or methods), solver=args.solver, seed=args.seed,
         out=args.out,
         progress=not args.no_progress)
 
@@ -495,7 +500,7 @@ def run_cs(config, *, one_bit: bool, experiment: str) -> dict:
            if set(GAN_METHODS) & set(config.methods) else None)
     methods = [m for m in config.methods if gan is not None or m not in GAN_METHODS]
     grids = {"map": config.betas, "map-probit": config.betas, "asim": config.gammas,
-             "bora": config.gan_lams, "mle": ("",)}
+             "asim-centred": config.gammas, "bora": config.gan_lams, "mle": ("",)}
     ms = list(dict.fromkeys(max(1, int(round(r * n))) for r in config.ratios))
     m_max = max(ms)
     sweep = Sweep(experiment, config.dataset, prior_name, test, val)
@@ -532,8 +537,10 @@ def run_cs(config, *, one_bit: bool, experiment: str) -> dict:
                                             method="map", beta=value, per_image_noise=True,
                                             maxiter=config.maxiter, solver=config.solver,
                                             chunk_size=common.chunk_size())
-                    elif meth == "asim":
-                        r = flowinv.recover((flow, params), y, method="asim", gamma=value,
+                    elif meth in ("asim", "asim-centred"):
+                        # asim-centred: y less the noise's mean (0 on the padding)
+                        yc = y - mean if meth == "asim-centred" else y
+                        r = flowinv.recover((flow, params), yc, method="asim", gamma=value,
                                             penalty=config.asim_penalty, **kw)
                     elif meth == "bora":
                         r = flowinv.recover(gan, y, method="bora", gamma=value, **kw)

@@ -16,7 +16,10 @@ Compared, for several m (PSNR vs m):
   of Asim et al.'s loss; implicitly zero-mean isotropic Gaussian noise);
   ``--asim-penalty sq`` gives Asim et al.'s :math:`\gamma\|z\|^2`, used here before;
 * ``bora``: :math:`\|y - A G_{\mathrm{GAN}}(z)\|^2 + \lambda\|z\|^2` with the DCGAN (CSGM),
-  when a DCGAN checkpoint loads (otherwise skipped with a note).
+  when a DCGAN checkpoint loads (otherwise skipped with a note);
+* ``asim-centred`` (a control, only with ``--methods``): Asim's loss on :math:`y - \mu`, the
+  measurements less the noise's mean, which MAP's noise model knows and Asim's loss does not:
+  MAP − ``asim-centred`` is MAP's lead without the mean.
 
 β, γ and λ are picked per m on validation images from the *training* split; the test images
 are only reported. Writes ``results.csv`` (tidy), ``summary.csv``, ``comparison.csv`` (MAP
@@ -35,7 +38,9 @@ import dataclasses
 
 from experiments import _whang_cs, common
 
-METHODS = ("map", "asim", "bora")
+METHODS = ("map", "asim", "bora", "asim-centred")
+#: What runs without --methods: every method but the control ``asim-centred``.
+DEFAULT_METHODS = METHODS[:-1]
 QUICK = dict(num_images=4, val_images=2, maxiter=100, ratios=(0.1, 0.25, 0.5), noise_scale=1.0,
              betas=(0.01, 0.1), gammas=(0.0, 5.0), gan_lams=(0.01, 0.1))
 # Quick γ of Asim's γ‖z‖ (Whang et al. eq. (9)): the quick grid was γ ∈ {0, 1} of γ‖z‖²,
@@ -63,7 +68,7 @@ class Config:
     gammas: tuple[float, ...] = QUICK["gammas"]
     asim_penalty: str = "norm"  # γ‖z‖ (Whang et al. eq. 9); "sq": γ‖z‖²
     gan_lams: tuple[float, ...] = QUICK["gan_lams"]
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = DEFAULT_METHODS
     solver: str = "lbfgs"
     seed: int = 0
     out: str = "results/noisy_cs"
@@ -74,14 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _whang_cs.build_cs_parser(
         "python -m experiments.noisy_cs", __doc__, "noisy_cs",
         ratio_help="undersampling ratios m/n, comma separated, in (0, 1]",
-        methods=METHODS, quick=QUICK, full=FULL)
+        methods=METHODS, quick=QUICK, full=FULL, default_methods=DEFAULT_METHODS)
     parser.epilog = _whang_cs.SOLVER_NOTE
     return parser
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
     return _whang_cs.cs_config_from_args(Config, args, QUICK, FULL, max_ratio=1.0,
-                                         methods=METHODS)
+                                         methods=METHODS, default_methods=DEFAULT_METHODS)
 
 
 def run(config: Config) -> dict:

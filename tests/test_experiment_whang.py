@@ -182,6 +182,36 @@ def test_noisy_cs_runs_end_to_end(tiny_prior, tmp_path):
         ("16", "map", "asim"), ("32", "map", "asim")]
 
 
+def test_noisy_cs_asim_centred_fits_the_measurements_less_the_noise_mean(tiny_prior, tmp_path,
+                                                                         monkeypatch):
+    """The control ``asim-centred`` (only with ``--methods``) runs Asim's loss on ``y − μ``:
+    the same measurements as ``asim`` less the noise's mean ``s`` on each of the ``m`` rows,
+    and 0 on the padding up to the largest m; it is compared with MAP like the others."""
+    import flowinv
+    from experiments import noisy_cs
+
+    args = noisy_cs.build_parser().parse_args([])
+    assert "asim-centred" not in noisy_cs.config_from_args(args).methods
+    calls, recover = [], flowinv.recover
+
+    def spy(prior, y, **kw):
+        calls.append(np.asarray(y))
+        return recover(prior, y, **kw)
+
+    monkeypatch.setattr(flowinv, "recover", spy)
+    config = noisy_cs.Config(dataset="digits", prior=tiny_prior, gan="none", num_images=2,
+                             val_images=1, maxiter=3, ratios=(0.25, 0.5), noise_scale=0.5,
+                             methods=("map", "asim", "asim-centred"), betas=(1.0,),
+                             gammas=(0.0,), out=str(tmp_path), progress=False)
+    noisy_cs.run(config)
+    for m, (_, plain, centred) in zip((16, 32), (calls[0:3], calls[3:6]), strict=True):
+        shift = plain - centred
+        np.testing.assert_allclose(shift[:, :m], 0.5, atol=1e-6)
+        np.testing.assert_array_equal(shift[:, m:], 0.0)
+    assert sorted((c["setting_value"], c["vs"]) for c in _comparison(tmp_path)) == [
+        ("16", "asim"), ("16", "asim-centred"), ("32", "asim"), ("32", "asim-centred")]
+
+
 def test_one_bit_cs_runs_end_to_end(tiny_prior, tmp_path):
     from experiments import one_bit_cs
 
