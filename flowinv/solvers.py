@@ -346,7 +346,10 @@ def lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter
         sy_over_yy = jnp.where(jnp.isfinite(yy), sy / yy, (sy / _norm(yv)) / _norm(yv))
         gamma = jnp.where(store, jnp.where(yy > 0, sy_over_yy, 1.0), c["gamma"])
         if first_step is not None:
-            gamma = jnp.where(first, jnp.minimum(1.0, first_step / _norm(g_free)), gamma)
+            # 1/‖g‖ reads 0 where Σ gᵢ² overflows; then the norm is taken scaled
+            scale = jnp.minimum(1.0, first_step / jnp.linalg.norm(g_free))
+            scale = jnp.where(scale > 0, scale, jnp.minimum(1.0, first_step / _norm(g_free)))
+            gamma = jnp.where(first, scale, gamma)
         k = c["k"] + step.astype(jnp.int32)
         d = _two_loop(g_free, s_hist, y_hist, rho, gamma, k)
         if boxed:
