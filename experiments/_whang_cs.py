@@ -556,7 +556,7 @@ def run_cs(config, *, one_bit: bool, experiment: str) -> dict:
     summary = summarise(sweep.curves)
     common.write_csv(out / "summary.csv", summary)
     common.write_csv(out / "curves.csv", sweep.curves)
-    leads = tuple(m for m in ("map", "map-probit") if m in methods)
+    leads = tuple(m for m in ("map", "map-probit", "asim-centred") if m in methods)
     comparison = compare(sweep.table.rows, summary, leads)
     common.write_csv(out / "comparison.csv", comparison)
     sens = sensitivity(sweep.curves, summary)
@@ -583,8 +583,8 @@ def run_cs(config, *, one_bit: bool, experiment: str) -> dict:
                                 if k not in ("setting_name", "param_value")} for r in summary]))
     print_grid_edge_note(summary)
     if comparison:
-        print(f"\nMAP at its picked β minus each other method at its picked weight, "
-              f"{COMPARISON_NOTE}:")
+        print(f"\n{' and '.join(leads)}, each at its picked weight, minus each other method "
+              f"at its own, {COMPARISON_NOTE}:")
         print(common.format_table([{k: v for k, v in r.items() if k != "setting_name"}
                                    for r in comparison]))
     if sens:

@@ -104,19 +104,21 @@ def test_structured_noise_runs_the_latent_map_ablation_only_when_asked(tiny_prio
 
     monkeypatch.setattr(flowinv, "recover", spy)
     config = sn.Config(dataset="digits", prior=tiny_prior, gan="none", noises=("sinusoidal",),
-                       sine_scales=(0.2,), methods=("map", "latent-map"), betas=(1.0,),
-                       latent_betas=(2.0, 5.0), asim_penalty="sq", num_images=2,
+                       sine_scales=(0.2,), methods=("map", "asim", "latent-map"), betas=(1.0,),
+                       gammas=(0.1,), latent_betas=(2.0, 5.0), asim_penalty="sq", num_images=2,
                        val_images=1, maxiter=3, out=str(tmp_path), progress=False)
     result = sn.run(config)
     assert sorted(c for c in calls if c[0] == "latent-map") == [("latent-map", 2.0, "sq"),
                                                                 ("latent-map", 5.0, "sq")]
-    rows = _check_results(tmp_path, (1 + 2) * 2)
+    rows = _check_results(tmp_path, (1 + 1 + 2) * 2)
     assert sorted({float(r["param_value"]) for r in rows if r["method"] == "latent-map"}) == [
         2.0, 5.0]
-    assert [r["method"] for r in result["summary"]] == ["map", "latent-map"]
-    assert [r["edge"] for r in result["summary"]] == ["", ("low" if result["summary"][1][
-        "param_value"] == 2.0 else "high")]  # a lone β has no edge; β = 2 or 5 of (2, 5) has
-    assert [c["vs"] for c in _comparison(tmp_path)] == ["latent-map"]
+    assert [r["method"] for r in result["summary"]] == ["map", "asim", "latent-map"]
+    assert [r["edge"] for r in result["summary"]] == ["", "", ("low" if result["summary"][2][
+        "param_value"] == 2.0 else "high")]  # a lone weight has no edge; 2 or 5 of (2, 5) has
+    # MAP against both; latent-map against Asim (what the noise model alone is worth)
+    assert [(c["method"], c["vs"]) for c in _comparison(tmp_path)] == [
+        ("map", "asim"), ("map", "latent-map"), ("latent-map", "asim")]
     with open(tmp_path / "sensitivity.csv") as f:
         sens = {r["method"]: r for r in csv.DictReader(f)}
     assert sens["latent-map"]["weights"] == "2" and sens["latent-map"]["param"] == "β"
@@ -208,8 +210,10 @@ def test_noisy_cs_asim_centred_fits_the_measurements_less_the_noise_mean(tiny_pr
         shift = plain - centred
         np.testing.assert_allclose(shift[:, :m], 0.5, atol=1e-6)
         np.testing.assert_array_equal(shift[:, m:], 0.0)
-    assert sorted((c["setting_value"], c["vs"]) for c in _comparison(tmp_path)) == [
-        ("16", "asim"), ("16", "asim-centred"), ("32", "asim"), ("32", "asim-centred")]
+    # MAP against both, and the control against plain Asim (what the mean alone is worth)
+    assert sorted((c["setting_value"], c["method"], c["vs"]) for c in _comparison(tmp_path)) == [
+        (m, lead, vs) for m in ("16", "32") for lead, vs in (
+            ("asim-centred", "asim"), ("map", "asim"), ("map", "asim-centred"))]
 
 
 def test_one_bit_cs_runs_end_to_end(tiny_prior, tmp_path):
