@@ -342,9 +342,12 @@ def add_import_argument(parser: argparse.ArgumentParser) -> None:
 
 def import_user_modules(names: Iterable[str]) -> list:
     """Imports each of ``names``, a module name or a path to a ``.py`` file, in order, and
-    returns the modules. The flow registry (:func:`flowinv.checkpoints.register_flow`) lives in
-    the process, so a command line can load a checkpoint of a flow class of your own only after
-    the module that registers it has run. Raises ``ImportError`` naming a module or file that
+    returns the modules. A file is imported under its stem (which must not name a module
+    already imported, e.g. ``json.py``), with its folder on ``sys.path`` so that it can import
+    the files beside it, as a script can. The flow registry
+    (:func:`flowinv.checkpoints.register_flow`) lives in the process, so a command line can
+    load a checkpoint of a flow class of your own only after the module that registers it has
+    run. Raises ``ImportError`` naming a module or file that
     cannot be found."""
     import importlib
     import importlib.util
@@ -352,16 +355,21 @@ def import_user_modules(names: Iterable[str]) -> list:
     modules = []
     for name in names:
         if name.endswith(".py"):
-            path = pathlib.Path(name).expanduser()
+            path = pathlib.Path(name).expanduser().resolve()
             if not path.is_file():
                 raise ImportError(f"no such file: {name}")
+            if path.stem in sys.modules:
+                raise ImportError(f"{name}: a module named {path.stem!r} is already imported; "
+                                  "rename the file")
+            if str(path.parent) not in sys.path:  # its sibling files import, as a script's do
+                sys.path.insert(0, str(path.parent))
             spec = importlib.util.spec_from_file_location(path.stem, path)
             module = importlib.util.module_from_spec(spec)
             sys.modules[path.stem] = module
             try:
                 spec.loader.exec_module(module)
             except BaseException:
-                del sys.modules[path.stem]
+                sys.modules.pop(path.stem, None)
                 raise
         else:
             module = importlib.import_module(name)
@@ -717,7 +725,8 @@ def paired_difference(rows: list[dict], a: dict, b: dict) -> dict:
     Returns:
       ``{"diff_db": mean of a − b, "se_db": standard error of that mean (ddof = 1),
       "ci_low_db", "ci_high_db": the 95 % t interval, "p": its p-value, "ahead": images where
-      a is higher, "images": images in both}``; se, interval and p are NaN for one image.
+      a is higher, "images": images in both}``; se, interval and p are NaN for one image, and
+      where a difference is not finite.
     """
     def psnr_by_image(selector: dict) -> dict:
         chosen = [r for r in rows if all(r[k] == v for k, v in selector.items())]
@@ -732,8 +741,9 @@ def paired_difference(rows: list[dict], a: dict, b: dict) -> dict:
         raise ValueError(f"no image has rows for both {a} and {b}")
     d = np.array([pa[i] - pb[i] for i in ids])
     mean, n = float(np.mean(d)), len(d)
-    se = float(np.std(d, ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
-    if n > 1:
+    spread = n > 1 and bool(np.all(np.isfinite(d)))  # an inf PSNR (exact recovery) has none
+    se = float(np.std(d, ddof=1) / np.sqrt(n)) if spread else float("nan")
+    if spread:
         from scipy import stats
 
         half = float(stats.t.ppf(0.975, n - 1)) * se

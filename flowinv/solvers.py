@@ -343,8 +343,7 @@ def lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter
         s_hist, y_hist = write(c["s_hist"], s), write(c["y_hist"], yv)
         rho = write(c["rho"], 1.0 / sy)
         yy = jnp.vdot(yv, yv)
-        sy_over_yy = jnp.where(jnp.isfinite(yy), sy / yy, (sy / _norm(yv)) / _norm(yv))
-        gamma = jnp.where(store, jnp.where(yy > 0, sy_over_yy, 1.0), c["gamma"])
+        gamma = jnp.where(store, jnp.where(yy > 0, sy / yy, 1.0), c["gamma"])
         if first_step is not None:
             # 1/‖g‖ reads 0 where Σ gᵢ² overflows; then the norm is taken scaled
             scale = jnp.minimum(1.0, first_step / jnp.linalg.norm(g_free))

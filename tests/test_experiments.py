@@ -154,6 +154,11 @@ def test_paired_difference():
             for i, v in enumerate((20.0, 25.0))]
     tied = common.paired_difference(same, dict(method="a"), dict(method="b"))
     assert (tied["se_db"], tied["ci_low_db"], tied["ci_high_db"], tied["p"]) == (0, 1, 1, 0)
+    exact = [dict(r, psnr=math.inf) if (r["method"], r["image_id"]) == ("a", 0) else r
+             for r in same]  # an exact recovery scores inf: no interval, no p
+    d_inf = common.paired_difference(exact, dict(method="a"), dict(method="b"))
+    assert d_inf["diff_db"] == math.inf
+    assert all(math.isnan(d_inf[k]) for k in ("se_db", "ci_low_db", "ci_high_db", "p"))
     with pytest.raises(ValueError, match="more than one row"):
         common.paired_difference(rows, dict(method="a"), dict(method="b"))
     with pytest.raises(ValueError, match="no image"):
@@ -483,9 +488,13 @@ def test_import_option_lets_a_command_line_load_a_flow_class_of_your_own(
 
     monkeypatch.setattr(checkpoints, "FLOW_BUILDERS", dict(checkpoints.FLOW_BUILDERS))
     monkeypatch.setattr(checkpoints, "_FLOW_TYPES", dict(checkpoints._FLOW_TYPES))
+    monkeypatch.setattr(sys, "path", list(sys.path))
     name = f"user_flows_{form}"
-    monkeypatch.delitem(sys.modules, name, raising=False)
-    (tmp_path / f"{name}.py").write_text(_USER_FLOWS)
+    for module in (name, f"{name}_base"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    # the module imports a file beside it, as a script may
+    (tmp_path / f"{name}_base.py").write_text("import dataclasses\nimport flowinv\n")
+    (tmp_path / f"{name}.py").write_text(f"import {name}_base\n" + _USER_FLOWS)
     flow = flowinv.glow((8, 8, 1), levels=1, steps=1, width=8)
     params = flow.init(jax.random.PRNGKey(0), jax.random.uniform(jax.random.PRNGKey(1),
                                                                  (4, 8, 8, 1)))
@@ -506,9 +515,16 @@ def test_import_option_lets_a_command_line_load_a_flow_class_of_your_own(
     assert type(loaded_flow) is sys.modules[name].TiltedGlow and loaded_flow.tilt == 0.5
     jax.tree.map(np.testing.assert_array_equal, params, loaded)
 
-    for missing in ("no_such_module_of_yours", str(tmp_path / "missing.py")):
+    (tmp_path / "json.py").write_text("raise AssertionError('never run')\n")
+    for bad, words in (("no_such_module_of_yours", "no_such_module"),
+                       (str(tmp_path / "missing.py"), "no such file"),
+                       (str(tmp_path / "json.py"), "already imported")):
         with pytest.raises(SystemExit) as e:
             common.parse_config(denoise.build_parser(), denoise.config_from_args,
-                                ["--import", missing, *argv])
+                                ["--import", bad, *argv])
         assert e.value.code == 2
-        assert "--import" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert "--import" in err and words in err
+    import json
+
+    assert json.dumps([1]) == "[1]"  # the standard module is still the one imported
