@@ -23,7 +23,8 @@ Compared, for several m (PSNR vs m):
 
 β, γ and λ are picked per m on validation images from the *training* split; the test images
 are only reported. Writes ``results.csv`` (tidy), ``summary.csv``, ``comparison.csv`` (MAP
-minus each other method, paired per test image), ``sensitivity.csv`` and
+minus each other method, and ``asim-centred`` minus Asim where it ran, paired per test
+image), ``sensitivity.csv`` and
 ``psnr_vs_weight.png`` (test PSNR over each method's grid of weights, as Whang et al. 2021
 §5.1.5 compare MAP's β with Asim's γ), ``curves.csv``, ``psnr_vs_m.png`` and
 ``samples_m*.png`` under ``--out`` and prints the summary, the comparison and the sensitivity.

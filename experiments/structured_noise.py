@@ -58,7 +58,8 @@ checkpoint (or with a noise flow of another shape) the digit noise is skipped wi
 or, when it is the only noise asked for, refused before anything runs.
 
 Writes ``results.csv`` (tidy, one row per test image × noise × scale × method × setting),
-``summary.csv``, ``comparison.csv`` (MAP minus each other method, paired per test image),
+``summary.csv``, ``comparison.csv`` (MAP minus each other method, and ``latent-map`` minus the
+others where it ran, paired per test image),
 ``sensitivity.csv`` and ``psnr_vs_weight.png`` (test PSNR over each method's grid of weights:
 Whang et al. 2021 §5.1.5, Fig. 6b, MAP less sensitive to β than Asim to γ; compare over equal
 grids, ``--betas`` = ``--gammas``), ``curves.csv``, ``psnr_vs_scale.png`` and

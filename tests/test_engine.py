@@ -500,8 +500,8 @@ def test_map_loss_matches_its_formula(tiny):
 @pytest.mark.parametrize("penalty", ["sq", "norm"])
 def test_latent_map_loss_matches_its_formula(tiny, penalty):
     """``−log p_Δ(y − f(G(z))) + β‖z‖²`` (or ``β‖z‖``) at β = 0.7, by hand, under a noise with
-    a positive mean; it differs from MAP's loss at the same β by β times the log-det
-    ``log|det ∂G/∂z|`` plus the Gaussian's constant (``sq`` at β = ½: exactly that)."""
+    a positive mean; MAP's loss at β = 1 exceeds it at β = ½ (``sq``) by exactly the log-det
+    ``log|det ∂G/∂z|`` plus the Gaussian's constant."""
     flow, params, x = tiny
     op = operators.identity(flow.image_shape)
     gen = losses.flow_generator(flow, params)
