@@ -45,7 +45,6 @@ import argparse
 import math
 import pathlib
 import sys
-import textwrap
 from typing import Any
 
 import jax
@@ -189,10 +188,8 @@ COMPARISON_NOTE = common.COMPARISON_NOTE
 def print_grid_edge_note(summary: list[dict]) -> None:
     """Prints :func:`common.grid_edge_note` of a :func:`summarise` table, if any pick is at an
     end of its grid."""
-    note = common.grid_edge_note(
+    common.print_grid_edge_note(
         summary, lambda r: f"{r['method']} at {r['setting_name']} = {r['setting_value']}")
-    if note:
-        print(textwrap.fill(note, 100))
 
 
 def plot_vs(path: pathlib.Path, summary: list[dict], panels: list[tuple[str, str]], *,
@@ -441,12 +438,12 @@ def add_solver_argument(p: argparse.ArgumentParser) -> None:
                    help="optimiser of every method (default lbfgs: see the note below)")
 
 
-def parse_methods(text: str | None, allowed: tuple[str, ...],
-                  flag: str = "--methods") -> tuple[str, ...]:
+def parse_methods(text: str | None, allowed: tuple[str, ...], flag: str = "--methods", *,
+                  default: tuple[str, ...] | None = None) -> tuple[str, ...]:
     """``"a,b"`` -> ``("a", "b")``, each one of ``allowed`` (ValueError otherwise);
-    ``None`` or ``""`` -> ``allowed``."""
+    ``None`` or ``""`` -> ``default``, or ``allowed`` without one."""
     if not text:
-        return allowed
+        return allowed if default is None else default
     names = tuple(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
     unknown = sorted(set(names) - set(allowed))
     if unknown or not names:
@@ -473,8 +470,8 @@ def cs_config_from_args(config_cls, args: argparse.Namespace, quick: dict, full:
         ratios=tuple(ratios), noise_scale=float(scale), betas=pick(args.betas, "betas"),
         gammas=pick(args.gammas, "gammas"),
         asim_penalty=args.asim_penalty, gan_lams=preset["gan_lams"],
-        methods=(parse_methods(args.methods, methods) if args.methods
-                 else default_methods or methods), solver=args.solver, seed=args.seed,
+        methods=parse_methods(args.methods, methods, default=default_methods),
+        solver=args.solver, seed=args.seed,
         out=args.out,
         progress=not args.no_progress)
 

@@ -702,6 +702,13 @@ def grid_edge_note(rows: list[dict], describe) -> str | None:
             + ": a better weight may lie beyond it (widen the grid)")
 
 
+def print_grid_edge_note(rows: list[dict], describe) -> None:
+    """Prints :func:`grid_edge_note` of a summary, wrapped, if any pick is at a grid's end."""
+    note = grid_edge_note(rows, describe)
+    if note:
+        print(textwrap.fill(note, 100))
+
+
 COMPARISON_NOTE = (
     "paired per test image (dB; se: standard error of the mean; ci_low/ci_high: its 95 % "
     "t interval, an ordering only where it excludes 0; p: the paired t-test's p-value; ahead: "

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import pathlib
-import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -218,9 +217,7 @@ def run(config: Config) -> dict:
           f"prior {prior_name}, {config.maxiter} L-BFGS iterations {start_text}:")
     print(common.format_table([{k: v for k, v in r.items() if k != "param_value"}
                                for r in summary]))
-    note = common.grid_edge_note(summary, lambda r: f"{r['method']} at σ = {r['sigma']}")
-    if note:
-        print(textwrap.fill(note, 100))
+    common.print_grid_edge_note(summary, lambda r: f"{r['method']} at σ = {r['sigma']}")
     if comparison:
         print("\nEach learned method at its picked weight minus BM3D, and each Glow minus the "
               f"DCGAN, {common.COMPARISON_NOTE}:")

@@ -245,8 +245,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         betas=pick(args.betas, "betas"), gammas=pick(args.gammas, "gammas"),
         asim_penalty=args.asim_penalty, latent_betas=pick(args.latent_betas, "latent_betas"),
         gan_lams=preset["gan_lams"],
-        methods=_whang_cs.parse_methods(args.methods, METHODS) if args.methods
-        else DEFAULT_METHODS,
+        methods=_whang_cs.parse_methods(args.methods, METHODS, default=DEFAULT_METHODS),
         solver=args.solver, seed=args.seed, out=args.out, progress=not args.no_progress)
 
 

@@ -181,13 +181,11 @@ def _two_loop(g: Array, s_hist: Array, y_hist: Array, rho: Array, gamma: Array,
     return r
 
 
-def _norm(v: Array) -> Array:
-    """``‖v‖``, also where ``Σ vᵢ²`` overflows the dtype (``‖v‖ > ~10¹⁹`` in float32): then as
-    ``a·‖v/a‖`` with ``a = max|vᵢ|``. Elsewhere it is ``jnp.linalg.norm(v)``, bit for bit."""
-    n = jnp.linalg.norm(v)
+def _scaled_norm(v: Array) -> Array:
+    """``‖v‖`` as ``a·‖v/a‖`` with ``a = max|vᵢ|``: finite also where ``Σ vᵢ²`` overflows the
+    dtype (``‖v‖ > ~10¹⁹`` in float32)."""
     a = jnp.max(jnp.abs(v))
-    scaled = a * jnp.linalg.norm(v / jnp.where(a > 0, a, 1.0))
-    return jnp.where(jnp.isfinite(n), n, scaled)
+    return a * jnp.linalg.norm(v / jnp.where(a > 0, a, 1.0))
 
 
 def lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter: int = 300,
@@ -347,7 +345,8 @@ def lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter
         if first_step is not None:
             # 1/‖g‖ reads 0 where Σ gᵢ² overflows; then the norm is taken scaled
             scale = jnp.minimum(1.0, first_step / jnp.linalg.norm(g_free))
-            scale = jnp.where(scale > 0, scale, jnp.minimum(1.0, first_step / _norm(g_free)))
+            scale = jnp.where(scale > 0, scale,
+                              jnp.minimum(1.0, first_step / _scaled_norm(g_free)))
             gamma = jnp.where(first, scale, gamma)
         k = c["k"] + step.astype(jnp.int32)
         d = _two_loop(g_free, s_hist, y_hist, rho, gamma, k)
