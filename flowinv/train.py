@@ -359,11 +359,14 @@ def train(config: TrainConfig, workdir: str | pathlib.Path, *, export_to: str | 
                 _save_grid(workdir / f"samples_{done:07d}.png", samples,
                            f"step {done}, test {test_bpd:.3f} bits/dim, T=0.7")
                 bar.write(f"step {done}: train {float(loss):.3f} test {test_bpd:.3f} bits/dim")
+            # The row goes to disk before the checkpoint: a run killed between the two then
+            # resumes from the older checkpoint and drops the row, instead of resuming from the
+            # new one with its row lost.
+            log.writerow([done, f"{float(loss):.5f}", test_bpd, f"{time.time() - t0:.1f}"])
+            log_file.flush()
             if done % config.ckpt_every == 0 or done == config.steps:
                 manager.save(done, args=ocp.args.StandardSave(jax.tree.map(np.asarray, state)))
                 manager.wait_until_finished()
-            log.writerow([done, f"{float(loss):.5f}", test_bpd, f"{time.time() - t0:.1f}"])
-            log_file.flush()
         bar.close()
     manager.close()
 

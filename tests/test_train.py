@@ -370,6 +370,24 @@ def test_sigkill_then_rerun_resumes_without_losing_progress(tmp_path):
     assert list(log["step"]) == list(range(1, 61))  # the steps trained again logged once
 
 
+def test_each_checkpoint_is_saved_after_its_steps_log_row_is_on_disk(tmp_path, monkeypatch):
+    # A kill between the two must not leave a checkpoint whose step has no row: the resumed run
+    # continues after that step and would never log it (seen once in CI as a missing row 20).
+    import orbax.checkpoint as ocp
+
+    logged_at_save = {}
+    save = ocp.CheckpointManager.save
+
+    def recording_save(self, step, *args, **kwargs):
+        rows = (tmp_path / "r" / "log.csv").read_text().splitlines()[1:]
+        logged_at_save[step] = [int(row.split(",")[0]) for row in rows]
+        return save(self, step, *args, **kwargs)
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", recording_save)
+    train.train(dataclasses.replace(TINY, steps=25), tmp_path / "r", progress=False)
+    assert logged_at_save == {s: list(range(1, s + 1)) for s in (10, 20, 25)}
+
+
 def test_training_is_deterministic(tmp_path):
     config = dataclasses.replace(TINY, steps=5)
     a = train.train(config, tmp_path / "a", progress=False)
