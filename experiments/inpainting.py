@@ -29,9 +29,11 @@ All images × mask settings form one batch (one compilation per method, per-imag
 
 Writes ``results.csv`` (tidy, one row per test image × mask setting × method × parameter;
 ``dataset`` is the set the images come from), ``summary.csv`` (mean PSNR/SSIM per test set ×
-mask setting × method at the validated parameter), ``curves.csv`` (mean PSNR per parameter),
-``psnr_vs_missing.png`` and ``samples_{in-dist,ood}_{box,random}.png`` under ``--out``, and
-prints the summary.
+mask setting × method at the validated parameter), ``comparison.csv`` (per test set and mask
+setting, Glow minus the DCGAN and each prior minus the masked input, each at its validated
+parameter, paired per test image with its 95 % interval), ``curves.csv`` (mean PSNR per
+parameter), ``psnr_vs_missing.png`` and ``samples_{in-dist,ood}_{box,random}.png`` under
+``--out``, and prints the summary and the comparison.
 """
 
 from __future__ import annotations
@@ -235,6 +237,8 @@ def run(config: Config) -> dict:
     all_rows.write(out / "results.csv")
     summary = _summarise(tables, curves, settings, sets)
     common.write_csv(out / "summary.csv", summary)
+    comparison = _compare(tables, summary, sets)
+    common.write_csv(out / "comparison.csv", comparison)
     common.write_csv(out / "curves.csv", curves)
     _plot(out / "psnr_vs_missing.png", summary, sets, prior_name)
     sheets = _sample_sheets(out, summary, recovered, sets, settings, masks, np.asarray(y),
@@ -245,9 +249,38 @@ def run(config: Config) -> dict:
           f"{common.count(len(val), 'validation image')} of {config.dataset} "
           "(none of them a test image) per mask setting:")
     print(common.format_table(summary))
-    print(f"\nwrote {out}/results.csv, summary.csv, curves.csv, psnr_vs_missing.png, "
-          f"{', '.join(sheets)}")
-    return {"rows": rows, "summary": summary, "out": str(out)}
+    if comparison:
+        print("\nGlow minus the DCGAN, and each prior minus the masked input, each at its "
+              f"picked weight, {common.COMPARISON_NOTE}:")
+        print(common.format_table(comparison))
+    print(f"\nwrote {out}/results.csv, summary.csv, comparison.csv, curves.csv, "
+          f"psnr_vs_missing.png, {', '.join(sheets)}")
+    return {"rows": rows, "summary": summary, "comparison": comparison, "out": str(out)}
+
+
+COMPARED = (("glow", "dcgan"), ("glow", "masked"), ("dcgan", "masked"))
+
+
+def _compare(tables: dict, summary: list[dict], sets: dict) -> list[dict]:
+    """Per test set and mask setting, each pair of :data:`COMPARED` present, each side at its
+    validation-picked parameter, paired per test image (:func:`common.paired_difference`)."""
+    picked = {(r["test_set"], r["mask"], r["missing"], r["method"]): r for r in summary}
+    out = []
+    for name, (spec, _) in sets.items():
+        test_set = f"{name}:{spec}"
+        settings = dict.fromkeys((r["mask"], r["missing"]) for r in summary
+                                 if r["test_set"] == test_set)
+        for kind, frac in settings:
+            for a, b in COMPARED:
+                pa, pb = (picked.get((test_set, kind, frac, m)) for m in (a, b))
+                if pa is None or pb is None:
+                    continue
+                sa, sb = ({"setting_value": f"{kind}:{frac:g}", "method": m,
+                           "param_value": p["param_value"]} for m, p in ((a, pa), (b, pb)))
+                d = common.paired_difference(tables[name].rows, sa, sb)
+                out.append(dict(test_set=test_set, mask=kind, missing=frac, method=a,
+                                param=pa["param"], vs=b, vs_param=pb["param"], **d))
+    return out
 
 
 def _summarise(tables, curves, settings, sets) -> list[dict]:

@@ -37,8 +37,10 @@ monitoring events), divided by the number of images solved together; ``compile_s
 one-off compilation of each method.
 
 Writes ``results.csv`` (tidy, one row per test image × method × parameter; ``seconds`` is the
-solve time per image), ``summary.csv``, ``curves.csv``, ``psnr_vs_param.png`` and
-``samples.png`` under ``--out``, and prints the summary.
+solve time per image), ``summary.csv``, ``comparison.csv`` (MAP minus Asim and each minus the
+masked input, each at its picked weight, paired per test image with its 95 % interval),
+``curves.csv``, ``psnr_vs_param.png`` and ``samples.png`` under ``--out``, and prints the
+summary and the comparison.
 """
 
 from __future__ import annotations
@@ -184,6 +186,8 @@ def run(config: Config) -> dict:
     table.write(out / "results.csv")
     summary = _summarise(table.rows, curves)
     common.write_csv(out / "summary.csv", summary)
+    comparison = _compare(table.rows, summary)
+    common.write_csv(out / "comparison.csv", comparison)
     common.write_csv(out / "curves.csv", curves)
     _plot(out / "psnr_vs_param.png", curves, config, prior_name, shape)
     cols = [("truth", test), (f"observed, {config.drop:.0%} dropped (grey)",
@@ -200,8 +204,30 @@ def run(config: Config) -> dict:
           f"compilation ({len(images)} images per batched solve):")
     print(common.format_table([{k: v for k, v in r.items() if k != "param_value"}
                                for r in summary]))
-    print(f"\nwrote {out}/results.csv, summary.csv, curves.csv, psnr_vs_param.png, samples.png")
-    return {"rows": table.rows, "summary": summary, "out": str(out)}
+    if comparison:
+        print(f"\nMAP minus Asim, and each minus the masked input, {common.COMPARISON_NOTE}:")
+        print(common.format_table(comparison))
+    print(f"\nwrote {out}/results.csv, summary.csv, comparison.csv, curves.csv, "
+          "psnr_vs_param.png, samples.png")
+    return {"rows": table.rows, "summary": summary, "comparison": comparison, "out": str(out)}
+
+
+COMPARED = (("map", "asim"), ("map", "masked"), ("asim", "masked"))
+
+
+def _compare(rows: list[dict], summary: list[dict]) -> list[dict]:
+    """Each pair of :data:`COMPARED` present, each side at its validation-picked weight, paired
+    per test image (:func:`common.paired_difference`)."""
+    picked = {r["method"]: r for r in summary}
+    out = []
+    for a, b in COMPARED:
+        if a in picked and b in picked:
+            d = common.paired_difference(
+                rows, {"method": a, "param_value": picked[a]["param_value"]},
+                {"method": b, "param_value": picked[b]["param_value"]})
+            out.append(dict(method=a, param=picked[a]["param"], vs=b,
+                            vs_param=picked[b]["param"], **d))
+    return out
 
 
 def _summarise(rows: list[dict], curves: list[dict]) -> list[dict]:

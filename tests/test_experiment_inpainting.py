@@ -84,6 +84,51 @@ def test_inpainting_summary_and_figures(inpainting_result):
             assert f.read(8) == b"\x89PNG\r\n\x1a\n", name
 
 
+def test_inpainting_comparison_is_recomputed_from_results_csv(inpainting_result):
+    # without a DCGAN: Glow at its picked γ minus the masked input, per test set × mask setting
+    config, result = inpainting_result
+    rows = _read(f"{result['out']}/results.csv")
+    comparison = _read(f"{result['out']}/comparison.csv")
+    assert len(comparison) == 2 * 4
+    assert {(c["method"], c["vs"]) for c in comparison} == {("glow", "masked")}
+    picked = {(r["test_set"], r["mask"], r["missing"], r["method"]): r["param_value"]
+              for r in result["summary"]}
+    for c in comparison:
+        spec = c["test_set"].split(":", 1)[1]
+        gamma = picked[(c["test_set"], c["mask"], float(c["missing"]), "glow")]
+        psnr = {(r["method"], r["param_value"], r["image_id"]): float(r["psnr"]) for r in rows
+                if r["dataset"] == spec and r["setting_value"] == f"{c['mask']}:{c['missing']}"}
+        d = [psnr[("glow", str(gamma), i)] - psnr[("masked", "", i)] for i in ("0", "1")]
+        assert float(c["diff_db"]) == pytest.approx(np.mean(d), abs=0.006)
+        assert float(c["se_db"]) == pytest.approx(abs(d[0] - d[1]) / 2, abs=0.006)
+
+
+def test_inpainting_compares_each_side_at_its_own_picked_weight():
+    """Glow − DCGAN, Glow − masked and DCGAN − masked per test set and mask setting, each at the
+    weight the summary picked (an unpicked weight's rows are there to be ignored), and each set
+    from its own table, even where two sets are the same dataset."""
+    psnr = {("glow", 0.0): (20.0, 22.0), ("glow", 0.1): (0.0, 0.0),
+            ("dcgan", 0.1): (19.0, 19.0), ("masked", ""): (10.0, 11.0)}
+
+    def table(shift):
+        return common.ResultTable("inpainting", "digits", "p", [
+            dict(method=m, param_value=w, setting_value="box:0.5", image_id=i, psnr=v + shift)
+            for (m, w), vals in psnr.items() for i, v in enumerate(vals)])
+
+    tables = {"in-dist": table(0.0), "ood": table(1.0)}
+    sets = {"in-dist": ("digits", None), "ood": ("digits", None)}
+    summary = [dict(test_set=f"{name}:digits", mask="box", missing=0.5, method=m,
+                    param=p, param_value=w)
+               for name in sets for m, p, w in (("masked", "", ""), ("glow", "γ=0.0", 0.0),
+                                                ("dcgan", "λ=0.1", 0.1))]
+    comparison = inpainting._compare(tables, summary, sets)
+    assert [(c["test_set"], c["method"], c["vs"], c["diff_db"]) for c in comparison] == [
+        (t, a, b, d) for t in ("in-dist:digits", "ood:digits")
+        for a, b, d in (("glow", "dcgan", 2.0), ("glow", "masked", 10.5),
+                        ("dcgan", "masked", 8.5))]
+    assert comparison[0]["param"] == "γ=0.0" and comparison[0]["vs_param"] == "λ=0.1"
+
+
 def test_inpainting_masks_hide_the_requested_fraction():
     key = jax.random.PRNGKey(0)
     box = inpainting.make_masks(key, (28, 28, 1), "box", 0.25, 3)
@@ -145,6 +190,16 @@ def test_subpixel_outputs(subpixel_result):
     for name in ("psnr_vs_param.png", "samples.png"):
         with open(f"{result['out']}/{name}", "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n", name
+    # comparison.csv: each pair at its picked weights, recomputed from results.csv
+    comparison = _read(f"{result['out']}/comparison.csv")
+    assert [(c["method"], c["vs"]) for c in comparison] == [
+        ("map", "asim"), ("map", "masked"), ("asim", "masked")]
+    psnr = {(r["method"], r["param_value"], r["image_id"]): float(r["psnr"]) for r in rows}
+    for c in comparison:
+        d = [psnr[(c["method"], summary[c["method"]]["param_value"], i)]
+             - psnr[(c["vs"], summary[c["vs"]]["param_value"], i)] for i in ("0", "1")]
+        assert float(c["diff_db"]) == pytest.approx(np.mean(d), abs=0.006)
+        assert float(c["se_db"]) == pytest.approx(abs(d[0] - d[1]) / 2, abs=0.006)
 
 
 @pytest.mark.parametrize("module, argv", [

@@ -231,6 +231,32 @@ def test_compressed_sensing_runs_end_to_end(tiny_prior, tmp_path):
     rows = _check_results(tmp_path, 2 * 2 * 3)
     assert {r["param_value"] for r in rows} == {"16", "64"}  # m = ratio · 64
     assert (tmp_path / "psnr_vs_m.png").stat().st_size > 0
+    # comparison.csv: Glow minus each Lasso per m, recomputed from results.csv
+    comparison = _read(tmp_path / "comparison.csv")
+    assert sorted((c["m"], c["vs"]) for c in comparison) == [
+        (m, v) for m in ("16", "64") for v in ("lasso-dct", "lasso-wavelet")]
+    psnr = {(r["param_value"], r["method"], r["image_id"]): float(r["psnr"]) for r in rows}
+    for c in comparison:
+        d = [psnr[(c["m"], "glow", i)] - psnr[(c["m"], c["vs"], i)] for i in ("0", "1")]
+        assert c["method"] == "glow" and c["images"] == "2"
+        assert float(c["diff_db"]) == pytest.approx(np.mean(d), abs=0.006)
+        assert float(c["se_db"]) == pytest.approx(abs(d[0] - d[1]) / 2, abs=0.006)
+
+
+def test_compressed_sensing_compares_glow_per_test_set_and_m_and_only_glow():
+    from experiments import compressed_sensing as cs
+
+    psnr = {("in-dist:a", 10, "glow"): (20.0, 22.0, 24.0),
+            ("in-dist:a", 10, "dcgan"): (19.0, 21.0, 21.0),
+            ("in-dist:a", 20, "dcgan"): (1.0, 2.0, 3.0),  # no Glow at this m: no row
+            ("ood:b", 10, "glow"): (5.0, 5.0, 5.0), ("ood:b", 10, "dcgan"): (6.0, 6.0, 7.0),
+            ("ood:b", 10, "deep-decoder"): (4.0, 5.0, 6.0)}
+    rows = [dict(setting_value=t, param_value=m, method=meth, image_id=i, psnr=v)
+            for (t, m, meth), vals in psnr.items() for i, v in enumerate(vals)]
+    comparison = cs._compare(rows)
+    assert [(c["test_set"], c["m"], c["vs"], c["diff_db"]) for c in comparison] == [
+        ("in-dist:a", 10, "dcgan", round(5 / 3, 2)), ("ood:b", 10, "dcgan", round(-4 / 3, 2)),
+        ("ood:b", 10, "deep-decoder", 0.0)]
 
 
 def test_compressed_sensing_picks_lasso_weight_on_validation_and_labels_each_set(
