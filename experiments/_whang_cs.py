@@ -398,8 +398,8 @@ def build_cs_parser(prog: str, doc: str, name: str, *, ratio_help: str,
     p.add_argument("--gammas", type=common.float_list, default=None, help=GAMMAS_HELP)
     add_asim_penalty_argument(p)
     p.add_argument("--val-images", type=common.positive_int, default=None,
-                   help="validation images (from the training split, else after the "
-                        "test images) used to pick β, γ, λ")
+                   help="validation images (see --val-split) used to pick β, γ, λ")
+    common.add_val_split_argument(p)
     add_solver_argument(p)
     p.add_argument("--methods", default=None,
                    help=f"comma-separated subset of {','.join(methods)}" + (
@@ -466,7 +466,8 @@ def cs_config_from_args(config_cls, args: argparse.Namespace, quick: dict, full:
     return config_cls(
         dataset=args.dataset, prior=args.prior, gan=args.gan,
         num_images=pick(args.num_images, "num_images"),
-        val_images=pick(args.val_images, "val_images"), maxiter=pick(args.maxiter, "maxiter"),
+        val_images=pick(args.val_images, "val_images"), val_split=args.val_split,
+        maxiter=pick(args.maxiter, "maxiter"),
         ratios=tuple(ratios), noise_scale=float(scale), betas=pick(args.betas, "betas"),
         gammas=pick(args.gammas, "gammas"),
         asim_penalty=args.asim_penalty, gan_lams=preset["gan_lams"],
@@ -490,7 +491,7 @@ def run_cs(config, *, one_bit: bool, experiment: str) -> dict:
     out, prior_name, flow, params = common.setup_run(config)
     shape, n = tuple(flow.image_shape), flow.dim
     test, val = common.load_test_and_val(config.dataset, shape, config.num_images,
-                                         config.val_images)
+                                         config.val_images, config.val_split)
     images = jnp.asarray(np.concatenate([test, val]))
     batch = images.shape[0]
     gan = (common.load_gan_or_none(config.gan, config.dataset, shape)
@@ -572,7 +573,7 @@ def run_cs(config, *, one_bit: bool, experiment: str) -> dict:
         common.sample_sheet(out / f"samples_m{m}.png", cols, f"{what}, m={m} of n={n}")
     print(f"\n{what} with positive-mean sinusoidal noise (s={config.noise_scale}), "
           f"{common.count(len(test), 'held-out test image')} of {config.dataset} (β/γ/λ picked "
-          f"on {common.count(len(val), 'validation image')}, none of them a test image), "
+          f"on {common.validation_text(len(val), config.val_split)}, none of them a test image), "
           f"prior {prior_name}, n={n}, "
           f"{config.maxiter} {config.solver} iterations; "
           f"{asim_penalty_note(config.asim_penalty)}:")

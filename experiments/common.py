@@ -222,7 +222,9 @@ def check_sources(config) -> None:
     for spec in named(DATASET_FIELDS):
         data.check_dataset(spec)
     needs = _images_beyond_test(config)
-    if needs and str(config.dataset).startswith("folder:"):
+    if needs and getattr(config, "val_split", "train") == "test":
+        _check_test_split_leaves_validation_images(config.dataset, config.num_images)
+    elif needs and str(config.dataset).startswith("folder:"):
         _check_folder_leaves_validation_images(config.dataset, config.num_images, needs)
     elif needs and config.dataset in data.EVALUATION_ONLY:
         _check_evaluation_set_leaves_validation_images(config.dataset, config.num_images, needs)
@@ -297,6 +299,22 @@ def _check_evaluation_set_leaves_validation_images(spec: str, num_test: int,
         raise ValueError(
             f"{spec!r} is an evaluation-only set of {total} images, so its {purpose} come "
             f"from those after the first --num-images {num_test}: ask for at most "
+            f"{total - 1} test images")
+
+
+def _check_test_split_leaves_validation_images(spec: str, num_test: int) -> None:
+    """With ``--val-split test`` the validation images are the test split's images after the
+    first ``num_test``, so it needs more than ``num_test`` of them; counted by loading at most
+    ``num_test + 1`` (a ``tfds:`` set is left to the run, which fails if none are left)."""
+    if spec.startswith("tfds:"):
+        return
+    from flowinv import data
+
+    total = len(data.load_dataset(spec, "test", limit=num_test + 1))
+    if total <= num_test:
+        raise ValueError(
+            f"--val-split test takes the validation images from {spec!r}'s test images after "
+            f"the first --num-images {num_test}, but it has {total}: ask for at most "
             f"{total - 1} test images")
 
 
@@ -763,17 +781,48 @@ def paired_difference(rows: list[dict], a: dict, b: dict) -> dict:
             "p": float(f"{p:.2g}"), "ahead": int(np.sum(d > 0)), "images": n}
 
 
-def load_test_and_val(spec: str, shape, num_test: int,
-                      num_val: int) -> tuple[np.ndarray, np.ndarray]:
-    """``num_test`` test images and ``num_val`` validation images from the *training* split.
+VAL_SPLITS = ("train", "test")
 
-    The validation images come from :func:`load_train_images`, so they are never among the
-    test images reported on. Fails if either set is empty; notes a shortfall.
+
+def add_val_split_argument(parser: argparse.ArgumentParser) -> None:
+    """``--val-split train|test``: where the validation images that pick the weights come
+    from (:func:`load_test_and_val`)."""
+    parser.add_argument(
+        "--val-split", choices=VAL_SPLITS, default="train",
+        help="where the validation images come from: 'train' (default), the training split, "
+             "which the shipped priors were trained on, so a prior fits them better than new "
+             "images; 'test', the test split's images after the --num-images reported ones, "
+             "never reported and never trained on")
+
+
+def validation_text(n: int, val_split: str = "train") -> str:
+    """``"3 validation images"``, naming the split where it is the test split."""
+    text = count(n, "validation image")
+    return text if val_split == "train" else f"{text} (test split, after the reported ones)"
+
+
+def load_test_and_val(spec: str, shape, num_test: int, num_val: int,
+                      val_split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """``num_test`` test images and ``num_val`` validation images, never among them.
+
+    ``val_split="train"``: the validation images come from the *training* split
+    (:func:`load_train_images`, which falls back to the test images after the first
+    ``num_test`` for a dataset without one). The shipped priors were trained on that split, so
+    they fit those images better than unseen ones, and a pick may lean towards weak
+    regularisation. ``"test"``: the test split's images after the first ``num_test``, which are
+    never reported and never trained on. Fails if either set is empty; notes a shortfall.
     """
     from flowinv import data
 
+    if val_split not in VAL_SPLITS:
+        raise ValueError(f"val_split must be one of {VAL_SPLITS}, got {val_split!r}")
     test = data.load_dataset(spec, "test", image_shape=shape, limit=num_test)[:num_test]
-    val = load_train_images(spec, shape, num_val, num_test, test=test, purpose="validating")
+    if val_split == "test":
+        val = data.load_dataset(spec, "test", image_shape=shape,
+                                limit=num_test + num_val)[num_test: num_test + num_val]
+    else:
+        val = load_train_images(spec, shape, num_val, num_test, test=test,
+                                purpose="validating")
     if len(test) == 0 or len(val) == 0:
         raise ValueError(f"dataset {spec!r} gave {len(test)} test and {len(val)} validation "
                          f"images; need at least one of each (at least {num_test + 1} images "

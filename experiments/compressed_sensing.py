@@ -48,6 +48,7 @@ class Config:
     gan: str | None = None
     num_images: int = QUICK["num_images"]
     val_images: int = QUICK["val_images"]
+    val_split: str = "train"
     maxiter: int = QUICK["maxiter"]
     ratios: tuple[float, ...] = QUICK["ratios"]
     dd_steps: int = QUICK["dd_steps"]
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default=None,
                    help="comma-separated subset of glow,lasso-dct,lasso-wavelet,dcgan,"
                         "iagan,deep-decoder")
+    common.add_val_split_argument(p)
     return p
 
 
@@ -92,6 +94,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return Config(
         dataset=args.dataset, ood_dataset=args.ood_dataset, prior=args.prior, gan=args.gan,
         num_images=args.num_images or preset["num_images"], val_images=preset["val_images"],
+        val_split=args.val_split,
         maxiter=args.maxiter or preset["maxiter"], ratios=ratios, dd_steps=preset["dd_steps"],
         gan_restarts=preset["gan_restarts"], lasso_lams=preset["lasso_lams"],
         iagan_steps=preset["iagan_steps"], iagan_lrs=preset["iagan_lrs"], methods=methods,
@@ -188,7 +191,7 @@ def run(config: Config) -> dict:
     gan = (common.load_gan_or_none(config.gan, config.dataset, shape)
            if {"dcgan", "iagan"} & set(config.methods) else None)
     test_in, val = common.load_test_and_val(config.dataset, shape, config.num_images,
-                                            config.val_images)
+                                            config.val_images, config.val_split)
     tests = {name: test_in if name == "in-dist" else
              data.load_dataset(spec, "test", image_shape=shape, limit=config.num_images)
              for name, spec in sets.items()}
@@ -274,7 +277,7 @@ def run(config: Config) -> dict:
     written = "results.csv, summary.csv, comparison.csv, psnr_vs_m.png, samples_*.png"
     if iagan_choices:
         common.write_csv(out / "iagan_choices.csv", iagan_choices)
-        picked = common.count(len(val), "validation image")
+        picked = common.validation_text(len(val), config.val_split)
         print(f"\nIAGAN's learning rate and back-projection, picked on {picked}:")
         print(common.format_table(iagan_choices))
         written += ", iagan_choices.csv"

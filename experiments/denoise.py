@@ -54,6 +54,7 @@ class Config:
     sigmas: tuple[float, ...] = QUICK["sigmas"]
     num_images: int = QUICK["num_images"]
     val_images: int = QUICK["val_images"]
+    val_split: str = "train"
     maxiter: int = QUICK["maxiter"]
     gammas: tuple[float, ...] = QUICK["gammas"]
     norm_gammas: tuple[float, ...] = QUICK["norm_gammas"]
@@ -79,8 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--norm-gammas", type=common.float_list, default=None,
                    help="γ values of the ‖z‖ penalty, comma separated")
     p.add_argument("--val-images", type=common.positive_int, default=None,
-                   help="validation images (from the training split, else after the "
-                        "test images) used to pick γ")
+                   help="validation images (see --val-split) used to pick γ")
+    common.add_val_split_argument(p)
     p.add_argument("--restarts", type=common.positive_int, default=1,
                    help="Glow solves per image: 1 (default) starts from z0 = 0 as the paper "
                         "does; R > 1 starts from R draws of N(0, s² I) (s = --init-scale) and "
@@ -104,7 +105,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         dataset=args.dataset, prior=args.prior, gan=args.gan,
         sigmas=args.sigmas or preset["sigmas"],
         num_images=pick(args.num_images, "num_images"),
-        val_images=pick(args.val_images, "val_images"), maxiter=pick(args.maxiter, "maxiter"),
+        val_images=pick(args.val_images, "val_images"), val_split=args.val_split,
+        maxiter=pick(args.maxiter, "maxiter"),
         gammas=pick(args.gammas, "gammas"), norm_gammas=pick(args.norm_gammas, "norm_gammas"),
         gan_lams=preset["gan_lams"],
         reference_gammas=preset["reference_gammas"] if args.gammas is None else None,
@@ -123,7 +125,7 @@ def run(config: Config) -> dict:
 
     out, prior_name, flow, params = common.setup_run(config)
     test, val = common.load_test_and_val(config.dataset, flow.image_shape,
-                                         config.num_images, config.val_images)
+                                         config.num_images, config.val_images, config.val_split)
     images = np.concatenate([test, val])  # one batch: val images ride along for γ selection
     n_test = len(test)
     op = operators.identity(flow.image_shape)
@@ -212,8 +214,8 @@ def run(config: Config) -> dict:
     else:
         start_text = f"(Glow: best of {config.restarts} starts from {draws})"
     print(f"\nDenoising on {common.count(n_test, 'held-out test image')} of {config.dataset} "
-          f"(γ/λ picked on {common.count(len(val), 'validation image')}, none of them a test "
-          "image), "
+          f"(γ/λ picked on {common.validation_text(len(val), config.val_split)}, "
+          "none of them a test image), "
           f"prior {prior_name}, {config.maxiter} L-BFGS iterations {start_text}:")
     print(common.format_table([{k: v for k, v in r.items() if k != "param_value"}
                                for r in summary]))

@@ -67,6 +67,7 @@ class Config:
     fractions: tuple[float, ...] = QUICK["fractions"]
     num_images: int = QUICK["num_images"]
     val_images: int = QUICK["val_images"]
+    val_split: str = "train"
     maxiter: int = QUICK["maxiter"]
     gammas: tuple[float, ...] = QUICK["gammas"]
     gan_lams: tuple[float, ...] = QUICK["gan_lams"]
@@ -89,8 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="γ values of the Glow ‖z‖² penalty, comma separated (picked on "
                         "validation images)")
     p.add_argument("--val-images", type=common.positive_int, default=None,
-                   help="validation images (from the training split, else after the "
-                        "test images) used to pick γ and λ")
+                   help="validation images (see --val-split) used to pick γ and λ")
+    common.add_val_split_argument(p)
     p.add_argument("--ood-dataset", default=None,
                    help="out-of-distribution set (default lfw for mnist, cartoon for "
                         "patches64; 'none' skips it)")
@@ -117,7 +118,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         dataset=args.dataset, ood_dataset=args.ood_dataset, prior=args.prior, gan=args.gan,
         masks=masks, fractions=tuple(sorted(set(fractions))),
         num_images=pick(args.num_images, "num_images"),
-        val_images=pick(args.val_images, "val_images"), maxiter=pick(args.maxiter, "maxiter"),
+        val_images=pick(args.val_images, "val_images"), val_split=args.val_split,
+        maxiter=pick(args.maxiter, "maxiter"),
         gammas=pick(args.gammas, "gammas"), gan_lams=preset["gan_lams"],
         batch_size=args.batch_size, seed=args.seed, out=args.out,
         progress=not args.no_progress)
@@ -161,7 +163,7 @@ def run(config: Config) -> dict:
     out, prior_name, flow, params = common.setup_run(config)
     shape = tuple(flow.image_shape)
     test, val = common.load_test_and_val(config.dataset, shape, config.num_images,
-                                         config.val_images)
+                                         config.val_images, config.val_split)
     sets = {"in-dist": (config.dataset, test)}
     ood = config.ood_dataset or OOD.get(config.dataset)
     if ood and ood != "none":
@@ -246,7 +248,7 @@ def run(config: Config) -> dict:
     print(f"\nInpainting, prior {prior_name} ({'x'.join(map(str, shape))}), "
           f"{config.maxiter} L-BFGS iterations, mean over "
           f"{common.count(len(test), 'test image')} per set; γ/λ picked on "
-          f"{common.count(len(val), 'validation image')} of {config.dataset} "
+          f"{common.validation_text(len(val), config.val_split)} of {config.dataset} "
           "(none of them a test image) per mask setting:")
     print(common.format_table(summary))
     if comparison:

@@ -68,6 +68,7 @@ class Config:
     gan: str | None = None
     num_images: int = QUICK["num_images"]
     val_images: int = QUICK["val_images"]
+    val_split: str = "train"
     maxiter: int = QUICK["maxiter"]
     ratios: tuple[float, ...] = QUICK["ratios"]
     noise_scale: float = QUICK["noise_scale"]

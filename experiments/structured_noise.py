@@ -116,6 +116,7 @@ class Config:
     radial_scales: tuple[float, ...] = QUICK["radial_scales"]
     num_images: int = QUICK["num_images"]
     val_images: int = QUICK["val_images"]
+    val_split: str = "train"
     maxiter: int = QUICK["maxiter"]
     betas: tuple[float, ...] = QUICK["betas"]
     gammas: tuple[float, ...] = QUICK["gammas"]
@@ -210,8 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=_whang_cs.GAMMAS_HELP)
     _whang_cs.add_asim_penalty_argument(p)
     p.add_argument("--val-images", type=common.positive_int, default=None,
-                   help="validation images (from the training split, else after the "
-                        "test images) used to pick β, γ, λ")
+                   help="validation images (see --val-split) used to pick β, γ, λ")
+    common.add_val_split_argument(p)
     p.add_argument("--noise-flow", default="realnvp-mnist",
                    help="flow modelling the digit noise: a shipped name or a checkpoint "
                         "folder (default realnvp-mnist)")
@@ -241,7 +242,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         dataset=args.dataset, prior=args.prior, gan=args.gan, noise_flow=args.noise_flow,
         noise_digits=args.noise_digits, noises=noises, **scales,
         num_images=pick(args.num_images, "num_images"),
-        val_images=pick(args.val_images, "val_images"), maxiter=pick(args.maxiter, "maxiter"),
+        val_images=pick(args.val_images, "val_images"), val_split=args.val_split,
+        maxiter=pick(args.maxiter, "maxiter"),
         betas=pick(args.betas, "betas"), gammas=pick(args.gammas, "gammas"),
         asim_penalty=args.asim_penalty, latent_betas=pick(args.latent_betas, "latent_betas"),
         gan_lams=preset["gan_lams"],
@@ -339,7 +341,7 @@ def run(config: Config) -> dict:
     out, prior_name, flow, params = common.setup_run(config)
     shape = tuple(flow.image_shape)
     test, val = common.load_test_and_val(config.dataset, shape, config.num_images,
-                                           config.val_images)
+                                           config.val_images, config.val_split)
     images = jnp.asarray(np.concatenate([test, val]))
     batch, nt = images.shape[0], len(test)
     gan = (common.load_gan_or_none(config.gan, config.dataset, shape)
@@ -423,8 +425,9 @@ def run(config: Config) -> dict:
         common.sample_sheet(out / f"samples_{kind}.png", cols,
                             f"{kind} noise, s={s}, {config.dataset}, prior {name}")
     print(f"\nStructured-noise denoising on {common.count(nt, 'held-out test image')} of "
-          f"{config.dataset} (β/γ/λ picked on {common.count(len(val), 'validation image')}, "
-          "none of them a test image), prior "
+          f"{config.dataset} (β/γ/λ picked on "
+          f"{common.validation_text(len(val), config.val_split)}, none of them a test image), "
+          "prior "
           f"{prior_name}, {config.maxiter} {config.solver} iterations; "
           f"{_whang_cs.asim_penalty_note(config.asim_penalty)}:")
     print(common.format_table([{k: v for k, v in r.items() if k != "param_value"}

@@ -76,6 +76,7 @@ class Config:
     noise_sigma: float = 0.05
     num_images: int = QUICK["num_images"]
     val_images: int = QUICK["val_images"]
+    val_split: str = "train"
     maxiter: int = QUICK["maxiter"]
     betas: tuple[float, ...] = QUICK["betas"]
     gammas: tuple[float, ...] = QUICK["gammas"]
@@ -103,8 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=_whang_cs.GAMMAS_HELP + " (picked on validation)")
     _whang_cs.add_asim_penalty_argument(p)
     p.add_argument("--val-images", type=common.positive_int, default=None,
-                   help="validation images (from the training split, else after the "
-                        "test images) used to pick β and γ")
+                   help="validation images (see --val-split) used to pick β and γ")
+    common.add_val_split_argument(p)
     p.add_argument("--solver", choices=("lbfgs", "optax-lbfgs", "adam"),
                    default="lbfgs", help="solver of both methods (default lbfgs)")
     p.add_argument("--batch-size", type=common.positive_int, default=None,
@@ -124,7 +125,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return Config(
         dataset=args.dataset, prior=args.prior, drop=args.drop, noise_sigma=args.noise_sigma,
         num_images=pick(args.num_images, "num_images"),
-        val_images=pick(args.val_images, "val_images"), maxiter=pick(args.maxiter, "maxiter"),
+        val_images=pick(args.val_images, "val_images"), val_split=args.val_split,
+        maxiter=pick(args.maxiter, "maxiter"),
         betas=pick(args.betas, "betas"), gammas=pick(args.gammas, "gammas"),
         asim_penalty=args.asim_penalty, solver=args.solver,
         batch_size=args.batch_size, seed=args.seed, out=args.out,
@@ -142,7 +144,7 @@ def run(config: Config) -> dict:
     out, prior_name, flow, params = common.setup_run(config)
     shape = tuple(flow.image_shape)
     test, val = common.load_test_and_val(config.dataset, shape, config.num_images,
-                                         config.val_images)
+                                         config.val_images, config.val_split)
     nt = len(test)
     images = np.concatenate([test, val])  # one batch; the validation images pick β and γ
     keys = jax.random.split(jax.random.PRNGKey(config.seed), len(images))
@@ -199,7 +201,7 @@ def run(config: Config) -> dict:
     print(f"\nSub-pixel imputation ({config.drop:.0%} of sub-pixels dropped) at "
           f"{'x'.join(map(str, shape))}, prior {prior_name}, {config.maxiter} iterations of "
           f"{config.solver}, mean over {common.count(nt, 'test image')} of {config.dataset}; β, γ "
-          f"picked on {common.count(len(val), 'validation image')} (none a test image); "
+          f"picked on {common.validation_text(len(val), config.val_split)} (none a test image); "
           f"{_whang_cs.asim_penalty_note(config.asim_penalty)}; seconds_per_image excludes "
           f"compilation ({len(images)} images per batched solve):")
     print(common.format_table([{k: v for k, v in r.items() if k != "param_value"}

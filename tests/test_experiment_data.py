@@ -95,6 +95,31 @@ def test_bundled_training_split_is_used_for_validation(capsys):
     assert "no training split" not in capsys.readouterr().err
 
 
+def test_val_split_test_validates_on_the_test_images_after_the_reported_ones():
+    from flowinv import data
+
+    test, val = common.load_test_and_val("digits", (8, 8, 1), 3, 2, val_split="test")
+    split = data.load_dataset("digits", "test", image_shape=(8, 8, 1))
+    np.testing.assert_array_equal(test, split[:3])
+    np.testing.assert_array_equal(val, split[3:5])
+    train = data.load_dataset("digits", "train", image_shape=(8, 8, 1))
+    assert not _rows(val) & (_rows(test) | _rows(train))
+    with pytest.raises(ValueError, match="val_split"):
+        common.load_test_and_val("digits", (8, 8, 1), 3, 2, val_split="val")
+
+
+@pytest.mark.parametrize("module", ["denoise", "compressed_sensing", "inpainting", "subpixel",
+                                    "structured_noise", "noisy_cs", "one_bit_cs"])
+def test_every_validating_experiment_takes_val_split(module):
+    import importlib
+
+    mod = importlib.import_module(f"experiments.{module}")
+    for argv, split in (([], "train"), (["--val-split", "test"], "test")):
+        config = mod.config_from_args(mod.build_parser().parse_args(argv))
+        assert config.val_split == split
+    assert mod.Config().val_split == "train"  # run(Config()) from Python too
+
+
 @pytest.mark.parametrize("channels,prior", [(3, "glow-patches64"), (1, "glow-mnist")])
 def test_default_prior_of_a_folder_follows_its_channels(tmp_path, capsys, channels, prior):
     _write_images(tmp_path / "imgs", 1, channels, seed=4)

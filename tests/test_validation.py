@@ -370,6 +370,7 @@ CLI_CASES = [
     # the only noise asked for cannot run: realnvp-mnist is 28x28, digits' prior 8x8
     ("experiments.structured_noise", ["--dataset", "digits", "--noises", "digits"]),
     ("experiments.subpixel", ["--dataset", "folder:/nonexistent/flowinv-test-folder"]),
+    ("experiments.denoise", ["--val-split", "dev"]),
 ]
 
 
@@ -394,6 +395,14 @@ def test_a_flat_folder_too_small_for_validation_images_is_a_usage_error(tmp_path
     _cli("experiments.denoise", ["--dataset", f"folder:{tmp_path / 'flat'}", "--num-images", "3"])
     err = capsys.readouterr().err
     assert "holds 3 images" in err and "at most 2 test images" in err
+
+
+def test_val_split_test_without_test_images_left_over_is_a_usage_error(capsys):
+    # digits has 180 test images; mnist's training split would not matter here
+    _cli("experiments.denoise", ["--dataset", "digits", "--val-split", "test",
+                                 "--num-images", "180"])
+    err = capsys.readouterr().err
+    assert "--val-split test" in err and "at most 179 test images" in err
 
 
 def test_init_study_inverse_train_starts_on_a_too_small_flat_folder_are_a_usage_error(
