@@ -206,6 +206,21 @@ def test_lbfgs_first_step_survives_a_gradient_whose_squared_norm_overflows():
     np.testing.assert_allclose(result.z, y, atol=1e-3)
 
 
+def test_lbfgs_an_unchanged_loss_along_a_zero_direction_is_not_convergence(monkeypatch):
+    """The second guard against the overflow above: were the first step's scale still to read
+    0 (here forced, by making the scaled norm infinite as well), the direction is 0 and every
+    "step" leaves the loss unchanged. That is no evidence of a minimum: the solve must not
+    report ``converged`` at ``z0`` (it did before the guard), but run out of iterations,
+    unconverged, where a caller sees it."""
+    monkeypatch.setattr(solvers, "_scaled_norm", lambda v: jnp.inf)
+    y = jnp.ones(64)
+    result = jax.jit(lambda z0: solvers.lbfgs(lambda z, y: 1e20 * jnp.sum((z - y) ** 2), z0, y,
+                                              maxiter=5))(jnp.zeros(64))
+    assert float(result.znorm_history[0]) == 0.0  # the first step went nowhere
+    assert not bool(result.converged)
+    assert int(result.iterations) == 5
+
+
 def _record_points(seen: list):
     """``‖A·tanh(z) − b‖²`` for ``y = (A, b)``, appending every evaluated ``(z, loss, ∇loss)``
     to ``seen`` in order. The gradient is a custom VJP that records what it returns, so it is
