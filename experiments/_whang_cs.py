@@ -16,7 +16,8 @@ measurement space, :math:`\delta_k \sim \mathcal N(\mu, \sigma_k^2)` with
 
 Methods (all from ``z0 = 0`` with the same solver, flowinv's L-BFGS by default, see
 :data:`SOLVER_NOTE`; the hyperparameter of each is picked per ``m`` on validation images drawn
-from the *training* split, never on the test images):
+from the *training* split, or with ``--val-split test`` the test split's images after the
+reported ones, never on the test images):
 
 * ``map`` (Whang et al.): :math:`-\log p_\Delta(y - f(G(z))) - \beta \log p_G(G(z))` with the
   true noise density and ``f = A`` or ``f = sign∘A`` (straight-through gradient);

@@ -60,9 +60,10 @@ def positive_float(text: str) -> float:
 
 
 def float_list(text: str) -> tuple[float, ...]:
-    """``"0.05,0.1"`` -> ``(0.05, 0.1)``; every entry finite and >= 0."""
+    """``"0.05,0.1"`` -> ``(0.05, 0.1)``; every entry finite and >= 0; a repeat is dropped (a
+    grid with one weight twice would give two rows per image to one weight)."""
     try:
-        values = tuple(float(t) for t in text.split(",") if t.strip())
+        values = tuple(dict.fromkeys(float(t) for t in text.split(",") if t.strip()))
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated numbers, got {text!r}") from None
@@ -304,13 +305,18 @@ def _check_evaluation_set_leaves_validation_images(spec: str, num_test: int,
 
 def _check_test_split_leaves_validation_images(spec: str, num_test: int) -> None:
     """With ``--val-split test`` the validation images are the test split's images after the
-    first ``num_test``, so it needs more than ``num_test`` of them; counted by loading at most
-    ``num_test + 1`` (a ``tfds:`` set is left to the run, which fails if none are left)."""
+    first ``num_test``, so it needs more than ``num_test`` of them; counted by file name for a
+    ``folder:`` (whose images may differ in size until the run resizes them), else by loading
+    at most ``num_test + 1`` (a ``tfds:`` set is left to the run, which fails if none are
+    left)."""
     if spec.startswith("tfds:"):
         return
     from flowinv import data
 
-    total = len(data.load_dataset(spec, "test", limit=num_test + 1))
+    if spec.startswith("folder:"):
+        total = len(data.folder_files(spec, "test"))
+    else:
+        total = len(data.load_dataset(spec, "test", limit=num_test + 1))
     if total <= num_test:
         raise ValueError(
             f"--val-split test takes the validation images from {spec!r}'s test images after "
@@ -791,8 +797,10 @@ def add_val_split_argument(parser: argparse.ArgumentParser) -> None:
         "--val-split", choices=VAL_SPLITS, default="train",
         help="where the validation images come from: 'train' (default), the training split, "
              "which the shipped priors were trained on, so a prior fits them better than new "
-             "images; 'test', the test split's images after the --num-images reported ones, "
-             "never reported and never trained on")
+             "images (a dataset without one, such as lfw or a folder without train/ and test/, "
+             "gives its test images after the reported ones, as 'test' does); 'test', the test "
+             "split's images after the --num-images reported ones, never reported and never "
+             "trained on")
 
 
 def validation_text(n: int, val_split: str = "train") -> str:
@@ -816,11 +824,11 @@ def load_test_and_val(spec: str, shape, num_test: int, num_val: int,
 
     if val_split not in VAL_SPLITS:
         raise ValueError(f"val_split must be one of {VAL_SPLITS}, got {val_split!r}")
-    test = data.load_dataset(spec, "test", image_shape=shape, limit=num_test)[:num_test]
     if val_split == "test":
-        val = data.load_dataset(spec, "test", image_shape=shape,
-                                limit=num_test + num_val)[num_test: num_test + num_val]
+        split = data.load_dataset(spec, "test", image_shape=shape, limit=num_test + num_val)
+        test, val = split[:num_test], split[num_test: num_test + num_val]
     else:
+        test = data.load_dataset(spec, "test", image_shape=shape, limit=num_test)[:num_test]
         val = load_train_images(spec, shape, num_val, num_test, test=test,
                                 purpose="validating")
     if len(test) == 0 or len(val) == 0:

@@ -9,8 +9,8 @@ optionally back-projected), and an unlearned Deep Decoder. PSNR and SSIM vs m, o
 in-distribution test split and on an out-of-distribution set.
 
 Hyperparameters of the baselines (Lasso λ; IAGAN's weight learning rate and whether to
-back-project) are picked on validation images from the training split, never on the test
-images.
+back-project) are picked on validation images from the training split (``--val-split test``:
+the test split's images after the reported ones), never on the test images.
 
 Writes ``results.csv`` (tidy), ``summary.csv`` (mean PSNR/SSIM per test set × m × method),
 ``comparison.csv`` (Glow minus each other method per test set and m, paired per test image,
@@ -199,10 +199,10 @@ def run(config: Config) -> dict:
               for name, spec in sets.items()}  # each set's rows name it as their dataset
     key = jax.random.PRNGKey(config.seed)
     sheets, iagan_choices = {}, []
-    jobs = [(name, spec, r) for name, spec in sets.items() for r in config.ratios]
-    for name, spec, ratio in tqdm(jobs, desc="compressed sensing", disable=not config.progress):
+    ms = dict.fromkeys(max(1, int(round(ratio * n))) for ratio in config.ratios)  # no repeats
+    jobs = [(name, spec, m) for name, spec in sets.items() for m in ms]
+    for name, spec, m in tqdm(jobs, desc="compressed sensing", disable=not config.progress):
         test = tests[name]
-        m = max(1, int(round(ratio * n)))
         k_op, k_noise = jax.random.split(jax.random.fold_in(key, m))
         op = operators.gaussian_cs(k_op, shape, m)
         eta = noise.cs_gaussian(m)
@@ -291,7 +291,8 @@ def _compare(rows: list[dict]) -> list[dict]:
     validation images, so each method has one row per image and m). Empty without Glow."""
     out = []
     for test_set in dict.fromkeys(r["setting_value"] for r in rows):
-        for m in sorted({r["param_value"] for r in rows if r["setting_value"] == test_set}):
+        for m in sorted({r["param_value"] for r in rows if r["setting_value"] == test_set},
+                        key=float):
             here = [r for r in rows if r["setting_value"] == test_set and r["param_value"] == m]
             methods = list(dict.fromkeys(r["method"] for r in here))
             if "glow" not in methods:

@@ -7,8 +7,9 @@ when a DCGAN checkpoint is available) and the noisy input. Every estimate, the n
 included, is clipped to ``[0, 1]`` before its PSNR and SSIM, so the "noisy" reference reads
 higher than the unclipped noisy PSNR (MNIST, σ = 0.1: about 22.6 against 20.0 dB).
 
-The best γ (and λ) per σ is chosen on validation images drawn from the *training* split and then
-reported on the held-out test images, so nothing is tuned on the test set.
+The best γ (and λ) per σ is chosen on validation images drawn from the *training* split
+(``--val-split test``: the test split's images after the reported ones) and then reported on
+the held-out test images, so nothing is tuned on the test set.
 
 ``--restarts R`` (R > 1; not the paper's protocol) solves the Glow problems from R draws of
 N(0, s² I) (``s`` = ``--init-scale``) instead of ``z0 = 0`` and keeps, per

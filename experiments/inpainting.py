@@ -15,7 +15,8 @@ Recovery with the Glow prior is the empirical risk of Asim et al.,
 
 solved with L-BFGS from :math:`z_0 = 0` (the paper's algorithmic regularisation, which works
 with :math:`\gamma = 0`); :math:`\gamma` is swept and the best value per mask setting is chosen
-on validation images drawn from the *training* split, never on the test images. The baseline
+on validation images drawn from the *training* split (``--val-split test``: the test
+split's images after the reported ones), never on the test images. The baseline
 is a DCGAN prior (CSGM, Bora et al. 2017: :math:`\|M \odot G(w) - y\|^2 + \lambda\|w\|^2` over
 its low-dimensional latent :math:`w`, from :math:`w_0 \sim \mathcal N(0, I)`) when a DCGAN
 checkpoint is available, and the masked input itself (``masked``) as the floor. Results are
@@ -277,7 +278,7 @@ def _compare(tables: dict, summary: list[dict], sets: dict) -> list[dict]:
                 pa, pb = (picked.get((test_set, kind, frac, m)) for m in (a, b))
                 if pa is None or pb is None:
                     continue
-                sa, sb = ({"setting_value": f"{kind}:{frac:g}", "method": m,
+                sa, sb = ({"setting_value": f"{kind}:{float(frac):g}", "method": m,
                            "param_value": p["param_value"]} for m, p in ((a, pa), (b, pb)))
                 d = common.paired_difference(tables[name].rows, sa, sb)
                 out.append(dict(test_set=test_set, mask=kind, missing=frac, method=a,

@@ -21,16 +21,14 @@ Compared, for several m (PSNR vs m):
   measurements less the noise's mean, which MAP's noise model knows and Asim's loss does not:
   MAP − ``asim-centred`` is MAP's lead without the mean.
 
-β, γ and λ are picked per m on validation images from the *training* split; the test images
-are only reported. Writes ``results.csv`` (tidy), ``summary.csv``, ``comparison.csv`` (MAP
-minus each other method, and ``asim-centred`` minus Asim where it ran, paired per test
-image), ``sensitivity.csv`` and
-``psnr_vs_weight.png`` (test PSNR over each method's grid of weights, as Whang et al. 2021
-§5.1.5 compare MAP's β with Asim's γ), ``curves.csv``, ``psnr_vs_m.png`` and
-``samples_m*.png`` under ``--out`` and prints the summary, the comparison and the sensitivity.
-Shared code:
-:mod:`experiments._whang_cs`.
-"""
+β, γ and λ are picked per m on validation images from the *training* split (``--val-split test``:
+the test split's images after the reported ones); the test images are only reported. Writes
+``results.csv`` (tidy), ``summary.csv``, ``comparison.csv`` (MAP minus each other method, and
+``asim-centred`` minus Asim where it ran, paired per test image), ``sensitivity.csv`` and
+``psnr_vs_weight.png`` (test PSNR over each method's grid of weights, as Whang et al. 2021 §5.1.5
+compare MAP's β with Asim's γ), ``curves.csv``, ``psnr_vs_m.png`` and ``samples_m*.png`` under
+``--out`` and prints the summary, the comparison and the sensitivity. Shared code:
+:mod:`experiments._whang_cs`."""
 
 from __future__ import annotations
 

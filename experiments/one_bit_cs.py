@@ -30,7 +30,8 @@ Compared, for several m (PSNR vs m):
 * ``bora``: :math:`\|y - \mathrm{sign}(A G_{\mathrm{GAN}}(z))\|^2 + \lambda\|z\|^2`.
 
 ``mle`` and ``bora`` need a DCGAN checkpoint (skipped with a note otherwise). β, γ and λ are
-picked per m on validation images from the *training* split, never on the test images.
+picked per m on validation images from the *training* split (``--val-split test``: the test
+split's images after the reported ones), never on the test images.
 Writes ``results.csv`` (tidy), ``summary.csv``, ``comparison.csv`` (each MAP minus each other
 method, paired per test image), ``sensitivity.csv`` and ``psnr_vs_weight.png`` (test PSNR over
 each method's grid of weights, as Whang et al. 2021 §5.1.5 compare MAP's β with Asim's γ),

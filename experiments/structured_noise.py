@@ -38,8 +38,9 @@ at the end of ``--help``):
   :math:`p_G(G(z))`. Beside ``map`` and ``asim`` it tells which part of MAP's loss helps: the
   noise model (``asim`` → ``latent-map``) or the density (``latent-map`` → ``map``).
 
-β, γ and λ are picked per noise and scale on validation images from the *training* split;
-the test images are only reported. ``--full`` searches the papers' grids (Whang et al. 2020
+β, γ and λ are picked per noise and scale on validation images from the *training* split
+(``--val-split test``: the test split's images after the reported ones); the test images are
+only reported. ``--full`` searches the papers' grids (Whang et al. 2020
 appendix B; γ also at 0.01 and 0.03), with β extended down to 0.003: at large β, −β log p_G
 pulls pixels towards the saturated values a logit-preprocessed flow over-rates (the failure
 that motivates β), and the solve collapses. ``--full`` reports 100 test images (Whang et al.:
@@ -254,19 +255,31 @@ def config_from_args(args: argparse.Namespace) -> Config:
 # ---- experiment -------------------------------------------------------------------------
 
 
-def _noise_digits(config: Config, shape, batch: int) -> np.ndarray | None:
-    """``batch`` digits from the end of the noise-digit dataset's test split, or None."""
+def _noise_digits(config: Config, shape, images: np.ndarray) -> np.ndarray:
+    """One digit per image of ``images`` (the test then the validation images), from the end
+    of the noise-digit dataset's test split, none of them one of ``images``."""
     from flowinv import data
 
+    batch = len(images)
     digits = data.load_dataset(config.noise_digits, "test")
-    if config.noise_digits == config.dataset and len(digits) - batch < config.num_images:
+    # the head of the split that the test images (and, with --val-split test, the validation
+    # images) come from
+    head = config.num_images + (config.val_images if config.val_split == "test" else 0)
+    if config.noise_digits == config.dataset and len(digits) - batch < head:
         raise ValueError(
             f"the {config.noise_digits!r} test split ({len(digits)} images) is too small for "
-            f"{config.num_images} test images plus {batch} disjoint noise digits")
+            f"its first {head} images (test and validation) plus {batch} disjoint noise digits")
     if len(digits) < batch:
         raise ValueError(f"the {config.noise_digits!r} test split has {len(digits)} images, "
                          f"fewer than the {batch} noise digits needed")
-    return data.fit_shape(digits[len(digits) - batch:][::-1], shape)
+    chosen = data.fit_shape(digits[len(digits) - batch:][::-1], shape)
+    # also where the validation images come after the test images for another reason (a
+    # dataset without a training split)
+    if data.num_shared_images(np.asarray(images), chosen):
+        raise ValueError(
+            f"the noise digits from the end of {config.noise_digits!r}'s test split include "
+            "a test or validation image; ask for fewer images")
+    return chosen
 
 
 def check_noises_can_run(config: Config) -> None:
@@ -343,14 +356,14 @@ def run(config: Config) -> dict:
     test, val = common.load_test_and_val(config.dataset, shape, config.num_images,
                                            config.val_images, config.val_split)
     images = jnp.asarray(np.concatenate([test, val]))
-    batch, nt = images.shape[0], len(test)
+    nt = len(test)
     gan = (common.load_gan_or_none(config.gan, config.dataset, shape)
            if set(_whang_cs.GAN_METHODS) & set(config.methods) else None)
     noise_flow = digits = None
     if "digits" in config.noises:
         noise_flow = _digit_model(config, shape)
         if noise_flow is not None:
-            digits = _noise_digits(config, shape, batch)
+            digits = _noise_digits(config, shape, np.asarray(images))
     kinds = [k for k in config.noises if k != "digits" or noise_flow is not None]
     if not kinds:
         raise ValueError("no noise left to run: the digit noise, the only one asked for, was "

@@ -19,7 +19,8 @@ default; ``--dataset mnist`` for 28×28×1). Two recoveries, both with the same 
   gives Asim et al.'s :math:`\gamma \|z\|^2`, which this experiment used before.
 
 :math:`\beta` and :math:`\gamma` are swept (the paper's grids with ``--full``) and the best value
-of each is chosen on validation images from the *training* split, never on the test images. The
+of each is chosen on validation images from the *training* split (``--val-split test``:
+the test split's images after the reported ones), never on the test images. The
 masked input (missing sub-pixels at 0) is reported as the floor.
 
 Both methods use flowinv's L-BFGS (``--solver lbfgs``, Armijo backtracking, its first step

@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import pathlib
 import platform
 import time
@@ -334,12 +335,18 @@ def train(config: TrainConfig, workdir: str | pathlib.Path, *, export_to: str | 
     if log_path.exists():  # the steps after the restored one are trained again: their rows go
         with open(log_path, newline="") as f:
             kept = [row for row in list(csv.reader(f))[1:] if row and int(row[0]) <= start]
-    t0 = time.time()
-    loss = float("nan")
-    with open(log_path, "w", newline="") as log_file:
-        log = csv.writer(log_file)
+    # The kept rows replace the log in one rename: a run killed before its first new row then
+    # leaves the old log or the new one whole, never a truncated file.
+    partial = log_path.with_name(log_path.name + ".partial")
+    with open(partial, "w", newline="") as f:
+        log = csv.writer(f)
         log.writerow(["step", "train_bpd", "test_bpd", "seconds"])  # seconds of this process
         log.writerows(kept)
+    os.replace(partial, log_path)
+    t0 = time.time()
+    loss = float("nan")
+    with open(log_path, "a", newline="") as log_file:
+        log = csv.writer(log_file)
         bar = tqdm(total=config.steps, initial=start, disable=not progress,
                    desc=f"train {config.dataset}", unit="step")
         for step in range(start, config.steps):

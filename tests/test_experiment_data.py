@@ -120,6 +120,37 @@ def test_every_validating_experiment_takes_val_split(module):
     assert mod.Config().val_split == "train"  # run(Config()) from Python too
 
 
+class _Loaded(Exception):
+    pass
+
+
+@pytest.mark.parametrize("module", ["denoise", "compressed_sensing", "inpainting", "subpixel",
+                                    "structured_noise", "noisy_cs", "one_bit_cs"])
+def test_every_validating_experiment_loads_its_images_with_its_val_split(module, monkeypatch):
+    """``run`` hands the config's split to :func:`common.load_test_and_val` (stopped there: the
+    prior is a stand-in that only has a shape)."""
+    import dataclasses
+    import importlib
+    import types
+
+    mod = importlib.import_module(f"experiments.{module}")
+    asked = []
+
+    def load_test_and_val(spec, shape, num_test, num_val, val_split="train"):
+        asked.append(val_split)
+        raise _Loaded
+
+    flow = types.SimpleNamespace(image_shape=(28, 28, 1), dim=784)
+    monkeypatch.setattr(common, "setup_run", lambda config: (None, "prior", flow, None))
+    monkeypatch.setattr(common, "load_test_and_val", load_test_and_val)
+    fields = {f.name for f in dataclasses.fields(mod.Config)}
+    config = dataclasses.replace(mod.Config(), val_split="test",
+                                 **({"gan": "none"} if "gan" in fields else {}))
+    with pytest.raises(_Loaded):
+        mod.run(config)
+    assert asked == ["test"]
+
+
 @pytest.mark.parametrize("channels,prior", [(3, "glow-patches64"), (1, "glow-mnist")])
 def test_default_prior_of_a_folder_follows_its_channels(tmp_path, capsys, channels, prior):
     _write_images(tmp_path / "imgs", 1, channels, seed=4)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import math
+from dataclasses import replace
 
 import jax
 import jax.numpy as jnp
@@ -164,6 +165,26 @@ def test_structured_noise_draws_do_not_depend_on_the_other_noises_run(tiny_prior
 
     assert noisy_psnr(("radial",), tmp_path / "a") == noisy_psnr(("sinusoidal", "radial"),
                                                                 tmp_path / "b")
+
+
+def test_noise_digits_are_never_test_or_validation_images():
+    """The noise digits come from the end of the test split; the test images, and with
+    ``--val-split test`` the validation images, from its head. 180 digits, 80 test and 20
+    validation images: 100 noise digits leave 80, enough for the test images alone but not for
+    both. And a noise digit that is one of the images is refused whatever their split."""
+    from experiments import structured_noise as sn
+    from flowinv import data
+
+    split = data.load_dataset("digits", "test")
+    config = sn.Config(dataset="digits", noise_digits="digits", num_images=80, val_images=20)
+    train = data.load_dataset("digits", "train", limit=20)
+    digits = sn._noise_digits(config, (8, 8, 1), np.concatenate([split[:80], train]))
+    np.testing.assert_array_equal(digits, split[80:][::-1])
+    with pytest.raises(ValueError, match="first 100 images"):
+        sn._noise_digits(replace(config, val_split="test"), (8, 8, 1), split[:100])
+    with pytest.raises(ValueError, match="include a test or validation image"):
+        sn._noise_digits(replace(config, num_images=1, val_images=1), (8, 8, 1),
+                         np.concatenate([split[:1], split[-2:-1]]))
 
 
 def test_noisy_cs_runs_end_to_end(tiny_prior, tmp_path):

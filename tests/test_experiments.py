@@ -4,6 +4,7 @@ compilation cache of the experiments' command lines."""
 
 from __future__ import annotations
 
+import argparse
 import csv
 import dataclasses
 import json
@@ -224,11 +225,11 @@ def test_compressed_sensing_runs_end_to_end(tiny_prior, tmp_path):
     from experiments import compressed_sensing as cs
 
     config = cs.Config(dataset="lfw", prior=tiny_prior, gan="none", num_images=2,
-                       val_images=1, maxiter=3, ratios=(0.25, 1.0), lasso_lams=(1e-2,),
+                       val_images=1, maxiter=3, ratios=(0.25, 0.255, 1.0), lasso_lams=(1e-2,),
                        methods=("glow", "lasso-dct", "lasso-wavelet"), out=str(tmp_path),
                        progress=False)
     cs.run(config)
-    rows = _check_results(tmp_path, 2 * 2 * 3)
+    rows = _check_results(tmp_path, 2 * 2 * 3)  # 0.25 and 0.255 both give m = 16: run once
     assert {r["param_value"] for r in rows} == {"16", "64"}  # m = ratio · 64
     assert (tmp_path / "psnr_vs_m.png").stat().st_size > 0
     # comparison.csv: Glow minus each Lasso per m, recomputed from results.csv
@@ -241,6 +242,13 @@ def test_compressed_sensing_runs_end_to_end(tiny_prior, tmp_path):
         assert c["method"] == "glow" and c["images"] == "2"
         assert float(c["diff_db"]) == pytest.approx(np.mean(d), abs=0.006)
         assert float(c["se_db"]) == pytest.approx(abs(d[0] - d[1]) / 2, abs=0.006)
+
+
+def test_float_list_reads_finite_nonnegative_numbers_once_each():
+    assert common.float_list("0.1, 0,0.1,1e-3") == (0.1, 0.0, 1e-3)
+    for bad in ("", "x", "-1", "nan", "0.1,inf"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            common.float_list(bad)
 
 
 def test_compressed_sensing_compares_glow_per_test_set_and_m_and_only_glow():

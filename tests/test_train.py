@@ -388,6 +388,25 @@ def test_each_checkpoint_is_saved_after_its_steps_log_row_is_on_disk(tmp_path, m
     assert logged_at_save == {s: list(range(1, s + 1)) for s in (10, 20, 25)}
 
 
+def test_a_resumed_runs_kept_log_rows_are_on_disk_before_its_first_step(tmp_path, monkeypatch):
+    # The resumed run rewrites log.csv without the rows it will train again; a kill before its
+    # first new row must not leave the file truncated (the rows kept were once only buffered).
+    train.train(dataclasses.replace(TINY, steps=20), tmp_path / "r", progress=False)
+    on_disk, batch_indices = [], data.batch_indices
+
+    def read_log_then_stop(n, batch_size, seed, step):
+        if step < 20:  # the data-dependent initialisation's batch
+            return batch_indices(n, batch_size, seed, step)
+        on_disk.append((tmp_path / "r" / "log.csv").read_text().splitlines())
+        raise KeyboardInterrupt  # stands in for the kill before step 21's row
+
+    monkeypatch.setattr(data, "batch_indices", read_log_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train.train(dataclasses.replace(TINY, steps=25), tmp_path / "r", progress=False)
+    assert [int(row.split(",")[0]) for row in on_disk[0][1:]] == list(range(1, 21))
+    assert not (tmp_path / "r" / "log.csv.partial").exists()
+
+
 def test_training_is_deterministic(tmp_path):
     config = dataclasses.replace(TINY, steps=5)
     a = train.train(config, tmp_path / "a", progress=False)

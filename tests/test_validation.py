@@ -405,6 +405,20 @@ def test_val_split_test_without_test_images_left_over_is_a_usage_error(capsys):
     assert "--val-split test" in err and "at most 179 test images" in err
 
 
+def test_val_split_test_counts_a_folders_files_without_loading_them(tmp_path, capsys):
+    # files of any size (or, here, not yet images at all): the run resizes them, the check
+    # only counts them
+    from experiments import common, denoise
+
+    _pngs(tmp_path / "flat", 3)
+    flat = f"folder:{tmp_path / 'flat'}"
+    common.check_sources(denoise.Config(dataset=flat, num_images=2, val_split="test",
+                                        out=str(tmp_path / "o")))
+    _cli("experiments.denoise", ["--dataset", flat, "--val-split", "test", "--num-images", "3",
+                                 "--out", str(tmp_path / "o")])
+    assert "at most 2 test images" in capsys.readouterr().err
+
+
 def test_init_study_inverse_train_starts_on_a_too_small_flat_folder_are_a_usage_error(
         tmp_path, capsys):
     from experiments import common, init_study
