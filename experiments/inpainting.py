@@ -30,7 +30,8 @@ All images × mask settings form one batch (one compilation per method, per-imag
 
 Writes ``results.csv`` (tidy, one row per test image × mask setting × method × parameter;
 ``dataset`` is the set the images come from), ``summary.csv`` (mean PSNR/SSIM per test set ×
-mask setting × method at the validated parameter), ``comparison.csv`` (per test set and mask
+mask setting × method at the validated parameter; ``edge`` says where it sits at an end of its
+grid), ``comparison.csv`` (per test set and mask
 setting, Glow minus the DCGAN and each prior minus the masked input, each at its validated
 parameter, paired per test image with its 95 % interval), ``curves.csv`` (mean PSNR per
 parameter), ``psnr_vs_missing.png`` and ``samples_{in-dist,ood}_{box,random}.png`` under
@@ -252,6 +253,9 @@ def run(config: Config) -> dict:
           f"{common.validation_text(len(val), config.val_split)} of {config.dataset} "
           "(none of them a test image) per mask setting:")
     print(common.format_table(summary))
+    common.print_grid_edge_note(
+        [r for r in summary if r["test_set"].startswith("in-dist:")],  # ood reuses its picks
+        lambda r: f"{r['method']} at {r['mask']} {r['missing']:g}")
     if comparison:
         print("\nGlow minus the DCGAN, and each prior minus the masked input, each at its "
               f"picked weight, {common.COMPARISON_NOTE}:")
@@ -307,7 +311,8 @@ def _summarise(tables, curves, settings, sets) -> list[dict]:
                     param_value=best["param"], val_psnr=round(best["val_psnr"], 2),
                     psnr=round(float(np.mean([r["psnr"] for r in rs])), 2),
                     ssim=round(float(np.mean([r["ssim"] for r in rs])), 3),
-                    seconds_per_image=round(float(np.mean([r["seconds"] for r in rs])), 3)))
+                    seconds_per_image=round(float(np.mean([r["seconds"] for r in rs])), 3),
+                    edge=common.grid_edge([c["param"] for c in cands], best["param"])))
     return out
 
 

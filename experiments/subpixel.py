@@ -38,7 +38,8 @@ monitoring events), divided by the number of images solved together; ``compile_s
 one-off compilation of each method.
 
 Writes ``results.csv`` (tidy, one row per test image × method × parameter; ``seconds`` is the
-solve time per image), ``summary.csv``, ``comparison.csv`` (MAP minus Asim and each minus the
+solve time per image), ``summary.csv`` (with an ``edge`` column where a pick sits at an end of
+its grid), ``comparison.csv`` (MAP minus Asim and each minus the
 masked input, each at its picked weight, paired per test image with its 95 % interval),
 ``curves.csv``, ``psnr_vs_param.png`` and ``samples.png`` under ``--out``, and prints the
 summary and the comparison.
@@ -207,6 +208,7 @@ def run(config: Config) -> dict:
           f"compilation ({len(images)} images per batched solve):")
     print(common.format_table([{k: v for k, v in r.items() if k != "param_value"}
                                for r in summary]))
+    common.print_grid_edge_note(summary, lambda r: r["method"])
     if comparison:
         print(f"\nMAP minus Asim, and each minus the masked input, {common.COMPARISON_NOTE}:")
         print(common.format_table(comparison))
@@ -250,7 +252,8 @@ def _summarise(rows: list[dict], curves: list[dict]) -> list[dict]:
             ssim=round(float(np.mean([r["ssim"] for r in rs])), 3),
             seconds_per_image=round(best["seconds_per_image"], 3),
             compile_seconds=round(max(c["compile_seconds"] for c in cands), 1),
-            iterations=round(best["iterations"], 1), diverged=best["diverged"]))
+            iterations=round(best["iterations"], 1), diverged=best["diverged"],
+            edge=common.grid_edge([c["param"] for c in cands], best["param"])))
     return out
 
 

@@ -77,6 +77,9 @@ def test_inpainting_summary_and_figures(inpainting_result):
     assert {r["test_set"] for r in summary} == {"in-dist:digits", "ood:lfw"}
     assert all(float(r["param_value"]) in config.gammas
                for r in summary if r["method"] == "glow")
+    # γ ∈ {0, 0.1}: a pick of 0.1 is at the grid's high end; 0 is no edge (nothing is smaller)
+    assert all(r["edge"] == ("high" if r["method"] == "glow" and float(r["param_value"]) == 0.1
+                             else "") for r in summary)
     for name in ("psnr_vs_missing.png", "samples_in-dist_box.png", "samples_in-dist_random.png",
                  "samples_ood_box.png", "samples_ood_random.png"):
         path = f"{result['out']}/{name}"
@@ -185,6 +188,9 @@ def test_subpixel_outputs(subpixel_result):
     summary = {r["method"]: r for r in _read(f"{result['out']}/summary.csv")}
     assert set(summary) == {"masked", "map", "asim"}
     assert float(summary["map"]["param_value"]) in config.betas
+    # β ∈ {0.1, 1}: either pick is an end of the grid; Asim's single γ has none
+    assert summary["map"]["edge"] == {"0.1": "low", "1.0": "high"}[summary["map"]["param_value"]]
+    assert summary["asim"]["edge"] == summary["masked"]["edge"] == ""
     for r in (summary["map"], summary["asim"]):
         assert math.isfinite(float(r["psnr"]))
         assert 0 <= int(r["diverged"]) <= 2
