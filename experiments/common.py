@@ -787,6 +787,20 @@ def paired_difference(rows: list[dict], a: dict, b: dict) -> dict:
             "p": float(f"{p:.2g}"), "ahead": int(np.sum(d > 0)), "images": n}
 
 
+def compare_picked(rows: list[dict], picked: dict[str, dict], pairs, where: dict) -> list[dict]:
+    """For each ``(a, b)`` of ``pairs`` whose methods are both in ``picked`` (method -> its
+    summary row, with ``param`` and ``param_value``): ``a`` at its picked weight minus ``b`` at
+    its own, over the ``rows`` that also match ``where``, paired per test image
+    (:func:`paired_difference`). Each result: ``method, param, vs, vs_param`` and the
+    difference's columns."""
+    def selector(method: str) -> dict:
+        return {**where, "method": method, "param_value": picked[method]["param_value"]}
+
+    return [dict(method=a, param=picked[a]["param"], vs=b, vs_param=picked[b]["param"],
+                 **paired_difference(rows, selector(a), selector(b)))
+            for a, b in pairs if a in picked and b in picked]
+
+
 VAL_SPLITS = ("train", "test")
 
 

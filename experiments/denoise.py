@@ -233,19 +233,13 @@ def run(config: Config) -> dict:
 def _compare(rows: list[dict], summary: list[dict]) -> list[dict]:
     """Per σ > 0, each learned method at its validation-picked weight minus BM3D, and each Glow
     method minus the DCGAN, paired per test image (:func:`common.paired_difference`)."""
-    picked = {(r["sigma"], r["method"]): r for r in summary}
     pairs = [(m, "bm3d") for m in ("glow-sq", "glow-norm", "dcgan")] + [
         (m, "dcgan") for m in ("glow-sq", "glow-norm")]
     out = []
     for s in sorted({r["sigma"] for r in summary if r["sigma"] != 0}):
-        for a, b in pairs:
-            if (s, a) not in picked or (s, b) not in picked:
-                continue
-            sa, sb = ({"method": m, "param_value": picked[(s, m)]["param_value"],
-                       "setting_value": s} for m in (a, b))
-            d = common.paired_difference(rows, sa, sb)
-            out.append(dict(sigma=s, method=a, param=picked[(s, a)]["param"], vs=b,
-                            vs_param=picked[(s, b)]["param"], **d))
+        picked = {r["method"]: r for r in summary if r["sigma"] == s}
+        out += [dict(sigma=s, **c) for c in common.compare_picked(rows, picked, pairs,
+                                                                  {"setting_value": s})]
     return out
 
 

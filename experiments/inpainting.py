@@ -271,22 +271,17 @@ COMPARED = (("glow", "dcgan"), ("glow", "masked"), ("dcgan", "masked"))
 def _compare(tables: dict, summary: list[dict], sets: dict) -> list[dict]:
     """Per test set and mask setting, each pair of :data:`COMPARED` present, each side at its
     validation-picked parameter, paired per test image (:func:`common.paired_difference`)."""
-    picked = {(r["test_set"], r["mask"], r["missing"], r["method"]): r for r in summary}
     out = []
     for name, (spec, _) in sets.items():
         test_set = f"{name}:{spec}"
-        settings = dict.fromkeys((r["mask"], r["missing"]) for r in summary
-                                 if r["test_set"] == test_set)
-        for kind, frac in settings:
-            for a, b in COMPARED:
-                pa, pb = (picked.get((test_set, kind, frac, m)) for m in (a, b))
-                if pa is None or pb is None:
-                    continue
-                sa, sb = ({"setting_value": f"{kind}:{float(frac):g}", "method": m,
-                           "param_value": p["param_value"]} for m, p in ((a, pa), (b, pb)))
-                d = common.paired_difference(tables[name].rows, sa, sb)
-                out.append(dict(test_set=test_set, mask=kind, missing=frac, method=a,
-                                param=pa["param"], vs=b, vs_param=pb["param"], **d))
+        settings: dict[tuple, dict] = {}
+        for r in summary:
+            if r["test_set"] == test_set:
+                settings.setdefault((r["mask"], r["missing"]), {})[r["method"]] = r
+        for (kind, frac), picked in settings.items():
+            where = {"setting_value": f"{kind}:{float(frac):g}"}
+            out += [dict(test_set=test_set, mask=kind, missing=frac, **c)
+                    for c in common.compare_picked(tables[name].rows, picked, COMPARED, where)]
     return out
 
 

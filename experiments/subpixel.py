@@ -223,16 +223,7 @@ COMPARED = (("map", "asim"), ("map", "masked"), ("asim", "masked"))
 def _compare(rows: list[dict], summary: list[dict]) -> list[dict]:
     """Each pair of :data:`COMPARED` present, each side at its validation-picked weight, paired
     per test image (:func:`common.paired_difference`)."""
-    picked = {r["method"]: r for r in summary}
-    out = []
-    for a, b in COMPARED:
-        if a in picked and b in picked:
-            d = common.paired_difference(
-                rows, {"method": a, "param_value": picked[a]["param_value"]},
-                {"method": b, "param_value": picked[b]["param_value"]})
-            out.append(dict(method=a, param=picked[a]["param"], vs=b,
-                            vs_param=picked[b]["param"], **d))
-    return out
+    return common.compare_picked(rows, {r["method"]: r for r in summary}, COMPARED, {})
 
 
 def _summarise(rows: list[dict], curves: list[dict]) -> list[dict]:

@@ -26,20 +26,25 @@ def flow_generator(flow: Flow, params: Any) -> Callable[[Array], Array]:
     return lambda z: flow.forward(params, z)[0]
 
 
+def _latent_penalty(penalty: str) -> Callable[[Array], Array]:
+    r"""``z -> ‖z‖²`` (``"sq"``) or ``z -> ‖z‖`` (``"norm"``, as :math:`\sqrt{\|z\|^2 +
+    10^{-12}}`, which keeps the gradient finite at ``z = 0``, where the optimiser starts)."""
+    if penalty not in PENALTIES:
+        raise ValueError(f"penalty must be one of {PENALTIES}, got {penalty!r}")
+    if penalty == "sq":
+        return lambda z: jnp.sum(z**2)
+    return lambda z: jnp.sqrt(jnp.sum(z**2) + 1e-12)
+
+
 def asim_loss(generator: Callable[[Array], Array], op: Any, *, gamma: float,
               penalty: str = "sq") -> Loss:
     r"""Asim et al. (2020): :math:`\|f(G(z)) - y\|^2 + \gamma\|z\|^2` (``penalty="sq"``) or
     :math:`+\ \gamma\|z\|` (``penalty="norm"``). ``γ = 0`` with ``z0 = 0`` is their
     compressed-sensing formulation (regularised by the optimiser alone)."""
-    if penalty not in PENALTIES:
-        raise ValueError(f"penalty must be one of {PENALTIES}, got {penalty!r}")
+    size = _latent_penalty(penalty)
 
     def loss(z: Array, y: Array) -> Array:
-        data = jnp.sum((op(generator(z)) - y) ** 2)
-        if penalty == "sq":
-            return data + gamma * jnp.sum(z**2)
-        # sqrt(‖z‖² + tiny) keeps the gradient finite at z = 0, where the optimiser starts.
-        return data + gamma * jnp.sqrt(jnp.sum(z**2) + 1e-12)
+        return jnp.sum((op(generator(z)) - y) ** 2) + gamma * size(z)
 
     return loss
 
@@ -75,14 +80,10 @@ def latent_map_loss(generator: Callable[[Array], Array], op: Any, noise: Any, *,
     :math:`p_G(G(z))`, which adds :math:`\log|\det \partial G/\partial z|`; this one keeps
     only the latent's Gaussian. Against :func:`asim_loss` (the same penalties) it swaps the
     squared error for the noise model."""
-    if penalty not in PENALTIES:
-        raise ValueError(f"penalty must be one of {PENALTIES}, got {penalty!r}")
+    size = _latent_penalty(penalty)
 
     def loss(z: Array, y: Array) -> Array:
-        data = -noise.log_prob(y - op(generator(z)))
-        if penalty == "sq":
-            return data + beta * jnp.sum(z**2)
-        return data + beta * jnp.sqrt(jnp.sum(z**2) + 1e-12)
+        return -noise.log_prob(y - op(generator(z))) + beta * size(z)
 
     return loss
 
