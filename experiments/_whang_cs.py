@@ -161,25 +161,18 @@ def summarise(curves: list[dict]) -> list[dict]:
 def compare(rows: list[dict], summary: list[dict], leads: tuple[str, ...] = ("map",)) -> list[dict]:
     """Per setting, each ``leads`` method at its picked hyperparameter minus every other method
     at its own (``noisy`` and earlier leads excepted), paired per test image
-    (:func:`common.paired_difference` over the tidy ``rows``; ``summary`` from
-    :func:`summarise`)."""
-    def selector(r: dict) -> dict:
-        return {k: r[k] for k in ("setting_name", "setting_value", "method", "param_value")}
-
+    (:func:`common.compare_picked` over the tidy ``rows``; ``summary`` from :func:`summarise`),
+    each row led by its ``setting_name`` and ``setting_value``."""
     out = []
     for lead in summary:
         if lead["method"] not in leads:
             continue
+        setting = {k: lead[k] for k in ("setting_name", "setting_value")}
+        here = {r["method"]: r for r in summary
+                if (r["setting_name"], r["setting_value"]) == tuple(setting.values())}
         skip = {"noisy", *leads[: leads.index(lead["method"]) + 1]}
-        for other in summary:
-            if (other["setting_name"], other["setting_value"]) != (
-                    lead["setting_name"], lead["setting_value"]) or other["method"] in skip:
-                continue
-            d = common.paired_difference(rows, selector(lead), selector(other))
-            out.append(dict(setting_name=lead["setting_name"],
-                            setting_value=lead["setting_value"], method=lead["method"],
-                            param=lead["param"], vs=other["method"], vs_param=other["param"],
-                            **d))
+        pairs = [(lead["method"], other) for other in here if other not in skip]
+        out += [{**setting, **c} for c in common.compare_picked(rows, here, pairs, setting)]
     return out
 
 
