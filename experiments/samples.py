@@ -9,6 +9,14 @@ never seen in training). The summary gives each set's *diversity*, the mean pair
 distance between its images, over ``--diversity-num`` images: a collapsed generator (one image
 for every latent) shows as a number far below its data's.
 
+A flow's generative direction can overflow: an affine coupling divides by its scale, and a
+latent far enough from the data (more likely at a higher temperature) drives a scale to 0 and the
+image to inf or NaN. Such samples (of the ``--diversity-num`` scored) are counted in the
+``nonfinite`` column, left blank on the sheet and out of the diversity, which is that of the
+finite ones; a note under the table says so. ``--clip 40`` draws the Glow priors with
+``glow(clip=40)`` (``dataclasses.replace(flow, clip=40.0)`` on a loaded prior), which clips the
+activations after every step, as Asim et al.'s supplement does.
+
 Writes ``samples.png`` (per prior, a row of data and a row of samples) and ``summary.csv``
 under ``--out`` and prints the table.
 """
@@ -26,8 +34,8 @@ import numpy as np
 from experiments import common
 from flowinv import checkpoints, data, plotting
 
-COLUMNS = ("prior", "kind", "dataset", "temperature", "sample_diversity", "data_diversity",
-           "ratio")
+COLUMNS = ("prior", "kind", "dataset", "temperature", "clip", "nonfinite", "sample_diversity",
+           "data_diversity", "ratio")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +44,7 @@ class Config:
     num: int = 8
     diversity_num: int = 64
     temperature: float = 0.7
+    clip: float | None = None  # glow(clip=...) for the Glow priors; None: as shipped
     seed: int = 0
     out: str | None = "results/samples"  # None: write nothing
     progress: bool = True
@@ -56,8 +65,12 @@ def diversity(images: np.ndarray) -> float:
     return float(np.mean(np.concatenate(dists)))
 
 
-def draw(name: str, num: int, key: jax.Array, temperature: float) -> tuple[np.ndarray, dict]:
-    """``num`` samples of shipped prior (or checkpoint folder) ``name``, and its sidecar."""
+def draw(name: str, num: int, key: jax.Array, temperature: float,
+         clip: float | None = None) -> tuple[np.ndarray, dict]:
+    """``num`` samples of shipped prior (or checkpoint folder) ``name``, as generated (not
+    clipped to ``[0, 1]``; a flow's may hold inf or NaN, see the module docstring), and its
+    sidecar. ``clip``: a flow with a ``clip`` field (Glow) is drawn with that activation clip;
+    the sidecar returned then holds ``"clip"``, absent for other priors."""
     meta = checkpoints.read_metadata(checkpoints.checkpoint_path(name))
     keys = jax.random.split(key, num)
     if meta.get("kind") == "dcgan":
@@ -66,8 +79,17 @@ def draw(name: str, num: int, key: jax.Array, temperature: float) -> tuple[np.nd
         x = jax.jit(jax.vmap(lambda zz: gen.apply(params, zz)))(z)
     else:
         flow, params = checkpoints.load_prior(name)
+        if clip is not None and hasattr(flow, "clip"):
+            flow = dataclasses.replace(flow, clip=float(clip))
+            meta = {**meta, "clip": float(clip)}
         x = jax.jit(jax.vmap(lambda k: flow.sample(params, k, temperature)))(keys)
-    return np.clip(np.asarray(x), 0.0, 1.0), meta
+    return np.asarray(x), meta
+
+
+def finite_images(images: np.ndarray) -> np.ndarray:
+    """``(N,)`` bool: which of ``images`` ``(N, ...)`` have every value finite."""
+    images = np.asarray(images)
+    return np.isfinite(images.reshape(len(images), -1)).all(axis=1)
 
 
 def run(config: Config) -> dict:
@@ -82,14 +104,22 @@ def run(config: Config) -> dict:
     summary, sheet = [], []
     for i, name in enumerate(tqdm(names, desc="samples", disable=not config.progress)):
         samples, meta = draw(name, num, jax.random.fold_in(jax.random.PRNGKey(config.seed), i),
-                             config.temperature)
+                             config.temperature, config.clip)
         kind = meta.get("kind", "flow")
         dataset = meta["data"]["dataset"]
         truth = data.load_dataset(dataset, "test", image_shape=samples.shape[1:], limit=num)
+        scored = samples[:config.diversity_num]
+        finite = finite_images(scored)
+        # A non-finite sample becomes all NaN, a blank panel on the sheet (clip keeps NaN).
+        samples = np.clip(np.where(finite_images(samples)[:, None, None, None], samples,
+                                   np.nan), 0.0, 1.0)
         summary.append({
             "prior": name, "kind": kind, "dataset": dataset,
             "temperature": config.temperature if kind == "flow" else 1.0,
-            "sample_diversity": diversity(samples[:config.diversity_num]),
+            "clip": meta.get("clip", ""),
+            "nonfinite": int(np.sum(~finite)),
+            "sample_diversity": (diversity(np.clip(scored[finite], 0.0, 1.0))
+                                 if finite.sum() >= 2 else float("nan")),
             "data_diversity": diversity(truth[:config.diversity_num]),
         })
         summary[-1]["ratio"] = summary[-1]["sample_diversity"] / summary[-1]["data_diversity"]
@@ -132,6 +162,19 @@ def _plot(path: pathlib.Path, sheet, temperature: float) -> None:
     plt.close(fig)
 
 
+def print_nonfinite_note(summary: list[dict]) -> None:
+    """Says, under the table, which priors drew samples that are not finite, and what that
+    does to their row."""
+    bad = [r for r in summary if r["nonfinite"]]
+    if bad:
+        print("nonfinite: samples with an inf or NaN pixel (the generative direction "
+              "overflowed), blank on the sheet and left out of the sample diversity: "
+              + "; ".join(f"{r['prior']} {r['nonfinite']} at T = {r['temperature']:g}"
+                          for r in bad)
+              + ". --clip 40 draws Glow priors with their activations clipped after every "
+                "step (glow(clip=40)), which keeps more of them finite.")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m experiments.samples", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -143,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="images the diversity is measured on (>= 2)")
     p.add_argument("--temperature", type=common.nonnegative_float, default=0.7,
                    help="sampling temperature of the flows")
+    p.add_argument("--clip", type=common.positive_float, default=None,
+                   help="draw the Glow priors with activations clipped to [-CLIP, CLIP] after "
+                        "every step (Asim et al. use 40); default: as shipped, no clip")
     p.add_argument("--seed", type=int, default=0, help="PRNG seed")
     p.add_argument("--out", default="results/samples", help="output folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -162,13 +208,14 @@ def config_from_args(args: argparse.Namespace) -> Config:
     if args.diversity_num < 2:
         raise ValueError(f"--diversity-num must be >= 2, got {args.diversity_num}")
     return Config(priors=priors, num=args.num, diversity_num=args.diversity_num,
-                  temperature=args.temperature, seed=args.seed, out=args.out,
+                  temperature=args.temperature, clip=args.clip, seed=args.seed, out=args.out,
                   progress=not args.no_progress)
 
 
 def main(argv: list[str] | None = None) -> dict:
     result = run(common.parse_config(build_parser(), config_from_args, argv))
     print(common.format_table([{k: r[k] for k in COLUMNS} for r in result["summary"]]))
+    print_nonfinite_note(result["summary"])
     print(f"{result['seconds']:.1f} s; wrote "
           f"{', '.join(str(f) for f in result['files'].values()) or 'nothing'}")
     return result

@@ -435,6 +435,59 @@ def test_samples_sheet_of_a_flow_and_a_gan(tmp_path):
     assert len((tmp_path / "summary.csv").read_text().splitlines()) == 3
 
 
+def test_samples_that_overflow_are_counted_blank_and_left_out_of_the_diversity(
+        tmp_path, monkeypatch, capsys):
+    """A flow's generative direction can overflow to inf or NaN (glow-mnist at T = 1 does for
+    a few latents in a hundred): such samples are counted, drawn blank and kept out of the
+    diversity, which would otherwise read NaN."""
+    from experiments import samples
+
+    rng = np.random.default_rng(0)
+    drawn = rng.uniform(-0.2, 1.2, size=(6, 8, 8, 1)).astype(np.float32)
+    drawn[1, 3, 4, 0] = np.nan
+    drawn[4, 0, 0, 0] = np.inf
+    real_draw = samples.draw
+
+    def draw(name, num, key, temperature, clip=None):
+        _, meta = real_draw(name, 2, key, temperature, clip)
+        return drawn[:num], meta
+
+    monkeypatch.setattr(samples, "draw", draw)
+    sheets = []
+    monkeypatch.setattr(samples, "_plot", lambda path, sheet, t: sheets.append(sheet))
+    config = samples.Config(priors=("glow-digits",), num=3, diversity_num=6, out=str(tmp_path),
+                            progress=False)
+    result = samples.run(config)
+    (row,) = result["summary"]
+    assert row["nonfinite"] == 2
+    kept = np.clip(drawn[[0, 2, 3, 5]], 0, 1)
+    np.testing.assert_allclose(row["sample_diversity"], samples.diversity(kept), rtol=1e-12)
+    shown = sheets[0][0][2]
+    assert np.isnan(shown[1]).all() and np.isfinite(shown[[0, 2]]).all()
+    samples.print_nonfinite_note(result["summary"])
+    assert "glow-digits 2 at T = 0.7" in capsys.readouterr().out
+    samples.print_nonfinite_note([{**row, "nonfinite": 0}])
+    assert capsys.readouterr().out == ""
+
+
+def test_samples_clip_draws_glow_priors_with_clipped_activations():
+    """``--clip C`` reaches the flow (a tiny clip changes a Glow's samples), is recorded for
+    Glow priors only, and must be positive."""
+    from experiments import samples
+
+    key = jax.random.PRNGKey(0)
+    plain, meta = samples.draw("glow-digits", 2, key, 0.7)
+    clipped, meta_clipped = samples.draw("glow-digits", 2, key, 0.7, clip=1e-3)
+    assert "clip" not in meta and meta_clipped["clip"] == 1e-3
+    assert np.abs(plain - clipped).max() > 0.05
+    _, gan_meta = samples.draw("dcgan-mnist", 2, key, 1.0, clip=1e-3)
+    assert "clip" not in gan_meta
+    config = samples.config_from_args(samples.build_parser().parse_args(["--clip", "40"]))
+    assert config.clip == 40.0
+    with pytest.raises(SystemExit):
+        samples.build_parser().parse_args(["--clip", "0"])
+
+
 def test_command_lines_keep_compiled_programs_in_the_cache_folder(tmp_path):
     """With ``FLOWINV_COMPILATION_CACHE=DIR`` an experiment's command line stores what it
     compiles in DIR (a fresh process, so the cache starts uninitialised; the 1 s threshold is
