@@ -266,7 +266,14 @@ class Flow:
         return x if box is None else jnp.clip(x, *box)
 
     def sample(self, params: Params, key: Array, temperature: float = 1.0) -> Array:
-        """One image ``G(T·ε)``, ``ε ~ N(0, I)``, at temperature ``T``."""
+        """One image ``G(T·ε)``, ``ε ~ N(0, I)``, at temperature ``T``.
+
+        The generative direction can overflow far from the data: a Glow's affine coupling
+        divides by ``σ(h + 2)``, which underflows to 0 for some latents, and the image is then
+        inf or NaN (the shipped ``glow-mnist``: 15 of 256 samples at ``T = 1``, none at 0.7;
+        ``python -m experiments.samples`` counts them). A Glow with ``clip=40`` (Asim et al.)
+        clips the activations after every step and avoids most of it.
+        """
         dtype = jax.tree.leaves(params)[0].dtype
         z = temperature * jax.random.normal(key, (self.dim,), dtype)
         return self.forward(params, z)[0]
