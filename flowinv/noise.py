@@ -203,6 +203,7 @@ def gaussian(sigma: Any) -> DiagonalGaussian:
     if not jnp.issubdtype(std.dtype, jnp.floating):
         std = std.astype(jnp.float32)
     std = _strong_floats(std)
+    _check_positive(std, "sigma")  # again in its dtype: 1e-50 or 1e39 is 0 or inf in float32
     if std.ndim != 0:
         raise ValueError(f"sigma must be a scalar, got shape {tuple(std.shape)}; "
                          "use diagonal_gaussian for a std map")
@@ -268,9 +269,10 @@ def sinusoidal_std(
         raise ValueError(f"scale must be > 0, got {scale}")
     if period <= 0:
         raise ValueError(f"period must be > 0, got {period}")
-    if not isinstance(axis, int) or not -len(shape) <= axis < len(shape):
+    if isinstance(axis, bool | np.bool_) or not isinstance(axis, numbers.Integral) \
+            or not -len(shape) <= axis < len(shape):
         raise ValueError(f"axis must be an int in [-{len(shape)}, {len(shape)}), got {axis!r}")
-    axis %= len(shape)
+    axis = int(axis) % len(shape)
     k = np.arange(shape[axis], dtype=np.float64)
     profile = np.exp(np.sin(2.0 * np.pi * k / period))
     profile = _clamp(scale * profile / profile.max(), scale, min_std, max_std)
@@ -501,6 +503,9 @@ def flow_noise(flow: Any, params: Any, *, scale: Any = 1.0, offset: Any = 0.0) -
             from None
     _check_positive(scale, "scale")
     scale, offset = _strong_floats((jnp.asarray(scale), jnp.asarray(offset)))
+    _check_positive(scale, "scale")  # again in its dtype: 1e-50 or 1e39 is 0 or inf in float32
+    if not _is_tracer(offset) and not np.all(np.isfinite(np.asarray(offset))):
+        raise ValueError(f"offset must be finite, got {offset}")
     shape = tuple(flow.image_shape)
     for name, v in (("scale", scale), ("offset", offset)):
         try:
@@ -558,8 +563,8 @@ class FunctionNoise:
 
 def from_log_prob(log_prob: Any, shape: Shape, *, params: Any = None,
                   sample: Any = None) -> FunctionNoise:
-    r"""Wraps any differentiable log density of the noise as a noise model, for ``"map"`` and
-    ``"mle"`` recovery (Whang et al.: any noise density :math:`p_\Delta`).
+    r"""Wraps any differentiable log density of the noise as a noise model, for ``"map"``,
+    ``"latent-map"`` and ``"mle"`` recovery (Whang et al.: any noise density :math:`p_\Delta`).
 
     ``log_prob(delta[, params])`` maps one measurement-shaped ``delta`` to the scalar
     :math:`\log p_\Delta(\delta)` (summed over entries; constants may be dropped, they do not
@@ -603,6 +608,8 @@ def from_log_prob(log_prob: Any, shape: Shape, *, params: Any = None,
             drawn = jax.eval_shape(model.sample, jax.random.PRNGKey(0))
         except Exception as e:
             raise ValueError(f"sample fails: {type(e).__name__}: {e}") from e
-        if not isinstance(drawn, jax.ShapeDtypeStruct) or tuple(drawn.shape) != shape:
-            raise ValueError(f"sample must return one array of shape {shape}, got {drawn}")
+        if not isinstance(drawn, jax.ShapeDtypeStruct) or tuple(drawn.shape) != shape \
+                or not jnp.issubdtype(drawn.dtype, jnp.floating):
+            raise ValueError(f"sample must return one real floating array of shape {shape}, "
+                             f"got {drawn}")
     return model

@@ -257,6 +257,8 @@ class MatrixOperator(_Linear):
 
     @property
     def out_shape(self) -> Shape:  # also of a batch of them, as recover reads it
+        if self.matrix.ndim < 2:  # one row of a shared matrix, sliced as if per image
+            self.check_layout()
         return (self.matrix.shape[-2],)
 
     def check_layout(self) -> None:
@@ -275,6 +277,7 @@ class MatrixOperator(_Linear):
     @_jit_method
     def A_adjoint(self, y: Array) -> Array:  # noqa: N802
         """``y``: ``(m,)`` -> :math:`A^T y`: ``in_shape``."""
+        self.check_layout()
         _check_input(y, self.out_shape, "y")
         return jnp.matmul(y, self.matrix, precision=lax.Precision.HIGHEST).reshape(self.in_shape)
 
@@ -603,7 +606,9 @@ class SignMeasurements:
     Forward value: ``sign(A x)`` (``sign(0) = 0``). Gradient: straight-through estimator
     (Bengio et al. 2013, as in Whang et al. §5.4.4), i.e. the sign is differentiated as the
     identity, :math:`\partial y / \partial x := A`, implemented as
-    ``z + stop_gradient(sign(z) - z)`` with ``z = A x``.
+    ``stop_gradient(sign(z)) + (z − stop_gradient(z))`` with ``z = A x``: the forward value is
+    ``sign(z)`` exactly (``z + stop_gradient(sign(z) − z)``, the textbook form, rounds it away in
+    float32 once ``|z|`` passes about 10⁷).
     """
 
     linear: Any
@@ -627,7 +632,7 @@ class SignMeasurements:
     def __call__(self, x: Array) -> Array:
         """``x``: ``in_shape`` -> ``sign(A x)``: ``out_shape``."""
         z = self.linear(x)
-        return z + lax.stop_gradient(jnp.sign(z) - z)
+        return lax.stop_gradient(jnp.sign(z)) + (z - lax.stop_gradient(z))
 
 
 def sign_measurements(linear: Any) -> SignMeasurements:
@@ -748,9 +753,14 @@ class FunctionOperator:
         r"""``y``: ``out_shape`` -> :math:`(\partial f/\partial x)^T y`: ``in_shape``."""
         self._require_linear("A_adjoint")
         _check_input(y, self.out_shape, "y")
-        transpose = jax.linear_transpose(self._apply, jax.ShapeDtypeStruct(self.in_shape,
-                                                                           y.dtype))
-        return transpose(y)[0]
+        # fn may promote (float64 params) or cast (to float32): the transpose is taken at
+        # y's dtype promoted with fn's output's, as the built-in operators promote, and its
+        # cotangent must have fn's own output dtype.
+        out_dtype = jax.eval_shape(self._apply,
+                                   jax.ShapeDtypeStruct(self.in_shape, y.dtype)).dtype
+        x_spec = jax.ShapeDtypeStruct(self.in_shape, jnp.promote_types(y.dtype, out_dtype))
+        out_dtype = jax.eval_shape(self._apply, x_spec).dtype
+        return jax.linear_transpose(self._apply, x_spec)(y.astype(out_dtype))[0]
 
     def _require_linear(self, name: str) -> None:
         if not self.is_linear:
@@ -829,7 +839,8 @@ def adjoint_check(op: Any, key: Array, *, dtype: Any = None) -> Array:
                    {\max(\|Ax\|\,\|y\|,\ \|x\|\,\|A^T y\|)}
 
     The denominator is the Cauchy–Schwarz bound of both sides, so the ratio is scale-free and
-    well defined even when the inner products themselves are close to zero.
+    well defined even when the inner products themselves are close to zero; a zero operator
+    (an all-zero mask), where it is 0/0, reads 0.
 
     Args:
       op: a linear operator of this module (one image, not a batched pytree).
@@ -854,4 +865,5 @@ def adjoint_check(op: Any, key: Array, *, dtype: Any = None) -> Array:
     lhs, rhs = jnp.vdot(ax, y), jnp.vdot(x, aty)
     norm = lambda v: jnp.sqrt(jnp.sum(v * v))
     bound = jnp.maximum(norm(ax) * norm(y), norm(x) * norm(aty))
-    return jnp.abs(lhs - rhs) / bound
+    # A zero operator (an all-zero mask) has bound 0 and both sides exactly 0.
+    return jnp.where(bound > 0, jnp.abs(lhs - rhs) / jnp.where(bound > 0, bound, 1.0), 0.0)

@@ -156,6 +156,7 @@ def test_sinusoidal_clamping_axis_and_1d():
     assert (raw > 1.2).any() and (raw < 0.5).any()  # the clamp is active on both sides
     cols = np.asarray(noise.sinusoidal((4, 32, 1), axis=1).std)
     np.testing.assert_allclose(cols[0, :, 0], raw[:, 0, 0] / 2.0, rtol=1e-6)
+    np.testing.assert_array_equal(noise.sinusoidal((4, 32, 1), axis=np.int64(1)).std, cols)
     one_d = noise.sinusoidal((40,))
     np.testing.assert_allclose(np.asarray(one_d.std)[:32], raw[:, 0, 0] / 2.0, rtol=1e-6)
 
@@ -312,6 +313,9 @@ def test_flow_noise_sample_refuses_a_per_image_model_drawn_as_one():
         (lambda: noise.gaussian(-1.0), "sigma"),
         (lambda: noise.gaussian(float("nan")), "sigma"),
         (lambda: noise.gaussian(np.ones(3)), "sigma"),
+        # finite and > 0 as a Python float, but 0 and inf in float32
+        (lambda: noise.gaussian(1e-50), "sigma"),
+        (lambda: noise.gaussian(1e39), "sigma"),
         (lambda: noise.diagonal_gaussian(np.array([1.0, 0.0])), "std_map"),
         (lambda: noise.diagonal_gaussian(np.array([1.0, -2.0])), "std_map"),
         (lambda: noise.diagonal_gaussian(np.ones((3, 4)), mean=np.ones(3)), "mean"),
@@ -322,6 +326,7 @@ def test_flow_noise_sample_refuses_a_per_image_model_drawn_as_one():
         (lambda: noise.sinusoidal((8, 8, 1), scale=0.0), "scale"),
         (lambda: noise.sinusoidal((8, 8, 1), period=0.0), "period"),
         (lambda: noise.sinusoidal((8, 8, 1), axis=3), "axis"),
+        (lambda: noise.sinusoidal((8, 8, 1), axis=True), "axis"),
         (lambda: noise.sinusoidal((8, 8, 1), min_std=0.0), "min_std"),
         (lambda: noise.sinusoidal((8, 8, 1), min_std=0.5, max_std=0.1), "max_std"),
         (lambda: noise.sinusoidal((8, 0, 1)), "shape"),
@@ -333,6 +338,12 @@ def test_flow_noise_sample_refuses_a_per_image_model_drawn_as_one():
         (lambda: noise.sinusoidal((8, 4, 1)).sample(jax.random.PRNGKey(0), (4, 4, 1)), "shape"),
         (lambda: noise.sinusoidal((8, 4, 1)).log_prob(jnp.zeros((8, 5, 1))), "delta"),
         (lambda: noise.flow_noise(_affine_flow()[0], _affine_flow()[1], scale=0.0), "scale"),
+        (lambda: noise.flow_noise(_affine_flow()[0], _affine_flow()[1], scale=1e-50), "scale"),
+        (lambda: noise.flow_noise(_affine_flow()[0], _affine_flow()[1], offset=float("nan")),
+         "offset"),
+        (lambda: noise.from_log_prob(lambda d: jnp.sum(d), (2, 3, 1),
+                                     sample=lambda k: jnp.zeros((2, 3, 1), jnp.int32)),
+         "sample"),
         (lambda: noise.flow_noise(_affine_flow()[0], _affine_flow()[1], offset=np.ones(5)),
          "offset"),
         (lambda: noise.flow_noise(object(), {}), "flow"),

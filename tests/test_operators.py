@@ -423,3 +423,49 @@ def test_function_operator_params_from_a_python_float_and_a_float32_share_one_co
     for c in (2.0, jnp.float32(3.0)):
         apply(ops.from_function(scale, (2, 3, 1), params=c, linear=True))
     assert len(traces) == 1
+
+
+def test_matrix_adjoint_checks_the_layout_as_the_forward_does():
+    """A per-image (vmapped) matrix used as one image's, or a shared one sliced as if per
+    image, is the layout error in both directions (it was a reshape TypeError, a silent pass
+    for a batch of 1, or an IndexError from out_shape in the adjoint)."""
+    per_image = jax.vmap(lambda k: ops.gaussian_cs(k, (4, 2, 1), 3))(
+        jax.random.split(jax.random.PRNGKey(0), 2))
+    for op in (per_image, jax.tree.map(lambda a: a[:1], per_image)):
+        with pytest.raises(ValueError, match="operator"):
+            op.A_adjoint(jnp.ones(3))
+    shared = ops.gaussian_cs(jax.random.PRNGKey(1), (4, 2, 1), 2)
+    with pytest.raises(ValueError, match="operator"):
+        jax.vmap(lambda o, y: o.A_adjoint(y))(shared, jnp.ones((2, 2)))
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e7, 1e9])
+def test_sign_measurements_value_is_the_sign_at_any_scale(scale):
+    """The forward value is sign(Ax) exactly, also where |Ax| is past float32's 2^23 (the form
+    z + stop_gradient(sign(z) - z) gave 0 or ±2 there), and the gradient is still A's."""
+    lin = ops.matrix_operator(jnp.eye(4), (4, 1, 1))
+    op = ops.sign_measurements(lin)
+    x = scale * jnp.array([2.1, -1.8, 3.0, -0.7]).reshape(4, 1, 1)
+    np.testing.assert_array_equal(op(x), jnp.array([1.0, -1.0, 1.0, -1.0]))
+    w = jnp.arange(1.0, 5.0)
+    grad = jax.grad(lambda v: jnp.vdot(w, op(v)))(x)
+    np.testing.assert_array_equal(grad.reshape(-1), w)
+
+
+def test_function_adjoint_takes_y_of_another_dtype(x64):
+    """A from_function operator's transpose needs a cotangent of fn's output dtype: a float32
+    y for a float64 fn, or a fn that casts to float32, is converted (it was a TypeError), as
+    the built-in operators promote."""
+    a = jax.random.normal(jax.random.PRNGKey(2), (4, 6), jnp.float64)
+    op = ops.from_function(lambda x, a: a @ x.reshape(-1), (3, 2, 1), params=a, linear=True)
+    y = jnp.arange(4.0, dtype=jnp.float32)
+    np.testing.assert_allclose(op.A_adjoint(y).reshape(-1), a.T @ y, rtol=1e-12)
+    f32 = ops.from_function(lambda x: x.astype(jnp.float32).reshape(-1)[:4], (3, 2, 1),
+                            linear=True)
+    assert float(ops.adjoint_check(f32, jax.random.PRNGKey(0))) < 1e-6  # float32 rounding
+
+
+def test_adjoint_check_of_a_zero_operator_is_zero():
+    """An all-zero mask is a valid operator; its check is 0/0 and reads 0, not NaN."""
+    zero = ops.inpainting(np.zeros((4, 2)))
+    assert float(ops.adjoint_check(zero, jax.random.PRNGKey(0))) == 0.0
