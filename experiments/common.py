@@ -555,14 +555,15 @@ def default_prior(spec: str) -> str:
 
     ``mnist``, ``digits`` and ``patches64`` have their own; any other dataset gets the natural
     patch prior (``glow-patches64``) for colour images and the MNIST prior for grey ones, judged
-    from its first test image, with a note on stderr (the images are then converted to the
-    prior's shape, see ``flowinv.data``).
+    from its first 8 test images (colour if any is: :func:`flowinv.data.dataset_channels`),
+    with a note on stderr (the images are then converted to the prior's shape, see
+    ``flowinv.data``).
     """
     from flowinv import data
 
     if spec in DEFAULT_PRIOR:
         return DEFAULT_PRIOR[spec]
-    channels = data.load_dataset(spec, "test", limit=1).shape[-1]
+    channels = data.dataset_channels(spec, "test")
     name = PRIOR_BY_CHANNELS.get(channels, "glow-patches64")
     print(f"note: prior {name} for dataset {spec!r} ({channels}-channel images; pass --prior "
           "to choose another)", file=sys.stderr)
@@ -861,25 +862,55 @@ def load_train_images(spec: str, shape, count: int, num_test: int, *,
     of the first ``num_test`` test images (the ones an experiment reports on).
 
     They come from the training split. Datasets without a separate training split take the
-    test images after the first ``num_test`` instead: evaluation-only sets such as ``lfw``, and
-    any dataset whose "train" images include a test image (a ``folder:`` without ``train/`` and
-    ``test/`` subfolders, or ``tfds:NAME:SPLIT``, return the same images for both splits; the
-    images themselves are compared), with a note naming ``purpose``. ``test``: the first
-    ``num_test`` test images, if already loaded.
+    test images after the first ``num_test`` instead, with a note naming ``purpose``:
+    evaluation-only sets such as ``lfw``, a ``folder:`` whose training split holds no image
+    (only a ``test/`` subfolder), and any dataset whose training split is its test split (a
+    ``folder:`` without ``train/`` and ``test/`` subfolders, or ``tfds:NAME:SPLIT``; recognised
+    by its first training images being the first test images). A separate training split that
+    merely holds copies of some of the test images keeps its other images, with a note. A
+    training image that cannot be read is an error naming the file, as a test image's is.
+    ``test``: the first ``num_test`` test images, if already loaded.
     """
     from flowinv import data
 
     if test is None:
         test = data.load_dataset(spec, "test", image_shape=shape, limit=num_test)[:num_test]
-    try:
-        images = data.load_dataset(spec, "train", image_shape=shape, limit=count)[:count]
-    except ValueError:
-        images = None
-    if images is not None and data.num_shared_images(images, test):
+    images = _training_split(spec, shape, count)
+    if images is not None:
+        shared = data.shared_image_mask(test, images)
+        first = min(len(images), len(test))
+        if first and all(np.array_equal(a, b) for a, b in zip(images[:first], test[:first],
+                                                                 strict=True)):
+            images = None  # the same images in the same order: one split serving as both
+        elif shared.any():
+            print(f"note: {int(shared.sum())} of the {len(images)} training images of "
+                  f"{spec!r} equal test images and are left out of {purpose}",
+                  file=sys.stderr)
+            images = images[~shared] if not shared.all() else None
+    if images is None:
         print(f"note: dataset {spec!r} has no training split apart from its test images; "
               f"{purpose} on its images after the first {num_test}", file=sys.stderr)
-        images = None
-    if images is None:
         more = data.load_dataset(spec, "test", image_shape=shape, limit=num_test + count)
         images = more[num_test: num_test + count]
     return images
+
+
+def _training_split(spec: str, shape, count: int) -> np.ndarray | None:
+    """The first ``count`` training images of ``spec``, or None where it has no training
+    split: an evaluation-only set, a folder whose training split holds no image, a TFDS
+    dataset that cannot give one. A folder's unreadable file is raised, not taken for a
+    missing split."""
+    from flowinv import data
+
+    if spec in data.EVALUATION_ONLY:
+        return None
+    if spec.startswith("folder:"):
+        try:
+            data.folder_files(spec, "train")
+        except ValueError:  # no image where the training split would be
+            return None
+        return data.load_dataset(spec, "train", image_shape=shape, limit=count)[:count]
+    try:
+        return data.load_dataset(spec, "train", image_shape=shape, limit=count)[:count]
+    except ValueError:
+        return None

@@ -370,6 +370,24 @@ def test_folder_loader(tmp_path):
     assert len(data.load_folder(tmp_path, limit=2)) == 2
 
 
+def test_folder_skips_hidden_and_macos_metadata_files(tmp_path):
+    """macOS leaves ``._name.png`` (AppleDouble, not an image) beside each file it copies and
+    ``__MACOSX/`` in its zips; hidden files and folders are not a folder's images."""
+    from PIL import Image
+
+    img = np.full((6, 6, 3), 200, np.uint8)
+    Image.fromarray(img).save(tmp_path / "a.png")
+    (tmp_path / "._a.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (tmp_path / ".DS_Store").write_bytes(b"junk")
+    for sub in ("__MACOSX", ".thumbnails"):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "b.png").write_bytes(b"not an image")
+    Image.fromarray(img).save(tmp_path / "c.png")
+    spec = f"folder:{tmp_path}/**"
+    assert [f.name for f in data.folder_files(spec)] == ["a.png", "c.png"]
+    assert data.load_dataset(spec).shape == (2, 6, 6, 3)
+
+
 def test_folder_split_subfolders(tmp_path):
     _write_png(tmp_path / "train" / "a.png", np.zeros((4, 4, 3), np.uint8))
     _write_png(tmp_path / "train" / "b.png", np.zeros((4, 4, 3), np.uint8))

@@ -158,6 +158,56 @@ def test_default_prior_of_a_folder_follows_its_channels(tmp_path, capsys, channe
     assert prior in capsys.readouterr().err  # the choice is announced
 
 
+def test_a_colour_folder_whose_first_image_is_grey_gets_the_colour_prior(tmp_path, capsys):
+    """Colour is judged from the first images, not the first one alone (a grey scan first in
+    name order made a folder of photos 28×28 grey); sizes may differ."""
+    folder = tmp_path / "mixed"
+    _write_images(folder, 1, 1, seed=8)  # 00.png, grey
+    Image.fromarray(np.full((20, 30, 3), 90, np.uint8)).save(folder / "01.png")
+    from flowinv import data
+
+    assert data.dataset_channels(f"folder:{folder}") == 3
+    assert data.dataset_channels(f"folder:{folder}", limit=1) == 1
+    assert common.default_prior(f"folder:{folder}") == "glow-patches64"
+
+
+def test_an_unreadable_training_image_is_an_error_not_a_missing_split(tmp_path):
+    """A bad file in train/ used to move validation onto the test images, silently."""
+    _write_images(tmp_path / "d" / "test", 4, 1, seed=9)
+    _write_images(tmp_path / "d" / "train", 3, 1, seed=10)
+    (tmp_path / "d" / "train" / "03.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match=r"cannot read image file .*03\.png"):
+        common.load_test_and_val(f"folder:{tmp_path / 'd'}", (12, 12, 1), 2, 4)
+
+
+def test_a_training_copy_of_a_test_image_is_left_out_alone(tmp_path, capsys):
+    """One training image equal to a test image is dropped; the rest of train/ validates
+    (it used to drop the whole training split, with a note saying there was none)."""
+    _write_images(tmp_path / "d" / "test", 2, 1, seed=11)
+    _write_images(tmp_path / "d" / "train", 3, 1, seed=12)
+    (tmp_path / "d" / "train" / "00.png").write_bytes((tmp_path / "d" / "test" / "01.png")
+                                                      .read_bytes())
+    spec = f"folder:{tmp_path / 'd'}"
+    test, val = common.load_test_and_val(spec, (12, 12, 1), 2, 3)
+    from flowinv import data
+
+    np.testing.assert_array_equal(val, data.load_dataset(spec, "train")[1:])
+    assert not _rows(test) & _rows(val)
+    err = capsys.readouterr().err
+    assert "1 of the 3 training images" in err and "no training split" not in err
+
+
+def test_only_a_test_subfolder_validates_on_the_test_images_after_the_reported_ones(
+        tmp_path, capsys):
+    _write_images(tmp_path / "d" / "test", 5, 1, seed=13)
+    spec = f"folder:{tmp_path / 'd'}"
+    test, val = common.load_test_and_val(spec, (12, 12, 1), 2, 2)
+    from flowinv import data
+
+    np.testing.assert_array_equal(val, data.load_dataset(spec, "test")[2:4])
+    assert "no training split" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("spec,prior", [("mnist", "glow-mnist"), ("digits", "glow-digits"),
                                         ("patches64", "glow-patches64"),
                                         ("cartoon", "glow-patches64"), ("lfw", "glow-mnist")])

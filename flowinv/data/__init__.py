@@ -36,7 +36,14 @@ from flowinv.data.photos import (
     load_photo,
 )
 from flowinv.data.shapes import fit_shape
-from flowinv.data.specs import check_dataset, folder_files, load_dataset, num_shared_images
+from flowinv.data.specs import (
+    check_dataset,
+    dataset_channels,
+    folder_files,
+    load_dataset,
+    num_shared_images,
+    shared_image_mask,
+)
 from flowinv.data.transforms import augment, dequantize, quantize
 
 __all__ = [
@@ -53,6 +60,7 @@ __all__ = [
     "augment",
     "batch_indices",
     "check_dataset",
+    "dataset_channels",
     "dequantize",
     "digits_indices",
     "fit_shape",
@@ -69,4 +77,5 @@ __all__ = [
     "mnist_indices",
     "num_shared_images",
     "quantize",
+    "shared_image_mask",
 ]

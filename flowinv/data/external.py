@@ -152,9 +152,17 @@ def _read_image_file(path: pathlib.Path) -> np.ndarray:
     return _as_float_image(np.clip(arr, 0.0, 1.0) if arr.dtype.kind == "f" else arr, str(path))
 
 
+def _hidden(relative: pathlib.Path) -> bool:
+    """A file that is not one of a folder's images though it may end in ``.png``: hidden
+    (``.name``, including the ``._name.png`` AppleDouble files macOS leaves on copied drives),
+    or inside a hidden folder or the ``__MACOSX/`` folder of an unzipped macOS archive."""
+    return any(part.startswith(".") or part == "__MACOSX" for part in relative.parts)
+
+
 def _image_files(root: pathlib.Path, recursive: bool) -> list[pathlib.Path]:
     pattern = root.rglob("*") if recursive else root.glob("*")
-    files = [p for p in pattern if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    files = [p for p in pattern if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+             and not _hidden(p.relative_to(root))]
     return sorted(files, key=lambda p: p.relative_to(root).as_posix())
 
 
@@ -191,10 +199,12 @@ def load_folder(path: str | os.PathLike, split: str | None = None, *,
     test images in separate folders (where only the other split has its subfolder, the folder
     without that subfolder is read: with ``recursive`` a test split never reads ``train/``).
     Files ending in ``.png``, ``.jpg`` or ``.jpeg`` (any case) are read with Pillow, sorted by
-    their path relative to the folder, and turned upright by their EXIF orientation tag; an
-    alpha channel is dropped. With ``image_shape`` each image is centre-cropped to the aspect
-    ``H/W`` (a square crop for square shapes) and resized (:func:`fit_shape`); without it all
-    images must have the same size.
+    their path relative to the folder (as strings: ``10.png`` before ``2.png``), and turned
+    upright by their EXIF orientation tag; an alpha channel is dropped. Hidden files and
+    folders (``.name``, which includes macOS's ``._name.png``) and ``__MACOSX/`` are skipped.
+    With ``image_shape`` each image is centre-cropped to the aspect ``H/W`` (a square crop for
+    square shapes) and resized (:func:`fit_shape`); without it all images must have the same
+    size.
 
     Args:
       path: the folder.

@@ -11,7 +11,14 @@ import numpy as np
 
 from flowinv.data._base import DATASETS, check_limit, check_shape, check_split
 from flowinv.data.digits import load_digits, load_mnist
-from flowinv.data.external import list_folder, load_folder, load_tfds, tfds_missing
+from flowinv.data.external import (
+    _as_float_image,
+    _read_image_file,
+    list_folder,
+    load_folder,
+    load_tfds,
+    tfds_missing,
+)
 from flowinv.data.ood import load_cartoon, load_lfw
 from flowinv.data.photos import load_patches
 
@@ -102,8 +109,26 @@ def folder_files(spec: str, split: str = "test") -> list[pathlib.Path]:
     return list_folder(path, split, recursive)
 
 
+def dataset_channels(spec: str, split: str = "test", limit: int = 8) -> int:
+    """1 if the first ``limit`` images of the split are all grey, 3 if any is colour (an
+    alpha channel does not count). A folder's images are read one at a time, so they may
+    differ in size; other datasets have one channel count, read off their first image."""
+    check_limit(limit)
+    kind, name, option = _parse_spec(spec)
+    if kind != "folder":
+        return int(load_dataset(spec, split, limit=1).shape[-1])
+    files = list_folder(name, split, option)[:limit]
+    return max(int(_as_float_image(_read_image_file(f), str(f)).shape[-1]) for f in files)
+
+
+def shared_image_mask(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``(len(b),)`` bool: which images of batch ``b`` equal an image of batch ``a`` exactly
+    (same shape, dtype and bytes)."""
+    seen = {(img.shape, img.dtype.str, img.tobytes()) for img in a}
+    return np.array([(img.shape, img.dtype.str, img.tobytes()) in seen for img in b], bool)
+
+
 def num_shared_images(a: np.ndarray, b: np.ndarray) -> int:
     """How many images of batch ``b`` equal an image of batch ``a`` exactly (same shape, dtype
     and bytes): how a spec whose two splits are the same images is recognised."""
-    seen = {img.tobytes() for img in a}
-    return sum(img.tobytes() in seen for img in b)
+    return int(shared_image_mask(a, b).sum())
