@@ -864,30 +864,38 @@ def load_train_images(spec: str, shape, count: int, num_test: int, *,
     They come from the training split. Datasets without a separate training split take the
     test images after the first ``num_test`` instead, with a note naming ``purpose``:
     evaluation-only sets such as ``lfw``, a ``folder:`` whose training split holds no image
-    (only a ``test/`` subfolder), and any dataset whose training split is its test split (a
-    ``folder:`` without ``train/`` and ``test/`` subfolders, or ``tfds:NAME:SPLIT``; recognised
-    by its first training images being the first test images). A separate training split that
-    merely holds copies of some of the test images keeps its other images, with a note. A
-    training image that cannot be read is an error naming the file, as a test image's is.
-    ``test``: the first ``num_test`` test images, if already loaded.
+    (only a ``test/`` subfolder) or reads the same files as its test split (no ``train/`` and
+    ``test/`` subfolders), and ``tfds:NAME:SPLIT``, which names one split for both. A separate
+    training split that holds copies of test images gives its other images (the copies are
+    compared by content and left out, with a note). A training image that cannot be read is
+    an error naming the file, as a test image's is. ``test``: the first ``num_test`` test
+    images, if already loaded.
     """
     from flowinv import data
 
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
     if test is None:
         test = data.load_dataset(spec, "test", image_shape=shape, limit=num_test)[:num_test]
-    images = _training_split(spec, shape, count)
-    if images is not None:
-        shared = data.shared_image_mask(test, images)
-        first = min(len(images), len(test))
-        if first and all(np.array_equal(a, b) for a, b in zip(images[:first], test[:first],
-                                                                 strict=True)):
-            images = None  # the same images in the same order: one split serving as both
-        elif shared.any():
-            print(f"note: {int(shared.sum())} of the {len(images)} training images of "
-                  f"{spec!r} equal test images and are left out of {purpose}",
-                  file=sys.stderr)
-            images = images[~shared] if not shared.all() else None
-    if images is None:
+    images, copies = None, 0
+    if _has_own_training_split(spec):
+        limit = count
+        while True:  # load more as copies are left out, until count remain or none are left
+            loaded = _training_split(spec, shape, limit)
+            if loaded is None:
+                break
+            keep = ~data.shared_image_mask(test, loaded)
+            images, copies = loaded[keep], int((~keep).sum())
+            if len(images) >= count or len(loaded) < limit:
+                images = images[:count]
+                break
+            limit += count - len(images)
+    if images is not None and copies:
+        print(f"note: {copies} training image{'s' if copies != 1 else ''} of {spec!r} "
+              f"equal{'' if copies != 1 else 's'} a test image and "
+              f"{'are' if copies != 1 else 'is'} left out; {purpose} on the others",
+              file=sys.stderr)
+    if images is None or len(images) == 0:
         print(f"note: dataset {spec!r} has no training split apart from its test images; "
               f"{purpose} on its images after the first {num_test}", file=sys.stderr)
         more = data.load_dataset(spec, "test", image_shape=shape, limit=num_test + count)
@@ -895,22 +903,34 @@ def load_train_images(spec: str, shape, count: int, num_test: int, *,
     return images
 
 
-def _training_split(spec: str, shape, count: int) -> np.ndarray | None:
-    """The first ``count`` training images of ``spec``, or None where it has no training
-    split: an evaluation-only set, a folder whose training split holds no image, a TFDS
-    dataset that cannot give one. A folder's unreadable file is raised, not taken for a
-    missing split."""
+def _has_own_training_split(spec: str) -> bool:
+    """False where the training split is missing or is the test split: an evaluation-only
+    set, ``tfds:NAME:SPLIT``, a folder whose training split holds no image or lists the test
+    split's files (no ``train/`` and ``test/`` subfolders)."""
     from flowinv import data
 
     if spec in data.EVALUATION_ONLY:
-        return None
+        return False
+    if spec.startswith("tfds:"):
+        return spec.count(":") < 2
     if spec.startswith("folder:"):
         try:
-            data.folder_files(spec, "train")
+            train = data.folder_files(spec, "train")
         except ValueError:  # no image where the training split would be
-            return None
-        return data.load_dataset(spec, "train", image_shape=shape, limit=count)[:count]
+            return False
+        return not set(train) & set(data.folder_files(spec, "test"))
+    return True
+
+
+def _training_split(spec: str, shape, count: int) -> np.ndarray | None:
+    """The first ``count`` training images of a ``spec`` that has its own training split, or
+    None where a TFDS dataset cannot give one. A folder's unreadable file is raised, not taken
+    for a missing split."""
+    from flowinv import data
+
     try:
         return data.load_dataset(spec, "train", image_shape=shape, limit=count)[:count]
     except ValueError:
+        if spec.startswith("folder:"):
+            raise
         return None

@@ -203,7 +203,7 @@ def gaussian(sigma: Any) -> DiagonalGaussian:
     if not jnp.issubdtype(std.dtype, jnp.floating):
         std = std.astype(jnp.float32)
     std = _strong_floats(std)
-    _check_positive(std, "sigma")  # again in its dtype: 1e-50 or 1e39 is 0 or inf in float32
+    _check_positive(std, f"sigma (as {std.dtype})")  # 1e-50 or 1e39 is 0 or inf in float32
     if std.ndim != 0:
         raise ValueError(f"sigma must be a scalar, got shape {tuple(std.shape)}; "
                          "use diagonal_gaussian for a std map")
@@ -503,7 +503,7 @@ def flow_noise(flow: Any, params: Any, *, scale: Any = 1.0, offset: Any = 0.0) -
             from None
     _check_positive(scale, "scale")
     scale, offset = _strong_floats((jnp.asarray(scale), jnp.asarray(offset)))
-    _check_positive(scale, "scale")  # again in its dtype: 1e-50 or 1e39 is 0 or inf in float32
+    _check_positive(scale, f"scale (as {scale.dtype})")  # 1e-50 is 0 in float32
     if not _is_tracer(offset) and not np.all(np.isfinite(np.asarray(offset))):
         raise ValueError(f"offset must be finite, got {offset}")
     shape = tuple(flow.image_shape)

@@ -865,5 +865,6 @@ def adjoint_check(op: Any, key: Array, *, dtype: Any = None) -> Array:
     lhs, rhs = jnp.vdot(ax, y), jnp.vdot(x, aty)
     norm = lambda v: jnp.sqrt(jnp.sum(v * v))
     bound = jnp.maximum(norm(ax) * norm(y), norm(x) * norm(aty))
-    # A zero operator (an all-zero mask) has bound 0 and both sides exactly 0.
-    return jnp.where(bound > 0, jnp.abs(lhs - rhs) / jnp.where(bound > 0, bound, 1.0), 0.0)
+    # A zero operator (an all-zero mask) has bound 0 and both sides exactly 0; a NaN anywhere
+    # stays NaN, so a broken operator never passes a `< tol` check.
+    return jnp.where(bound == 0, 0.0, jnp.abs(lhs - rhs) / jnp.where(bound == 0, 1.0, bound))

@@ -194,7 +194,26 @@ def test_a_training_copy_of_a_test_image_is_left_out_alone(tmp_path, capsys):
     np.testing.assert_array_equal(val, data.load_dataset(spec, "train")[1:])
     assert not _rows(test) & _rows(val)
     err = capsys.readouterr().err
-    assert "1 of the 3 training images" in err and "no training split" not in err
+    assert "1 training image of" in err and "no training split" not in err
+
+
+@pytest.mark.parametrize("num_test", [1, 2])
+def test_a_copy_of_the_first_test_image_first_in_train_leaves_the_rest_of_train(
+        tmp_path, capsys, num_test):
+    """Where the copy sorts first in train/ and equals test image 0, train/ is still a split of
+    its own (decided by its files, not by its first images); the images after the copy make up
+    the count."""
+    _write_images(tmp_path / "d" / "test", 4, 1, seed=14)
+    _write_images(tmp_path / "d" / "train", 6, 1, seed=15)
+    (tmp_path / "d" / "train" / "00.png").write_bytes((tmp_path / "d" / "test" / "00.png")
+                                                      .read_bytes())
+    spec = f"folder:{tmp_path / 'd'}"
+    test, val = common.load_test_and_val(spec, (12, 12, 1), num_test, 3)
+    from flowinv import data
+
+    np.testing.assert_array_equal(val, data.load_dataset(spec, "train")[1:4])
+    err = capsys.readouterr().err
+    assert "1 training image of" in err and "no training split" not in err
 
 
 def test_only_a_test_subfolder_validates_on_the_test_images_after_the_reported_ones(

@@ -469,3 +469,7 @@ def test_adjoint_check_of_a_zero_operator_is_zero():
     """An all-zero mask is a valid operator; its check is 0/0 and reads 0, not NaN."""
     zero = ops.inpainting(np.zeros((4, 2)))
     assert float(ops.adjoint_check(zero, jax.random.PRNGKey(0))) == 0.0
+    broken = np.array(jax.random.normal(jax.random.PRNGKey(1), (3, 4)))
+    broken[0, 0] = np.nan  # a NaN is no zero operator: it must not pass a `< tol` check
+    assert np.isnan(ops.adjoint_check(ops.matrix_operator(broken, (2, 2, 1)),
+                                      jax.random.PRNGKey(0)))

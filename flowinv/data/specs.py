@@ -12,7 +12,6 @@ import numpy as np
 from flowinv.data._base import DATASETS, check_limit, check_shape, check_split
 from flowinv.data.digits import load_digits, load_mnist
 from flowinv.data.external import (
-    _as_float_image,
     _read_image_file,
     list_folder,
     load_folder,
@@ -113,12 +112,13 @@ def dataset_channels(spec: str, split: str = "test", limit: int = 8) -> int:
     """1 if the first ``limit`` images of the split are all grey, 3 if any is colour (an
     alpha channel does not count). A folder's images are read one at a time, so they may
     differ in size; other datasets have one channel count, read off their first image."""
+    check_split(split)
     check_limit(limit)
     kind, name, option = _parse_spec(spec)
     if kind != "folder":
         return int(load_dataset(spec, split, limit=1).shape[-1])
     files = list_folder(name, split, option)[:limit]
-    return max(int(_as_float_image(_read_image_file(f), str(f)).shape[-1]) for f in files)
+    return max(int(_read_image_file(f).shape[-1]) for f in files)
 
 
 def shared_image_mask(a: np.ndarray, b: np.ndarray) -> np.ndarray:
