@@ -12,8 +12,8 @@ for every latent) shows as a number far below its data's.
 A flow's generative direction can overflow: an affine coupling divides by its scale, and a
 latent far enough from the data (more likely at a higher temperature) drives a scale to 0 and the
 image to inf or NaN. Such samples (of the ``--diversity-num`` scored) are counted in the
-``nonfinite`` column, left blank on the sheet and out of the diversity, which is that of the
-finite ones; a note under the table says so. ``--clip 40`` draws the Glow priors with
+``nonfinite`` column, marked "inf/NaN" on the sheet, and left out of the diversity, which is
+that of the finite ones; a note under the table says so. ``--clip 40`` draws the Glow priors with
 ``glow(clip=40)`` (``dataclasses.replace(flow, clip=40.0)`` on a loaded prior), which clips the
 activations after every step, as Asim et al.'s supplement does.
 
@@ -70,7 +70,8 @@ def draw(name: str, num: int, key: jax.Array, temperature: float,
     """``num`` samples of shipped prior (or checkpoint folder) ``name``, as generated (not
     clipped to ``[0, 1]``; a flow's may hold inf or NaN, see the module docstring), and its
     sidecar. ``clip``: a flow with a ``clip`` field (Glow) is drawn with that activation clip;
-    the sidecar returned then holds ``"clip"``, absent for other priors."""
+    the sidecar returned holds the clip the flow was drawn with as ``"clip"``, absent where it
+    has none."""
     meta = checkpoints.read_metadata(checkpoints.checkpoint_path(name))
     keys = jax.random.split(key, num)
     if meta.get("kind") == "dcgan":
@@ -81,7 +82,8 @@ def draw(name: str, num: int, key: jax.Array, temperature: float,
         flow, params = checkpoints.load_prior(name)
         if clip is not None and hasattr(flow, "clip"):
             flow = dataclasses.replace(flow, clip=float(clip))
-            meta = {**meta, "clip": float(clip)}
+        if getattr(flow, "clip", None) is not None:  # --clip, or a checkpoint saved with one
+            meta = {**meta, "clip": float(flow.clip)}
         x = jax.jit(jax.vmap(lambda k: flow.sample(params, k, temperature)))(keys)
     return np.asarray(x), meta
 
@@ -110,7 +112,7 @@ def run(config: Config) -> dict:
         truth = data.load_dataset(dataset, "test", image_shape=samples.shape[1:], limit=num)
         scored = samples[:config.diversity_num]
         finite = finite_images(scored)
-        # A non-finite sample becomes all NaN, a blank panel on the sheet (clip keeps NaN).
+        # A non-finite sample becomes all NaN, marked "inf/NaN" on the sheet (clip keeps NaN).
         samples = np.clip(np.where(finite_images(samples)[:, None, None, None], samples,
                                    np.nan), 0.0, 1.0)
         summary.append({
@@ -150,7 +152,10 @@ def _plot(path: pathlib.Path, sheet, temperature: float) -> None:
                 ax = axes[2 * r + row, c]
                 ax.set_xticks([])
                 ax.set_yticks([])
-                if c < len(images):
+                if c < len(images) and not np.isfinite(images[c]).all():
+                    ax.text(0.5, 0.5, "inf/NaN", ha="center", va="center", color="red",
+                            fontsize=7, transform=ax.transAxes)
+                elif c < len(images):
                     img, kw = plotting.displayable(images[c])
                     ax.imshow(img, **kw)
                 if c == 0:
@@ -168,7 +173,7 @@ def print_nonfinite_note(summary: list[dict]) -> None:
     bad = [r for r in summary if r["nonfinite"]]
     if bad:
         print("nonfinite: samples with an inf or NaN pixel (the generative direction "
-              "overflowed), blank on the sheet and left out of the sample diversity: "
+              "overflowed), marked on the sheet and left out of the sample diversity: "
               + "; ".join(f"{r['prior']} {r['nonfinite']} at T = {r['temperature']:g}"
                           for r in bad)
               + ". --clip 40 draws Glow priors with their activations clipped after every "

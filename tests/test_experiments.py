@@ -453,6 +453,7 @@ def test_samples_that_overflow_are_counted_blank_and_left_out_of_the_diversity(
         return drawn[:num], meta
 
     monkeypatch.setattr(samples, "draw", draw)
+    real_plot = samples._plot
     sheets = []
     monkeypatch.setattr(samples, "_plot", lambda path, sheet, t: sheets.append(sheet))
     config = samples.Config(priors=("glow-digits",), num=3, diversity_num=6, out=str(tmp_path),
@@ -464,6 +465,23 @@ def test_samples_that_overflow_are_counted_blank_and_left_out_of_the_diversity(
     np.testing.assert_allclose(row["sample_diversity"], samples.diversity(kept), rtol=1e-12)
     shown = sheets[0][0][2]
     assert np.isnan(shown[1]).all() and np.isfinite(shown[[0, 2]]).all()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    texts = []
+    real_subplots = plt.subplots
+
+    def subplots(*args, **kwargs):  # records what the sheet writes on its panels
+        fig, axes = real_subplots(*args, **kwargs)
+        for ax in axes.ravel():
+            ax.text = lambda *a, _f=ax.text, **k: texts.append(a[2]) or _f(*a, **k)
+        return fig, axes
+
+    monkeypatch.setattr(plt, "subplots", subplots)
+    real_plot(tmp_path / "sheet.png", sheets[0], 0.7)
+    assert texts == ["inf/NaN"]  # the one non-finite sample among the 3 shown
     samples.print_nonfinite_note(result["summary"])
     assert "glow-digits 2 at T = 0.7" in capsys.readouterr().out
     samples.print_nonfinite_note([{**row, "nonfinite": 0}])
