@@ -388,6 +388,35 @@ def test_folder_skips_hidden_and_macos_metadata_files(tmp_path):
     assert data.load_dataset(spec).shape == (2, 6, 6, 3)
 
 
+def test_folder_split_subfolders_in_any_case_and_a_trailing_slash(tmp_path):
+    """``Train/`` + ``Test/`` is a split layout too (it read as a folder without images, or
+    with ``/**`` gave both splits every image); ``folder:PATH/**/`` is ``folder:PATH/**``."""
+    from PIL import Image
+
+    for sub, value in (("Train", 50), ("Test", 200)):
+        (tmp_path / sub).mkdir()
+        Image.fromarray(np.full((4, 4), value, np.uint8)).save(tmp_path / sub / "a.png")
+    for spec in (f"folder:{tmp_path}", f"folder:{tmp_path}/**/", f"folder:{tmp_path}/"):
+        np.testing.assert_allclose(data.load_dataset(spec, "train"), 50 / 255, rtol=1e-6)
+        np.testing.assert_allclose(data.load_dataset(spec, "test"), 200 / 255, rtol=1e-6)
+
+
+def test_a_folder_with_only_train_says_where_test_images_go(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "train").mkdir()
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "train" / "a.png")
+    with pytest.raises(ValueError, match=r"holds no PNG/JPEG image.*put the test images in test/"):
+        data.load_dataset(f"folder:{tmp_path}", "test")
+
+
+def test_fit_shape_refuses_integer_images():
+    """uint8 pixels resized and clipped to [0, 1] came out almost all white."""
+    with pytest.raises(TypeError, match="divide 8-bit images by 255"):
+        data.fit_shape(np.full((1, 8, 8, 3), 200, np.uint8), (4, 4, 3))
+    assert data.fit_shape(np.full((1, 8, 8, 3), 0.5), (4, 4, 3)).dtype == np.float32
+
+
 def test_folder_split_subfolders(tmp_path):
     _write_png(tmp_path / "train" / "a.png", np.zeros((4, 4, 3), np.uint8))
     _write_png(tmp_path / "train" / "b.png", np.zeros((4, 4, 3), np.uint8))

@@ -178,15 +178,29 @@ def list_folder(path, split: str | None, recursive: bool) -> list[pathlib.Path]:
     if not root.is_dir():
         raise NotADirectoryError(f"image folder {str(root)!r} is not a directory")
     others = []
-    if split is not None and (root / split).is_dir():
-        root = root / split
+    own = _split_folder(root, split) if split is not None else None
+    if own is not None:
+        root = own
     elif split is not None:  # the folder stands in for this split, never the other's subfolder
-        others = [root / s for s in SPLIT_FOLDERS if s != split and (root / s).is_dir()]
+        others = [f for f in (_split_folder(root, s) for s in SPLIT_FOLDERS if s != split)
+                  if f is not None]
     files = [f for f in _image_files(root, recursive) if not any(o in f.parents for o in others)]
     if not files:
+        hint = (f"; its {others[0].name}/ subfolder is the {others[0].name.lower()} split only, "
+                f"so put the {split} images in {split}/" if others else "")
         raise ValueError(f"image folder {str(root)!r} holds no PNG/JPEG image "
-                         f"({'/'.join(IMAGE_SUFFIXES)}{', recursively' if recursive else ''})")
+                         f"({'/'.join(IMAGE_SUFFIXES)}{', recursively' if recursive else ''})"
+                         + hint)
     return files
+
+
+def _split_folder(root: pathlib.Path, split: str) -> pathlib.Path | None:
+    """``root``'s subfolder for ``split`` (``train`` or ``test``, in any case, ``Test/`` as
+    well as ``test/``; the exact name first), or None."""
+    if (root / split).is_dir():
+        return root / split
+    matches = sorted(p for p in root.iterdir() if p.is_dir() and p.name.lower() == split)
+    return matches[0] if matches else None
 
 
 def load_folder(path: str | os.PathLike, split: str | None = None, *,
@@ -194,10 +208,11 @@ def load_folder(path: str | os.PathLike, split: str | None = None, *,
                 recursive: bool = False) -> np.ndarray:
     """Every PNG/JPEG image of a folder, in sorted file-name order.
 
-    If ``split`` is given and ``path/split`` is a folder (a ``train/`` + ``test/`` layout), that
-    subfolder is read; otherwise the folder itself is read for any split, so keep training and
-    test images in separate folders (where only the other split has its subfolder, the folder
-    without that subfolder is read: with ``recursive`` a test split never reads ``train/``).
+    If ``split`` is given and ``path/split`` is a folder (a ``train/`` + ``test/`` layout, in
+    any case: ``Train/`` + ``Test/`` too), that subfolder is read; otherwise the folder itself
+    is read for any split, so keep training and test images in separate folders (where only the
+    other split has its subfolder, the folder without that subfolder is read: with
+    ``recursive`` a test split never reads ``train/``).
     Files ending in ``.png``, ``.jpg`` or ``.jpeg`` (any case) are read with Pillow, sorted by
     their path relative to the folder (as strings: ``10.png`` before ``2.png``), and turned
     upright by their EXIF orientation tag; an alpha channel is dropped. Hidden files and

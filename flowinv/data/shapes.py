@@ -52,14 +52,19 @@ def fit_shape(images: np.ndarray, image_shape: Sequence[int] | None) -> np.ndarr
     untouched (no resampling).
 
     Args:
-      images: ``(N, h, w, c)`` float in ``[0, 1]``, ``c`` in ``(1, 3)``.
+      images: ``(N, h, w, c)`` float in ``[0, 1]``, ``c`` in ``(1, 3)``; integer images are a
+        ``TypeError`` (uint8 pixels resized and clipped to ``[0, 1]`` would come out white).
       image_shape: target ``(H, W, C)``; ``None`` returns ``images`` as float32.
 
     Returns:
       float32 ``(N, H, W, C)``.
     """
     shape = check_shape(image_shape)
-    images = np.asarray(images, np.float32)
+    images = np.asarray(images)
+    if not np.issubdtype(images.dtype, np.floating):
+        raise TypeError(f"images must be floats in [0, 1], got dtype {images.dtype} (divide "
+                        "8-bit images by 255)")
+    images = images.astype(np.float32, copy=False)
     if images.ndim != 4 or images.shape[-1] not in (1, 3):
         raise ValueError(f"images must be (N, h, w, c) with c in (1, 3), got {images.shape}")
     if shape is None:

@@ -72,6 +72,7 @@ def _parse_spec(spec: str) -> tuple[str, str, object]:
         return "tfds", name, tfds_split
     if spec.startswith("folder:"):
         path = spec[len("folder:"):]
+        path = path.rstrip("/") or path  # "PATH/**/" as "PATH/**", "PATH/" as "PATH"
         recursive = path.endswith("/**")
         path = path[: -len("/**")] if recursive else path
         if not path:
