@@ -457,6 +457,8 @@ def cs_config_from_args(config_cls, args: argparse.Namespace, quick: dict, full:
     scale = pick(args.noise_scale, "noise_scale")
     if scale <= 0:
         raise ValueError(f"--noise-scale must be > 0, got {scale}")
+    chosen = parse_methods(args.methods, methods, default=default_methods)
+    common.check_methods_without_gan(chosen, args.gan, GAN_METHODS)
     return config_cls(
         dataset=args.dataset, prior=args.prior, gan=args.gan,
         num_images=pick(args.num_images, "num_images"),
@@ -465,8 +467,7 @@ def cs_config_from_args(config_cls, args: argparse.Namespace, quick: dict, full:
         ratios=tuple(ratios), noise_scale=float(scale), betas=pick(args.betas, "betas"),
         gammas=pick(args.gammas, "gammas"),
         asim_penalty=args.asim_penalty, gan_lams=preset["gan_lams"],
-        methods=parse_methods(args.methods, methods, default=default_methods),
-        solver=args.solver, seed=args.seed,
+        methods=chosen, solver=args.solver, seed=args.seed,
         out=args.out,
         progress=not args.no_progress)
 

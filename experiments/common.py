@@ -53,9 +53,28 @@ def nonnegative_float(text: str) -> float:
 
 
 def positive_float(text: str) -> float:
-    value = nonnegative_float(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not np.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+#: Seeds are JAX PRNG keys' 32 bits: a larger one would be truncated to another seed's key.
+SEED_RANGE = (0, 2**32)
+
+
+def seed(text: str) -> int:
+    """``--seed``: an integer in ``[0, 2**32)`` (``jax.random.PRNGKey`` keeps 32 bits, so
+    2**32 would silently be seed 0's key, and a larger one overflowed inside JAX)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not SEED_RANGE[0] <= value < SEED_RANGE[1]:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**32), got {text!r}")
     return value
 
 
@@ -98,8 +117,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, name: str, *, quick: d
                         help="solver iterations" + ("" if "maxiter" in quick or "maxiter" in full
                                                     else " (not used by this experiment)"))
     parser.add_argument("--full", action="store_true", help="paper-scale settings")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed for noise and operators (default 0)")
+    parser.add_argument("--seed", type=seed, default=0,
+                        help="seed for noise and operators, in [0, 2**32) (default 0)")
     parser.add_argument("--out", default=f"results/{name}",
                         help=f"output folder (default results/{name})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -242,6 +261,9 @@ def check_out_dir(out, option: str = "--out") -> None:
     written: it is created (as the run would create it) and a temporary file is written in it
     and removed. Trying is the only reliable test: permission bits say nothing to root, or
     about a read-only file system."""
+    if not str(out).strip():
+        raise ValueError(f"{option} is empty: name a folder (an empty path would write into "
+                         "the current folder)")
     path = pathlib.Path(out)
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(f"cannot write results to {option} {str(out)!r}: it is a "
@@ -253,6 +275,26 @@ def check_out_dir(out, option: str = "--out") -> None:
     except OSError as e:
         raise OSError(f"cannot write results to {option} {str(out)!r}: {type(e).__name__}: "
                       f"{e.strerror or e}") from e
+
+
+def check_methods_without_gan(methods, gan: str | None, gan_methods) -> None:
+    """ValueError where ``--gan none`` would drop every method asked for (each of them a GAN
+    method), leaving a run with nothing to do."""
+    if gan == "none" and methods and set(methods) <= set(gan_methods):
+        needs = "each needs" if len(methods) > 1 else "needs"
+        raise ValueError(f"--methods {','.join(methods)}: {needs} a DCGAN, but --gan none "
+                         "skips it; drop --gan none or add another method")
+
+
+def check_export_dir(path, option: str = "--export-to") -> None:
+    """Fails before any training if a checkpoint cannot be exported to folder ``path``: it is
+    a file, or it (or, where it does not exist yet, its parent) cannot be written (see
+    :func:`check_out_dir`). Nothing is created but the parent folder."""
+    path = pathlib.Path(os.path.expanduser(os.fspath(path)))
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"cannot export to {option} {str(path)!r}: it is a file, not "
+                                 "a folder")
+    check_out_dir(path if path.exists() else path.parent, option)
 
 
 def _images_beyond_test(config) -> str | None:
@@ -325,12 +367,21 @@ def _check_test_split_leaves_validation_images(spec: str, num_test: int) -> None
 
 
 def check_separate_training_split(spec: str) -> None:
-    """ValueError for a ``folder:`` spec without ``train/`` and ``test/`` subfolders, whose
-    training images are its test images: a model trained on it would be tested (and the
-    experiments would report) on the images it was trained on. Counted by file name."""
+    """ValueError for a spec whose training images are its test images: a ``folder:`` without
+    ``train/`` and ``test/`` subfolders (counted by file name), or ``tfds:NAME:SPLIT`` (one
+    split for both), on which a model would be tested (and the experiments would report) on the
+    images it was trained on; and for an evaluation-only set (``lfw``), which has no training
+    split."""
+    from flowinv import data
+
+    if spec in data.EVALUATION_ONLY:
+        raise ValueError(f"{spec!r} is an evaluation-only set with no training split; train on "
+                         "another dataset (its prior is used on it at test time)")
+    if spec.startswith("tfds:") and spec.count(":") >= 2:
+        raise ValueError(f"{spec!r} names one TFDS split for both training and test; give "
+                         "tfds:NAME, whose 'train' and 'test' splits are used")
     if not spec.startswith("folder:"):
         return
-    from flowinv import data
 
     if data.folder_files(spec, "train") == data.folder_files(spec, "test"):
         raise ValueError(f"{spec!r} has no train/ and test/ subfolders, so its test images "

@@ -88,9 +88,12 @@ def config_from_args(args: argparse.Namespace) -> Config:
     methods = Config.methods
     if args.methods:
         methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+        if not methods:
+            raise ValueError(f"--methods: name at least one of {', '.join(Config.methods)}")
         unknown = sorted(set(methods) - set(Config.methods))
         if unknown:
             raise ValueError(f"--methods: unknown {unknown}; choose from {Config.methods}")
+    common.check_methods_without_gan(methods, args.gan, ("dcgan", "iagan"))
     return Config(
         dataset=args.dataset, ood_dataset=args.ood_dataset, prior=args.prior, gan=args.gan,
         num_images=args.num_images or preset["num_images"], val_images=preset["val_images"],

@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clip", type=common.positive_float, default=None,
                    help="draw the Glow priors with activations clipped to [-CLIP, CLIP] after "
                         "every step (Asim et al. use 40); default: as shipped, no clip")
-    p.add_argument("--seed", type=int, default=0, help="PRNG seed")
+    p.add_argument("--seed", type=common.seed, default=0, help="PRNG seed")
     p.add_argument("--out", default="results/samples", help="output folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p

@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="L-BFGS iterations (default: quick 100, --full 300)")
     p.add_argument("--full", action="store_true",
                    help="more images and iterations, and three training seeds in part 2")
-    p.add_argument("--seed", type=int, default=0, help="seed of the noise and the CS matrix")
+    p.add_argument("--seed", type=common.seed, default=0,
+                   help="seed of the noise and the CS matrix")
     p.add_argument("--out", default="results/stabilisers", help="output folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p

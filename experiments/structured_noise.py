@@ -239,6 +239,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
     for k, v in scales.items():
         if any(s <= 0 for s in v):
             raise ValueError(f"--{k.replace('_', '-')} must be > 0, got {v}")
+    methods = _whang_cs.parse_methods(args.methods, METHODS, default=DEFAULT_METHODS)
+    common.check_methods_without_gan(methods, args.gan, _whang_cs.GAN_METHODS)
     return Config(
         dataset=args.dataset, prior=args.prior, gan=args.gan, noise_flow=args.noise_flow,
         noise_digits=args.noise_digits, noises=noises, **scales,
@@ -248,8 +250,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         betas=pick(args.betas, "betas"), gammas=pick(args.gammas, "gammas"),
         asim_penalty=args.asim_penalty, latent_betas=pick(args.latent_betas, "latent_betas"),
         gan_lams=preset["gan_lams"],
-        methods=_whang_cs.parse_methods(args.methods, METHODS, default=DEFAULT_METHODS),
-        solver=args.solver, seed=args.seed, out=args.out, progress=not args.no_progress)
+        methods=methods, solver=args.solver, seed=args.seed, out=args.out,
+        progress=not args.no_progress)
 
 
 # ---- experiment -------------------------------------------------------------------------

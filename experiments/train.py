@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=common.positive_float, default=None, help="override learning rate")
     p.add_argument("--lr-schedule", choices=train.LR_SCHEDULES, default=None,
                    help="override the learning-rate decay after the warm-up")
-    p.add_argument("--seed", type=int, default=None, help="override the seed")
+    p.add_argument("--seed", type=common.seed, default=None, help="override the seed")
     p.add_argument("--width", type=common.positive_int, default=None,
                    help="override the coupling-network width (tiny smoke runs)")
     p.add_argument("--levels", type=common.positive_int, default=None, help="override Glow levels")
@@ -123,12 +123,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser = build_parser()
     args, config = common.parse_args_and_config(parser, config_from_args, argv)
     workdir = args.workdir or default_workdir(config, args.prior)
-    try:
-        common.check_out_dir(workdir, "--workdir")
-    except OSError as e:
-        parser.error(str(e))
     export_to = args.export_to or (str(checkpoints.checkpoint_root() / args.prior)
                                    if args.export else None)
+    try:
+        common.check_out_dir(workdir, "--workdir")
+        if export_to is not None:  # before training, not after it
+            common.check_export_dir(export_to)
+    except OSError as e:
+        parser.error(str(e))
     command = common.command_line("experiments.train", argv)
     result = run(config, workdir, export_to=export_to, command=command,
                  progress=not args.no_progress)

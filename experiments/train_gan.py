@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override training steps")
     p.add_argument("--batch-size", type=common.positive_int, default=None,
                    help="override batch size")
-    p.add_argument("--seed", type=int, default=None, help="override the seed")
+    p.add_argument("--seed", type=common.seed, default=None, help="override the seed")
     p.add_argument("--method", choices=("adversarial", "imle"), default=None,
                    help="override the training method (adversarial GAN training, or IMLE)")
     p.add_argument("--r1", type=common.nonnegative_float, default=None,
@@ -124,9 +124,15 @@ def config_from_args(args: argparse.Namespace) -> priors.GANConfig:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args, config = common.parse_args_and_config(build_parser(), config_from_args, argv)
+    parser = build_parser()
+    args, config = common.parse_args_and_config(parser, config_from_args, argv)
     export_to = args.export_to or (str(checkpoints.checkpoint_root() / args.gan)
                                    if args.export else None)
+    if export_to is not None:
+        try:  # before training, not after it
+            common.check_export_dir(export_to)
+        except OSError as e:
+            parser.error(str(e))
     command = common.command_line("experiments.train_gan", argv)
     result = run(config, export_to=export_to, command=command, progress=not args.no_progress)
     print(json.dumps(result, indent=2))

@@ -317,3 +317,12 @@ def test_experiment_cli_rejects_bad_arguments(tmp_path, theorem1, capsys):
         assert info.value.code == 2  # argparse's usage error, before any work
         err = capsys.readouterr().err
         assert "error:" in err and argv[0].lstrip("-") in err, err
+
+
+def test_experiment_at_m_equal_n_recovers_exactly_and_summarises(theorem1):
+    """m = n is valid ([1, n]): x̂ = x₀, an error of exactly 0, which summarise divided by."""
+    result = theorem1.run(theorem1.Config(n=1, ms=(1,), spectra=("inv_i",), trials=2,
+                                          out=None, progress=False))
+    (row,) = result["rows"]
+    assert row["mc_error"] == 0.0 and row["violation"] == "none"
+    assert result["summary"][0]["max_rel_stderr"] == 0.0

@@ -371,6 +371,21 @@ CLI_CASES = [
     ("experiments.structured_noise", ["--dataset", "digits", "--noises", "digits"]),
     ("experiments.subpixel", ["--dataset", "folder:/nonexistent/flowinv-test-folder"]),
     ("experiments.denoise", ["--val-split", "dev"]),
+    # a seed past JAX's 32-bit keys would be another seed's key, or overflow inside JAX
+    ("experiments.denoise", ["--seed", str(2**32)]),
+    ("experiments.denoise", ["--seed", "-1"]),
+    ("experiments.samples", ["--seed", "99999999999999999999"]),
+    ("experiments.denoise", ["--out", ""]),  # would write into the current folder
+    # runs with nothing to do: no method, or only GAN methods with --gan none
+    ("experiments.compressed_sensing", ["--methods", ","]),
+    ("experiments.compressed_sensing", ["--gan", "none", "--methods", "dcgan,iagan"]),
+    ("experiments.noisy_cs", ["--gan", "none", "--methods", "bora"]),
+    ("experiments.one_bit_cs", ["--gan", "none", "--methods", "mle,bora"]),
+    ("experiments.structured_noise", ["--gan", "none", "--methods", "bora"]),
+    # no training split of its own, or one split named for both
+    ("experiments.train", ["--prior", "glow-mnist", "--dataset", "lfw"]),
+    ("experiments.train_gan", ["--gan", "dcgan-mnist", "--dataset", "lfw"]),
+    ("experiments.train", ["--prior", "glow-mnist", "--dataset", "tfds:mnist:train"]),
 ]
 
 
@@ -440,6 +455,25 @@ def test_training_on_a_flat_folder_is_a_usage_error(tmp_path, capsys):
     assert "no train/ and test/ subfolders" in capsys.readouterr().err
     _cli("experiments.train_gan", ["--gan", "dcgan-mnist", "--dataset", flat])
     assert "no train/ and test/ subfolders" in capsys.readouterr().err
+
+
+def test_an_export_folder_that_is_a_file_fails_before_training(tmp_path, capsys, monkeypatch):
+    """It used to fail in checkpoints.save, after the whole training run."""
+    from experiments import train, train_gan
+
+    (tmp_path / "file").write_text("not a folder")
+    trained = []
+    monkeypatch.setattr(train, "run", lambda *a, **k: trained.append(a))
+    monkeypatch.setattr(train_gan, "run", lambda *a, **k: trained.append(a))
+    _cli("experiments.train", ["--prior", "glow-digits", "--workdir", str(tmp_path / "w"),
+                               "--export-to", str(tmp_path / "file")])
+    assert "cannot export to --export-to" in capsys.readouterr().err
+    _cli("experiments.train_gan", ["--gan", "dcgan-mnist", "--export-to", str(tmp_path / "file")])
+    assert "cannot export to --export-to" in capsys.readouterr().err
+    assert not trained
+    train.main(["--prior", "glow-digits", "--workdir", str(tmp_path / "w"),
+                "--export-to", str(tmp_path / "new" / "prior")])
+    assert len(trained) == 1 and not (tmp_path / "new" / "prior").exists()
 
 
 def test_folder_sizes_that_leave_validation_images_pass(tmp_path):
