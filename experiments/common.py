@@ -42,21 +42,22 @@ def positive_int(text: str) -> int:
     return value
 
 
-def nonnegative_float(text: str) -> float:
+def _number(text: str) -> float:
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def nonnegative_float(text: str) -> float:
+    value = _number(text)
     if not np.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
     return value
 
 
 def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    value = _number(text)
     if not np.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
     return value
@@ -368,7 +369,7 @@ def _check_test_split_leaves_validation_images(spec: str, num_test: int) -> None
 
 def check_separate_training_split(spec: str) -> None:
     """ValueError for a spec whose training images are its test images: a ``folder:`` without
-    ``train/`` and ``test/`` subfolders (counted by file name), or ``tfds:NAME:SPLIT`` (one
+    ``train/`` and ``test/`` subfolders (its two splits share files), or ``tfds:NAME:SPLIT`` (one
     split for both), on which a model would be tested (and the experiments would report) on the
     images it was trained on; and for an evaluation-only set (``lfw``), which has no training
     split."""
@@ -383,7 +384,7 @@ def check_separate_training_split(spec: str) -> None:
     if not spec.startswith("folder:"):
         return
 
-    if data.folder_files(spec, "train") == data.folder_files(spec, "test"):
+    if set(data.folder_files(spec, "train")) & set(data.folder_files(spec, "test")):
         raise ValueError(f"{spec!r} has no train/ and test/ subfolders, so its test images "
                          "would be its training images: put training images in PATH/train "
                          "and test images in PATH/test")
@@ -955,21 +956,14 @@ def load_train_images(spec: str, shape, count: int, num_test: int, *,
 
 
 def _has_own_training_split(spec: str) -> bool:
-    """False where the training split is missing or is the test split: an evaluation-only
-    set, ``tfds:NAME:SPLIT``, a folder whose training split holds no image or lists the test
-    split's files (no ``train/`` and ``test/`` subfolders)."""
-    from flowinv import data
-
-    if spec in data.EVALUATION_ONLY:
+    """False where the training split is missing or is the test split, as
+    :func:`check_separate_training_split` refuses it for training (an evaluation-only set,
+    ``tfds:NAME:SPLIT``, a folder whose two splits share files), or a folder's training split
+    holds no image (only a ``test/`` subfolder)."""
+    try:
+        check_separate_training_split(spec)
+    except ValueError:
         return False
-    if spec.startswith("tfds:"):
-        return spec.count(":") < 2
-    if spec.startswith("folder:"):
-        try:
-            train = data.folder_files(spec, "train")
-        except ValueError:  # no image where the training split would be
-            return False
-        return not set(train) & set(data.folder_files(spec, "test"))
     return True
 
 

@@ -110,11 +110,10 @@ def run(config: Config) -> dict:
         kind = meta.get("kind", "flow")
         dataset = meta["data"]["dataset"]
         truth = data.load_dataset(dataset, "test", image_shape=samples.shape[1:], limit=num)
-        scored = samples[:config.diversity_num]
-        finite = finite_images(scored)
+        finite_all = finite_images(samples)
+        scored, finite = samples[:config.diversity_num], finite_all[:config.diversity_num]
         # A non-finite sample becomes all NaN, marked "inf/NaN" on the sheet (clip keeps NaN).
-        samples = np.clip(np.where(finite_images(samples)[:, None, None, None], samples,
-                                   np.nan), 0.0, 1.0)
+        samples = np.clip(np.where(finite_all[:, None, None, None], samples, np.nan), 0.0, 1.0)
         summary.append({
             "prior": name, "kind": kind, "dataset": dataset,
             "temperature": config.temperature if kind == "flow" else 1.0,
