@@ -385,7 +385,7 @@ def build_cs_parser(prog: str, doc: str, name: str, *, ratio_help: str,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_common_arguments(p, name, quick=quick, full=full)
     p.add_argument("--ratios", type=common.float_list, default=None, help=ratio_help)
-    p.add_argument("--noise-scale", type=common.nonnegative_float, default=None,
+    p.add_argument("--noise-scale", type=common.positive_float, default=None,
                    help="s: max std and mean of the positive-mean sinusoidal noise")
     p.add_argument("--betas", type=common.float_list, default=None,
                    help="β values of the MAP loss, comma separated")
@@ -397,7 +397,8 @@ def build_cs_parser(prog: str, doc: str, name: str, *, ratio_help: str,
     add_solver_argument(p)
     p.add_argument("--methods", default=None,
                    help=f"comma-separated subset of {','.join(methods)}" + (
-                       f" (default {','.join(default_methods)})" if default_methods else ""))
+                       f" (default {','.join(default_methods)})" if default_methods
+                       else " (default all)"))
     return p
 
 
@@ -438,11 +439,7 @@ def parse_methods(text: str | None, allowed: tuple[str, ...], flag: str = "--met
     ``None`` or ``""`` -> ``default``, or ``allowed`` without one."""
     if not text:
         return allowed if default is None else default
-    names = tuple(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
-    unknown = sorted(set(names) - set(allowed))
-    if unknown or not names:
-        raise ValueError(f"{flag}: unknown {unknown or text!r}; choose from {allowed}")
-    return names
+    return common.list_entries(text, flag, allowed)
 
 
 def cs_config_from_args(config_cls, args: argparse.Namespace, quick: dict, full: dict, *,

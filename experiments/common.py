@@ -79,11 +79,37 @@ def seed(text: str) -> int:
     return value
 
 
+def list_entries(text: str, option: str | None = None,
+                 allowed: Iterable[str] | None = None) -> tuple[str, ...]:
+    """``"a, b,a"`` -> ``("a", "b")``: the comma-separated entries of ``option``'s value,
+    stripped, in order, a repeat dropped; each one of ``allowed``, where given. ValueError for
+    no entry, an unknown one, or an empty one (``"a,,b"``, ``"a,"``: a typo, better refused
+    than silently dropped)."""
+    prefix = f"{option}: " if option else ""
+    allowed = None if allowed is None else tuple(allowed)
+    entries = [t.strip() for t in text.split(",")]
+    if not any(entries):
+        of = f" of {', '.join(allowed)}" if allowed else ""
+        raise ValueError(f"{prefix}name at least one{of}, got {text!r}")
+    if not all(entries):
+        raise ValueError(f"{prefix}an empty entry in {text!r} (a doubled or trailing comma?)")
+    unknown = [e for e in dict.fromkeys(entries) if allowed is not None and e not in allowed]
+    if unknown:
+        raise ValueError(f"{prefix}unknown {', '.join(map(repr, unknown))}; choose from "
+                         f"{', '.join(allowed)}")
+    return tuple(dict.fromkeys(entries))
+
+
 def float_list(text: str) -> tuple[float, ...]:
     """``"0.05,0.1"`` -> ``(0.05, 0.1)``; every entry finite and >= 0; a repeat is dropped (a
-    grid with one weight twice would give two rows per image to one weight)."""
+    grid with one weight twice would give two rows per image to one weight); an empty entry is
+    refused (:func:`list_entries`)."""
     try:
-        values = tuple(dict.fromkeys(float(t) for t in text.split(",") if t.strip()))
+        entries = list_entries(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    try:
+        values = tuple(dict.fromkeys(float(t) for t in entries))
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated numbers, got {text!r}") from None
@@ -102,7 +128,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, name: str, *, quick: d
     for one command line across experiments, and :func:`note_unused_gan` says so)."""
     parser.formatter_class = functools.partial(PresetHelpFormatter, quick=quick, full=full)
     parser.add_argument("--dataset", default=dataset,
-                        help="test images: mnist, digits, patches64, lfw, cartoon, "
+                        help="test images: mnist, digits, patches64, patches32, lfw, cartoon, "
                              f"tfds:NAME[:SPLIT] or folder:PATH (default {dataset})")
     parser.add_argument("--prior", default=None,
                         help="flow prior: a shipped name or a checkpoint folder (default: the "
@@ -232,7 +258,8 @@ GAN_FIELDS = ("gan",)
 
 def check_sources(config) -> None:
     """Fails before any work if a dataset, prior or GAN named in ``config`` cannot be found:
-    :func:`flowinv.data.check_dataset` for the datasets, :func:`flowinv.checkpoints.
+    :func:`flowinv.data.check_dataset` for the datasets (and one image loaded of a ``tfds:``
+    set, which TFDS may download first, as the run would), :func:`flowinv.checkpoints.
     find_checkpoint` for the checkpoints. ``None`` and ``"none"`` (skip) pass."""
     from flowinv import checkpoints, data
 
@@ -242,6 +269,8 @@ def check_sources(config) -> None:
 
     for spec in named(DATASET_FIELDS):
         data.check_dataset(spec)
+        if spec.startswith("tfds:"):  # whether TFDS knows it, and can fetch it, shows only here
+            data.load_dataset(spec, "test", limit=1)
     needs = _images_beyond_test(config)
     if needs and getattr(config, "val_split", "train") == "test":
         _check_test_split_leaves_validation_images(config.dataset, config.num_images)
@@ -326,9 +355,17 @@ def _check_folder_leaves_validation_images(spec: str, num_test: int,
     if shared and len(test) <= num_test:
         raise ValueError(
             f"{spec!r} holds {len(test)} images and no separate train/ subfolder, so its "
-            f"{purpose} come from those after the first --num-images {num_test}: ask for at "
-            f"most {len(test) - 1} test images, or put training images in a train/ subfolder "
-            "(and test images in test/)")
+            f"{purpose} come from those after the first --num-images {num_test}: "
+            f"{_at_most(len(test))}, or put training images in a train/ subfolder (and test "
+            "images in test/)")
+
+
+def _at_most(total: int) -> str:
+    """How to fit ``--num-images`` to a set of ``total`` images that also gives validation
+    images (or other images beyond the test images)."""
+    if total < 2:
+        return f"it needs at least 2 images (one to test, one beyond it), and has {total}"
+    return f"ask for at most {total - 1} test images"
 
 
 def _check_evaluation_set_leaves_validation_images(spec: str, num_test: int,
@@ -342,8 +379,7 @@ def _check_evaluation_set_leaves_validation_images(spec: str, num_test: int,
     if total <= num_test:
         raise ValueError(
             f"{spec!r} is an evaluation-only set of {total} images, so its {purpose} come "
-            f"from those after the first --num-images {num_test}: ask for at most "
-            f"{total - 1} test images")
+            f"from those after the first --num-images {num_test}: {_at_most(total)}")
 
 
 def _check_test_split_leaves_validation_images(spec: str, num_test: int) -> None:
@@ -362,9 +398,9 @@ def _check_test_split_leaves_validation_images(spec: str, num_test: int) -> None
         total = len(data.load_dataset(spec, "test", limit=num_test + 1))
     if total <= num_test:
         raise ValueError(
-            f"--val-split test takes the validation images from {spec!r}'s test images after "
-            f"the first --num-images {num_test}, but it has {total}: ask for at most "
-            f"{total - 1} test images")
+            f"--val-split test takes the validation images from the test images of {spec!r} "
+            f"after the first --num-images {num_test}, but it has {total}: "
+            f"{_at_most(total)}")
 
 
 def check_separate_training_split(spec: str) -> None:
@@ -404,8 +440,8 @@ def command_line(module: str, argv: list[str] | None) -> str:
 
 
 IMPORT_HELP = ("import this Python module (a name on the Python path, or a .py file) before "
-               "anything else, e.g. one that calls flowinv.checkpoints.register_flow so that "
-               "--prior can load a flow class of your own; repeatable")
+               "anything else, e.g. one that calls flowinv.checkpoints.register_flow so that a "
+               "checkpoint of a flow class of your own can load; repeatable")
 
 
 def add_import_argument(parser: argparse.ArgumentParser) -> None:

@@ -75,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                         " 'none' to skip)")
     p.add_argument("--methods", default=None,
                    help="comma-separated subset of glow,lasso-dct,lasso-wavelet,dcgan,"
-                        "iagan,deep-decoder")
+                        "iagan,deep-decoder (default all); Lasso's λ and IAGAN's learning "
+                        "rate are picked on the validation images (quick "
+                        f"{QUICK['val_images']}, --full {FULL['val_images']}; see --val-split)")
     common.add_val_split_argument(p)
     return p
 
@@ -87,12 +89,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         raise ValueError(f"--ratios must lie in (0, 1], got {ratios}")
     methods = Config.methods
     if args.methods:
-        methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-        if not methods:
-            raise ValueError(f"--methods: name at least one of {', '.join(Config.methods)}")
-        unknown = sorted(set(methods) - set(Config.methods))
-        if unknown:
-            raise ValueError(f"--methods: unknown {unknown}; choose from {Config.methods}")
+        methods = common.list_entries(args.methods, "--methods", Config.methods)
     common.check_methods_without_gan(methods, args.gan, ("dcgan", "iagan"))
     return Config(
         dataset=args.dataset, ood_dataset=args.ood_dataset, prior=args.prior, gan=args.gan,

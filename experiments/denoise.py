@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "does; R > 1 starts from R draws of N(0, s² I) (s = --init-scale) and "
                         "keeps the one with the lowest loss (recover's restarts); the DCGAN "
                         "keeps z0 = 0")
-    p.add_argument("--init-scale", type=common.positive_float, default=0.1,
+    p.add_argument("--init-scale", type=common.positive_float, default=None,
                    help="s of the random starts with --restarts > 1 (default 0.1)")
     p.add_argument("--zero-start", action="store_true",
                    help="with --restarts R > 1: the first start is z0 = 0 and the other R - 1 "
@@ -102,6 +102,11 @@ def config_from_args(args: argparse.Namespace) -> Config:
     if args.sigmas is not None and any(s <= 0 for s in args.sigmas):
         raise ValueError(f"--sigmas must be > 0 (σ=0 is added as the reference), "
                          f"got {args.sigmas}")
+    unused = [o for o, given in (("--init-scale", args.init_scale is not None),
+                                 ("--zero-start", args.zero_start)) if given]
+    if unused and args.restarts == 1:
+        print(f"note: {' and '.join(unused)} {'is' if len(unused) == 1 else 'are'} used only "
+              "with --restarts > 1 (ignored)")
     return Config(
         dataset=args.dataset, prior=args.prior, gan=args.gan,
         sigmas=args.sigmas or preset["sigmas"],
@@ -112,7 +117,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         gan_lams=preset["gan_lams"],
         reference_gammas=preset["reference_gammas"] if args.gammas is None else None,
         seed=args.seed, out=args.out,
-        progress=not args.no_progress, restarts=args.restarts, init_scale=args.init_scale,
+        progress=not args.no_progress, restarts=args.restarts,
+        init_scale=Config.init_scale if args.init_scale is None else args.init_scale,
         zero_start=args.zero_start)
 
 

@@ -108,11 +108,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
     pick = lambda v, k: preset[k] if v is None else v
     masks = MASK_KINDS
     if args.masks is not None:
-        masks = tuple(dict.fromkeys(m.strip() for m in args.masks.split(",") if m.strip()))
-        unknown = sorted(set(masks) - set(MASK_KINDS))
-        if unknown or not masks:
-            raise ValueError(f"--masks: unknown {unknown or args.masks!r}; choose from "
-                             f"{MASK_KINDS}")
+        masks = common.list_entries(args.masks, "--masks", MASK_KINDS)
     fractions = pick(args.fractions, "fractions")
     if any(not 0 < f < 1 for f in fractions):
         raise ValueError(f"--fractions must lie in (0, 1), got {fractions}")

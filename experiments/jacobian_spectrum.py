@@ -48,6 +48,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -93,12 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="random (and at most num_images−1 natural) directions per image")
     p.add_argument("--eps", type=common.float_list, default=None,
                    help="latent perturbation sizes ε > 0, comma separated "
-                        "(default: 9 log-spaced in [1e-3, 10])")
+                        "(default: quick 9 log-spaced in [1e-3, 10]; --full 19 in "
+                        "[1e-3, 10^1.5])")
     p.add_argument("--solver", choices=SOLVERS, default="auto",
                    help=f"Jacobian SVD: dense (jacfwd + LAPACK), randomized (matrix-free), "
-                        f"auto = dense when n <= {DENSE_MAX}")
+                        f"auto = dense when n <= {DENSE_MAX} (default auto)")
     p.add_argument("--rank", type=common.positive_int, default=32,
-                   help="singular values at each end for the randomized solver")
+                   help="singular values at each end for the randomized solver (default 32)")
     p.add_argument("--float32", action="store_true",
                    help="compute the spectrum in float32 (default float64)")
     return p
@@ -113,6 +115,12 @@ def config_from_args(args: argparse.Namespace) -> Config:
     num_images = pick(args.num_images, "num_images")
     if num_images < 2:
         raise ValueError("--num-images must be >= 2 (natural directions join two test images)")
+    if args.dataset.startswith("folder:"):  # counted by file name before anything loads
+        from flowinv import data
+
+        if len(data.folder_files(args.dataset, "test")) < 2:
+            raise ValueError(f"{args.dataset!r} holds fewer than 2 test images; the natural "
+                             "directions join two of them")
     ignored = [f for f, v in (("--maxiter", args.maxiter), ("--gan", args.gan)) if v is not None]
     if ignored:
         print(f"note: {', '.join(ignored)} not used by jacobian_spectrum (ignored)")
@@ -286,6 +294,9 @@ def run(config: Config) -> dict:
     nt = len(test)
     if nt < 2:
         raise ValueError(f"dataset {config.dataset!r} gave {nt} test image(s); need >= 2")
+    if nt < config.num_images:
+        print(f"note: dataset {config.dataset!r} gave {nt} of the {config.num_images} test "
+              "images asked for", file=sys.stderr)
     ns = min(config.spectrum_images, nt)
     solver = config.solver if config.solver != "auto" else (
         "dense" if n <= DENSE_MAX else "randomized")

@@ -185,16 +185,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--priors", default=None,
                    help="comma-separated shipped names or checkpoint folders (default: all in "
                         "checkpoints/)")
-    p.add_argument("--num", type=common.positive_int, default=8, help="images shown per row")
+    p.add_argument("--num", type=common.positive_int, default=8,
+                   help="images shown per row (default 8)")
     p.add_argument("--diversity-num", type=common.positive_int, default=64,
-                   help="images the diversity is measured on (>= 2)")
+                   help="images the diversity is measured on (>= 2; default 64)")
     p.add_argument("--temperature", type=common.nonnegative_float, default=0.7,
-                   help="sampling temperature of the flows")
+                   help="sampling temperature of the flows (default 0.7)")
     p.add_argument("--clip", type=common.positive_float, default=None,
                    help="draw the Glow priors with activations clipped to [-CLIP, CLIP] after "
                         "every step (Asim et al. use 40); default: as shipped, no clip")
-    p.add_argument("--seed", type=common.seed, default=0, help="PRNG seed")
-    p.add_argument("--out", default="results/samples", help="output folder")
+    p.add_argument("--seed", type=common.seed, default=0,
+                   help="PRNG seed, in [0, 2**32) (default 0)")
+    p.add_argument("--out", default="results/samples",
+                   help="output folder (default results/samples)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -202,13 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> Config:
     priors = None
     if args.priors is not None:
-        priors = tuple(s.strip() for s in args.priors.split(",") if s.strip())
-        if not priors:
-            raise ValueError(f"--priors must name at least one checkpoint, got {args.priors!r}")
+        priors = common.list_entries(args.priors, "--priors")
         known = checkpoints.available_priors()
         unknown = [p for p in priors if p not in known and not pathlib.Path(p).is_dir()]
         if unknown:
             raise ValueError(f"unknown prior(s) {', '.join(unknown)}; shipped: {', '.join(known)}")
+        for prior in priors:  # a folder without a sidecar fails here, not after the others
+            checkpoints.read_metadata(checkpoints.checkpoint_path(prior))
     if args.diversity_num < 2:
         raise ValueError(f"--diversity-num must be >= 2, got {args.diversity_num}")
     return Config(priors=priors, num=args.num, diversity_num=args.diversity_num,

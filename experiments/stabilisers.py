@@ -63,11 +63,17 @@ class Config:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m experiments.stabilisers", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=f"presets: quick {QUICK}; --full {FULL}")
+                                epilog=f"presets: quick {QUICK['num_images']} images per test "
+                                       f"set, {QUICK['maxiter']} iterations, one training "
+                                       f"seed; --full {FULL['num_images']} images, "
+                                       f"{FULL['maxiter']} iterations, "
+                                       f"{len(FULL['train_seeds'])} training seeds")
     p.add_argument("--dataset", default="mnist",
                    help="in-distribution test images for part 1 (default mnist)")
     p.add_argument("--ood-dataset", default=None,
-                   help=f"out-of-distribution test images (default {OOD}; 'none' skips them)")
+                   help="out-of-distribution test images (default: "
+                        + ", ".join(f"{v} for {k}" for k, v in OOD.items())
+                        + "; 'none' skips them)")
     p.add_argument("--prior", default=None,
                    help="flow prior of part 1: a shipped Glow or a Glow checkpoint folder "
                         "(default: the shipped prior for the dataset)")
@@ -84,15 +90,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="L-BFGS iterations (default: quick 100, --full 300)")
     p.add_argument("--full", action="store_true",
                    help="more images and iterations, and three training seeds in part 2")
+    p.add_argument("--gan", default=None, help="DCGAN checkpoint (not used by this experiment)")
     p.add_argument("--seed", type=common.seed, default=0,
-                   help="seed of the noise and the CS matrix")
-    p.add_argument("--out", default="results/stabilisers", help="output folder")
+                   help="seed of the noise and the CS matrix, in [0, 2**32) (default 0)")
+    p.add_argument("--out", default="results/stabilisers",
+                   help="output folder (default results/stabilisers)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    from flowinv import priors
+    from flowinv import checkpoints, priors
 
     preset = FULL if args.full else QUICK
     train_prior = None if args.train_prior == "none" else args.train_prior
@@ -103,12 +111,24 @@ def config_from_args(args: argparse.Namespace) -> Config:
         if priors.PRIORS[train_prior].architecture["type"] != "glow":
             raise ValueError(f"--train-prior must be a Glow recipe (ε is an actnorm constant "
                              f"of flowinv.glow), got {train_prior!r}")
+    if args.prior is not None:  # the default prior of every dataset is a Glow
+        flow = checkpoints.flow_from_config(
+            checkpoints.find_checkpoint(args.prior, "flow")[1].get("architecture"))
+        _check_glow(flow, args.prior)
+    common.note_unused_gan(args, "stabilisers")
     return Config(dataset=args.dataset, ood_dataset=args.ood_dataset, prior=args.prior,
                   clip=args.clip, train_prior=train_prior, train_steps=args.train_steps,
                   num_images=args.num_images or preset["num_images"],
                   maxiter=args.maxiter or preset["maxiter"],
                   train_seeds=preset["train_seeds"], seed=args.seed, out=args.out,
                   progress=not args.no_progress)
+
+
+def _check_glow(flow, name: str) -> None:
+    """ValueError unless ``flow`` has Glow's stabilisers (a Glow, or a subclass of one)."""
+    if not hasattr(flow, "actnorm_eps"):
+        raise ValueError(f"--prior must be a Glow (the stabilisers are Glow's), got "
+                         f"{type(flow).__name__} {name!r}")
 
 
 def _test_sets(dataset: str, ood: str | None, shape, num_images: int) -> dict[str, np.ndarray]:
@@ -207,9 +227,7 @@ def run(config: Config) -> dict:
 
 
     out, prior_name, flow, params = common.setup_run(config)
-    if not hasattr(flow, "actnorm_eps"):
-        raise ValueError(f"--prior must be a Glow (the stabilisers are Glow's), got "
-                         f"{type(flow).__name__} {prior_name!r}")
+    _check_glow(flow, prior_name)
     key = jax.random.PRNGKey(config.seed)
     table = common.ResultTable("stabilisers", config.dataset, prior_name)
     summary, sheets = [], {}

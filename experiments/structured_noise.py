@@ -264,44 +264,56 @@ def _noise_digits(config: Config, shape, images: np.ndarray) -> np.ndarray:
 
     batch = len(images)
     digits = data.load_dataset(config.noise_digits, "test")
-    # the head of the split that the test images (and, with --val-split test, the validation
-    # images) come from
-    head = config.num_images + (config.val_images if config.val_split == "test" else 0)
-    if config.noise_digits == config.dataset and len(digits) - batch < head:
-        raise ValueError(
-            f"the {config.noise_digits!r} test split ({len(digits)} images) is too small for "
-            f"its first {head} images (test and validation) plus {batch} disjoint noise digits")
-    if len(digits) < batch:
-        raise ValueError(f"the {config.noise_digits!r} test split has {len(digits)} images, "
-                         f"fewer than the {batch} noise digits needed")
+    _check_noise_digit_count(config, len(digits), batch)
     chosen = data.fit_shape(digits[len(digits) - batch:][::-1], shape)
     # also where the validation images come after the test images for another reason (a
     # dataset without a training split)
     if data.num_shared_images(np.asarray(images), chosen):
         raise ValueError(
-            f"the noise digits from the end of {config.noise_digits!r}'s test split include "
+            f"the noise digits from the end of the test split of {config.noise_digits!r} include "
             "a test or validation image; ask for fewer images")
     return chosen
 
 
-def check_noises_can_run(config: Config) -> None:
-    """ValueError, before anything is loaded, when the digit noise is the only noise asked for
-    and it cannot run: its noise flow models images of another shape than the prior's (read
-    from the two sidecars). With other noises beside it, ``run`` skips it with a note."""
-    from flowinv import checkpoints
-
-    if tuple(config.noises) != ("digits",):
-        return
-    prior = config.prior or common.default_prior(config.dataset)
-
-    noise_shape, prior_shape = (
-        tuple(checkpoints.find_checkpoint(name, "flow")[1]["architecture"]["image_shape"])
-        for name in (config.noise_flow, prior))
-    if noise_shape != prior_shape:
+def _check_noise_digit_count(config: Config, total: int, batch: int) -> None:
+    """ValueError where a noise-digit test split of ``total`` images cannot give ``batch`` noise
+    digits (one per test and validation image) disjoint from the images it is noise for."""
+    # the head of the split that the test images (and, with --val-split test, the validation
+    # images) come from
+    head = config.num_images + (config.val_images if config.val_split == "test" else 0)
+    which = "test and validation" if config.val_split == "test" else "the test images"
+    if config.noise_digits == config.dataset and total - batch < head:
         raise ValueError(
-            f"--noises digits: the noise flow {config.noise_flow!r} models images of shape "
-            f"{noise_shape}, the prior {prior!r} {prior_shape}; pass a --noise-flow of the "
-            "prior's shape, or --noises sinusoidal,radial")
+            f"the {config.noise_digits!r} test split ({total} images) is too small for "
+            f"its first {head} images ({which}) plus {batch} disjoint noise digits")
+    if total < batch:
+        raise ValueError(f"the {config.noise_digits!r} test split has {total} images, "
+                         f"fewer than the {batch} noise digits needed")
+
+
+def check_noises_can_run(config: Config) -> None:
+    """ValueError, before the prior is loaded, when the digit noise is the only noise asked
+    for and it cannot run: its noise flow models images of another shape than the prior's (read
+    from the two sidecars; with other noises beside it, ``run`` skips it with a note). Also
+    when a bundled noise-digit set is too small for one digit per test and validation image
+    (a ``folder:`` or ``tfds:`` set is counted by the run)."""
+    from flowinv import checkpoints, data
+
+    if "digits" not in config.noises:
+        return
+    if tuple(config.noises) == ("digits",):
+        prior = config.prior or common.default_prior(config.dataset)
+        noise_shape, prior_shape = (
+            tuple(checkpoints.find_checkpoint(name, "flow")[1]["architecture"]["image_shape"])
+            for name in (config.noise_flow, prior))
+        if noise_shape != prior_shape:
+            raise ValueError(
+                f"--noises digits: the noise flow {config.noise_flow!r} models images of shape "
+                f"{noise_shape}, the prior {prior!r} {prior_shape}; pass a --noise-flow of the "
+                "prior's shape, or --noises sinusoidal,radial")
+    if not config.noise_digits.startswith(("tfds:", "folder:")):
+        _check_noise_digit_count(config, len(data.load_dataset(config.noise_digits, "test")),
+                                 config.num_images + config.val_images)
 
 
 def _checked_config(args: argparse.Namespace) -> Config:

@@ -108,8 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-images", type=common.positive_int, default=None,
                    help="validation images (see --val-split) used to pick β and γ")
     common.add_val_split_argument(p)
-    p.add_argument("--solver", choices=("lbfgs", "optax-lbfgs", "adam"),
-                   default="lbfgs", help="solver of both methods (default lbfgs)")
+    p.add_argument("--solver", choices=_whang_cs.SOLVERS, default="lbfgs",
+                   help="solver of both methods (default lbfgs; jaxopt-lbfgs's first MAP step "
+                        "can land on a non-finite loss: see above)")
     p.add_argument("--batch-size", type=common.positive_int, default=None,
                    help="images per compiled solve; larger batches run in chunks (default 8 "
                         "on a CPU, the whole batch elsewhere)")

@@ -185,15 +185,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"larger setting (n={FULL['n']}, {FULL['trials']} trials, "
                         f"{FULL['num_m']} values of m; default quick: n={QUICK['n']}, "
                         f"{QUICK['trials']} trials)")
-    p.add_argument("--n", type=common.positive_int, default=None, help="signal dimension")
+    p.add_argument("--n", type=common.positive_int, default=None,
+                   help=f"signal dimension (default: quick {QUICK['n']}, --full {FULL['n']})")
     p.add_argument("--ms", default=None,
                    help="measurement counts, comma separated (default: log-spaced in [4, n-1])")
     p.add_argument("--trials", type=common.positive_int, default=None,
-                   help="Monte Carlo trials per (spectrum, m)")
+                   help=f"Monte Carlo trials per (spectrum, m) (default: quick "
+                        f"{QUICK['trials']}, --full {FULL['trials']})")
     p.add_argument("--spectra", default=",".join(SPECTRA),
                    help=f"comma separated, from {', '.join(SPECTRA)} (default all)")
-    p.add_argument("--seed", type=common.seed, default=0, help="PRNG seed")
-    p.add_argument("--out", default="results/theorem1", help="output folder")
+    p.add_argument("--seed", type=common.seed, default=0,
+                   help="PRNG seed, in [0, 2**32) (default 0)")
+    p.add_argument("--out", default="results/theorem1",
+                   help="output folder (default results/theorem1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -203,18 +207,16 @@ def config_from_args(args: argparse.Namespace) -> Config:
     n = args.n or preset["n"]
     ms = None
     if args.ms is not None:
+        entries = common.list_entries(args.ms, "--ms")
         try:
-            ms = tuple(sorted({int(t) for t in args.ms.split(",") if t.strip()}))
+            ms = tuple(sorted({int(t) for t in entries}))
         except ValueError:
             raise ValueError(f"--ms must be comma-separated integers, got {args.ms!r}") from None
         if not ms or not all(1 <= m <= n for m in ms):
             raise ValueError(f"--ms must be integers in [1, n = {n}], got {args.ms!r}")
     elif n < 5:
         raise ValueError(f"--n must be >= 5 for the default m sweep (4 <= m < n), got {n}")
-    spectra = tuple(s.strip() for s in args.spectra.split(",") if s.strip())
-    unknown = [s for s in spectra if s not in SPECTRA]
-    if not spectra or unknown:
-        raise ValueError(f"--spectra must name some of {', '.join(SPECTRA)}, got {args.spectra!r}")
+    spectra = common.list_entries(args.spectra, "--spectra", SPECTRA)
     trials = args.trials or preset["trials"]
     if trials < 2:
         raise ValueError(f"--trials must be >= 2 (for a standard error), got {trials}")

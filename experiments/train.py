@@ -55,8 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--actnorm-eps", type=common.nonnegative_float, default=None,
                    help="Glow only: constant added to every actnorm scale (default 5e-4, the "
                         "Asim et al. supplement's stabiliser; 0 for plain Glow)")
-    p.add_argument("--eval-every", type=common.positive_int, default=None)
-    p.add_argument("--ckpt-every", type=common.positive_int, default=None)
+    p.add_argument("--eval-every", type=common.positive_int, default=None,
+                   help="override the period, in steps, of the test bits/dim and sample grid")
+    p.add_argument("--ckpt-every", type=common.positive_int, default=None,
+                   help="override the checkpoint period in steps (a rerun resumes from the "
+                        "last checkpoint)")
     p.add_argument("--export", action="store_true",
                    help=f"write the trained prior to {checkpoints.checkpoint_root()}/NAME")
     p.add_argument("--export-to", default=None, help="write the trained prior to this folder")

@@ -476,6 +476,100 @@ def test_an_export_folder_that_is_a_file_fails_before_training(tmp_path, capsys,
     assert len(trained) == 1 and not (tmp_path / "new" / "prior").exists()
 
 
+_TESTS_FOLDER = str(pathlib.Path(__file__).parent)  # a folder, but no checkpoint
+
+#: Command lines that an earlier version accepted (or refused only once the run had loaded its
+#: data), with the message each now fails with before any work.
+REFUSED_BEFORE_RUNNING = [
+    ("experiments.denoise", ["--sigmas", "0.1,,0.2"], "an empty entry"),
+    ("experiments.theorem1", ["--ms", "3,,4"], "--ms: an empty entry"),
+    ("experiments.compressed_sensing", ["--methods", "glow,"], "--methods: an empty entry"),
+    ("experiments.init_study", ["--inits", ","], "--inits: name at least one of"),
+    ("experiments.inpainting", ["--masks", "box,nope"], "--masks: unknown 'nope'"),
+    ("experiments.samples", ["--priors", _TESTS_FOLDER], "no metadata.json sidecar"),
+    ("experiments.stabilisers", ["--prior", "realnvp-mnist"], "must be a Glow"),
+    # mnist's 500 test images: 499 to test, so 500 disjoint noise digits cannot be found
+    ("experiments.structured_noise", ["--num-images", "499", "--val-images", "1",
+                                      "--noises", "digits"], "is too small for"),
+]
+
+
+@pytest.mark.parametrize("module,argv,message", REFUSED_BEFORE_RUNNING,
+                         ids=[f"{m}:{' '.join(a)}" for m, a, _ in REFUSED_BEFORE_RUNNING])
+def test_bad_command_lines_are_refused_before_running(module, argv, message, capsys,
+                                                      monkeypatch, tmp_path):
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module(module), "run",
+                        lambda config: pytest.fail("the run started"))
+    _cli(module, [*argv, "--out", str(tmp_path / "o")])
+    assert message in capsys.readouterr().err
+
+
+def test_list_entries():
+    from experiments import common
+
+    assert common.list_entries(" a, b,a ") == ("a", "b")
+    assert common.list_entries("b,a", "--x", ("a", "b")) == ("b", "a")
+    for text, message in ((",", "name at least one"), ("", "name at least one"),
+                          ("a,,b", "an empty entry"), ("a,", "an empty entry"),
+                          ("a,c", "unknown 'c'")):
+        with pytest.raises(ValueError, match=message):
+            common.list_entries(text, "--x", ("a", "b"))
+    with pytest.raises(argparse_error(), match="an empty entry"):
+        common.float_list("0.1,,0.2")
+
+
+def argparse_error():
+    import argparse
+
+    return argparse.ArgumentTypeError
+
+
+def test_a_tfds_set_that_cannot_load_is_a_usage_error(monkeypatch, capsys, tmp_path):
+    """Whether TFDS knows a name, and can fetch it, shows only when loading: the command line
+    loads one image before any work (it was a traceback from the run)."""
+    pytest.importorskip("tensorflow_datasets")
+    from flowinv.data import specs
+
+    def missing(name, split, **kwargs):
+        raise ValueError(f"'tfds:{name}': TFDS has no dataset {name!r}")
+
+    monkeypatch.setattr(specs, "load_tfds", missing)
+    _cli("experiments.denoise", ["--dataset", "tfds:flowinv_no_such_set",
+                                 "--out", str(tmp_path / "o")])
+    assert "TFDS has no dataset 'flowinv_no_such_set'" in capsys.readouterr().err
+
+
+def test_a_one_image_folder_is_refused_before_running(tmp_path, capsys, monkeypatch):
+    from experiments import jacobian_spectrum
+
+    _pngs(tmp_path / "one", 1)
+    one = f"folder:{tmp_path / 'one'}"
+    _cli("experiments.denoise", ["--dataset", one, "--num-images", "1"])
+    assert "needs at least 2 images" in capsys.readouterr().err  # not "at most 0"
+    monkeypatch.setattr(jacobian_spectrum, "run", lambda config: pytest.fail("the run started"))
+    _cli("experiments.jacobian_spectrum", ["--dataset", one, "--out", str(tmp_path / "o")])
+    assert "fewer than 2 test images" in capsys.readouterr().err
+
+
+def test_options_another_experiment_accepts_are_accepted(tmp_path, capsys):
+    from experiments import common, denoise, stabilisers, subpixel
+
+    out = ["--out", str(tmp_path / "o")]
+    parse = lambda m, argv: common.parse_config(m.build_parser(), m.config_from_args, argv + out)
+    assert parse(subpixel, ["--solver", "jaxopt-lbfgs"]).solver == "jaxopt-lbfgs"
+    parse(stabilisers, ["--gan", "dcgan-mnist"])
+    assert "--gan is not used by stabilisers" in capsys.readouterr().out
+    config = parse(denoise, ["--init-scale", "0.3", "--zero-start"])
+    assert "--init-scale and --zero-start are used only with --restarts > 1" in \
+        capsys.readouterr().out
+    assert config.init_scale == 0.3
+    assert parse(denoise, []).init_scale == denoise.Config.init_scale
+    parse(denoise, ["--init-scale", "0.3", "--restarts", "2"])
+    assert "used only with" not in capsys.readouterr().out
+
+
 def test_folder_sizes_that_leave_validation_images_pass(tmp_path):
     from experiments import common, denoise
 
