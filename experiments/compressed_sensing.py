@@ -114,6 +114,7 @@ def _deep_decoder(key, y, op, shape, steps):
     from flowinv.baselines import deep_decoder
 
     k, depth = (64, 4) if shape[0] <= 32 else (128, 5)
+    depth = min(depth, deep_decoder.max_depth(shape))  # 8x8 digits: 2 (4 made a flat image)
     keys = jax.random.split(key, y.shape[0])
     return jnp.stack([deep_decoder.deep_decoder_recover(kk, yy, op, k=k, depth=depth,
                                                         steps=steps)

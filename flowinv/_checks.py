@@ -30,6 +30,14 @@ def finite_real(value: Any, name: str, *, positive: bool = False) -> float:
     return float(value)
 
 
+def float_array(x: Any) -> Any:
+    """``x`` as a JAX array, cast to float32 unless it is floating already: measurements of
+    integers (counts, 8-bit pixels) would otherwise set the dtype of a solver's step sizes,
+    and a learning rate cast to an integer is 0."""
+    x = jnp.asarray(x)
+    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)
+
+
 def unit_interval_images(x: Any, name: str, *, why: str = "") -> None:
     """Raises ``TypeError`` unless ``x`` (a NumPy or JAX array) has a floating dtype, and
     ``ValueError`` unless every entry lies in ``[0, 1]`` (so no NaN or inf either); ``why``, if

@@ -93,6 +93,26 @@ def test_bm3d_tiny_image_and_zero_sigma():
         classical.bm3d_denoise(y, -0.1)
 
 
+def test_bm3d_is_the_bm3d_package_on_grey_and_colour_images():
+    """The wrapper passes σ (a standard deviation) as is, and denoises colour jointly
+    (``bm3d_rgb``): the MSE test above also passes at 2σ, or channel by channel."""
+    import bm3d
+
+    for shape in ((20, 20, 1), (20, 20, 3)):
+        x = piecewise_smooth(shape)
+        y = x + 0.1 * np.random.default_rng(2).normal(size=shape)
+        direct = (bm3d.bm3d_rgb(y, 0.1) if shape[-1] == 3 else bm3d.bm3d(y[..., 0], 0.1)[..., None])
+        np.testing.assert_allclose(classical.bm3d_denoise(y, 0.1),
+                                   np.clip(direct, 0, 1), atol=1e-6)  # float32 output
+
+
+def test_bm3d_refuses_non_finite_pixels():
+    y = piecewise_smooth((20, 20, 1))
+    y[3, 4, 0] = np.nan  # it made every pixel of the output NaN
+    with pytest.raises(ValueError, match="1 NaN or inf pixels"):
+        classical.bm3d_denoise(y, 0.1)
+
+
 # --------------------------------------------------------------------------------------------
 # wavelets
 
@@ -160,6 +180,31 @@ def test_lasso_recovers_sparse_signal_from_fewer_measurements(basis):
     assert float(jnp.linalg.norm(x_hat - x) / jnp.linalg.norm(x)) < 2e-2
 
 
+@pytest.mark.parametrize("basis", ["dct", "wavelet"])
+def test_lasso_solves_the_documented_objective(x64, basis):
+    r"""The minimiser of ``½‖AΨw − y‖² + λ‖w‖₁`` has ``max|Ψᵀ Aᵀ(y − AΨŵ)| = λ`` (its optimality
+    condition, with ŵ ≠ 0): a λ off by the factor 2 of another convention reads 2 or ½ here,
+    which the recovery test above cannot see (its error moves by ~1e-3 only)."""
+    x, op, y = _sparse_recovery(basis, jax.random.PRNGKey(3))
+    op = Dense(op.matrix.astype(jnp.float64), op.in_shape)
+    lam = 1e-2
+    x_hat = classical.lasso_cs(y.astype(jnp.float64), op, basis=basis, lam=lam, iters=3000)
+    analysis = ((lambda v: jax.scipy.fft.dctn(v, axes=(0, 1), norm="ortho")) if basis == "dct"
+                else classical.wavelet_analysis)
+    correlation = analysis(op.A_adjoint(y - op.A(x_hat)))
+    # FISTA after 3000 steps is within 1e-3 of the condition (measured 1.000)
+    assert float(jnp.abs(correlation).max()) == pytest.approx(lam, rel=1e-2)
+
+
+def test_lasso_runs_in_the_operators_dtype(x64):
+    """float32 measurements with a float64 operator (x64 on) failed inside the solver's
+    loop (its carry changed dtype)."""
+    x, op, y = _sparse_recovery("dct", jax.random.PRNGKey(3))
+    op64 = Dense(op.matrix.astype(jnp.float64), op.in_shape)
+    x_hat = classical.lasso_cs(y.astype(jnp.float32), op64, lam=1e-3, iters=50)
+    assert x_hat.dtype == jnp.float64
+
+
 def test_lasso_vmaps_over_images_and_operators():
     keys = jax.random.split(jax.random.PRNGKey(5), 2)
     _, ops, ys = zip(*[_sparse_recovery("dct", k, shape=(8, 8, 1), m=40, k=3) for k in keys],
@@ -186,6 +231,8 @@ def test_lasso_validation():
         classical.lasso_cs(jnp.zeros(21), op)
     with pytest.raises(ValueError, match="lam"):
         classical.lasso_cs(y, op, lam=-1.0)
+    with pytest.raises(ValueError, match="lam"):
+        classical.lasso_cs(y, op, lam=jnp.asarray(-1.0))  # an array was not checked
     with pytest.raises(ValueError, match="iters"):
         classical.lasso_cs(y, op, iters=0)
     with pytest.raises(TypeError, match="op must be a linear operator"):
@@ -214,6 +261,39 @@ def test_deep_decoder_shapes_and_fit():
     x3 = deep_decoder.deep_decoder_recover(jax.random.PRNGKey(1), op(x), op, k=16, depth=3,
                                            steps=300, lr=0.01)
     assert not np.array_equal(x3, x_hat)  # the key is used
+
+
+def test_deep_decoder_refuses_a_depth_that_makes_a_flat_image():
+    """With ``2^depth >= H`` the random input is 1 pixel high, and upsampling it bilinearly
+    gives an image constant along H whatever the weights (the experiment's 8x8 digits came
+    out flat at depth 4)."""
+    assert [deep_decoder.max_depth((s, s, 1)) for s in (2, 3, 8, 9, 28, 64, 65)] == \
+        [0, 1, 2, 3, 4, 5, 6]
+    op = gaussian(jax.random.PRNGKey(1), (28, 28, 1), 50)
+    with pytest.raises(ValueError, match="depth=5 is too deep for images of 28x28.*depth <= 4"):
+        deep_decoder.deep_decoder_recover(jax.random.PRNGKey(0), jnp.zeros(50), op, depth=5)
+
+
+def test_the_experiments_deep_decoder_makes_images_that_are_not_flat():
+    from experiments import compressed_sensing
+
+    for shape in ((8, 8, 1), (28, 28, 1)):
+        x = jnp.asarray(piecewise_smooth(shape))
+        op = gaussian(jax.random.PRNGKey(1), shape, 40)
+        x_hat = compressed_sensing._deep_decoder(jax.random.PRNGKey(0), op(x)[None], op, shape,
+                                                 steps=5)[0]
+        # random weights alone vary the image by ~0.1 along each axis; flat is 0 (< 1e-7)
+        assert float(x_hat.std(axis=0).max()) > 1e-3 and float(x_hat.std(axis=1).max()) > 1e-3
+
+
+def test_deep_decoder_takes_integer_measurements():
+    op = gaussian(jax.random.PRNGKey(1), (8, 8, 1), 10)
+    y = jnp.arange(10)  # it raised inside jax.random (an integer input dtype)
+    x_int = deep_decoder.deep_decoder_recover(jax.random.PRNGKey(0), y, op, k=4, depth=2,
+                                              steps=3)
+    x_float = deep_decoder.deep_decoder_recover(jax.random.PRNGKey(0), y.astype(jnp.float32),
+                                                op, k=4, depth=2, steps=3)
+    np.testing.assert_array_equal(x_int, x_float)
 
 
 def test_deep_decoder_validation():

@@ -92,6 +92,24 @@ def test_bad_arguments_are_named(gan, change, error, words):
         iagan.iagan_fit(generator, params, *args, **kwargs)
 
 
+def test_integer_measurements_adapt_as_float_ones(gan):
+    """An integer ``y`` set the learning rates' dtype: both became 0, and nothing adapted."""
+    generator, params = gan
+    op = _op(20)
+    y = jnp.round(10 * op(jax.random.uniform(jax.random.PRNGKey(7), SHAPE))).astype(jnp.int32)
+    z0 = jnp.zeros(generator.latent_dim)
+    fit = lambda yy: iagan.iagan_fit(generator, params, yy, op, z0, steps=5, lr_weights=1e-2)
+    (x_int, losses_int), (x_float, _) = fit(y), fit(y.astype(jnp.float32))
+    np.testing.assert_array_equal(x_int, x_float)
+    assert float(losses_int[-1]) < float(losses_int[0])
+
+
+def test_back_projection_refuses_a_negative_damping():
+    op = _op(20)
+    with pytest.raises(ValueError, match="damping must be >= 0"):
+        iagan.back_project(op, jnp.zeros(SHAPE), jnp.zeros(20), -0.5)
+
+
 def test_compressed_sensing_reports_iagan_chosen_on_validation(gan, tmp_path):
     import flowinv
     from experiments import compressed_sensing as cs

@@ -38,7 +38,7 @@ import pywt
 from jax import lax
 from jax.scipy.fft import dctn, idctn
 
-from flowinv._checks import positive_int
+from flowinv._checks import float_array, positive_int
 
 Array = jax.Array
 
@@ -81,6 +81,9 @@ def bm3d_denoise(y: Any, sigma: float, *, profile: str = "np") -> np.ndarray:
     ya = np.asarray(y, dtype=np.float64)
     if ya.ndim != 3:
         raise ValueError(f"y must be one image of shape (H, W, C), got shape {ya.shape}")
+    if not np.all(np.isfinite(ya)):
+        raise ValueError(f"y holds {np.size(ya) - np.isfinite(ya).sum()} NaN or inf pixels "
+                         "(BM3D would make the whole image NaN)")
     sigma = _check_nonneg(sigma, "sigma")
     if not isinstance(profile, str):
         raise TypeError(f"profile must be a bm3d profile name (str), got {profile!r}")
@@ -365,13 +368,17 @@ def lasso_cs(
     in_shape, out_shape = _check_operator(op)
     if isinstance(lam, numbers.Real):
         lam = _check_nonneg(lam, "lam")
+    elif not isinstance(lam, jax.core.Tracer):  # a concrete array: every entry
+        lams = np.asarray(lam)
+        if not (np.all(np.isfinite(lams)) and np.all(lams >= 0)):
+            raise ValueError(f"lam must be finite and >= 0, got {lam!r}")
     iters = positive_int(iters, "iters")
     power_iters = positive_int(power_iters, "power_iters")
-    y = jnp.asarray(y)
+    y = float_array(y)
     if tuple(y.shape) != out_shape:
         raise ValueError(f"y must have shape op.out_shape = {out_shape}, got {tuple(y.shape)}")
-    if not jnp.issubdtype(y.dtype, jnp.floating):
-        y = y.astype(jnp.float32)
+    # FISTA runs in the dtype A^T y comes out in (float64 for a float64 operator and float32 y)
+    y = y.astype(jnp.result_type(y, jax.eval_shape(op.A_adjoint, y).dtype))
     if basis == "wavelet":
         _filters(wavelet)
         level = _check_level(in_shape, wavelet, level)

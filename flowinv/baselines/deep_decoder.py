@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from flowinv._checks import finite_real, positive_int
+from flowinv._checks import finite_real, float_array, positive_int
 
 Array = jax.Array
 
@@ -81,6 +81,13 @@ def input_shape(out_shape: tuple[int, ...], k: int, depth: int) -> tuple[int, in
     return (-(-int(out_shape[0]) // f), -(-int(out_shape[1]) // f), int(k))
 
 
+def max_depth(out_shape: tuple[int, ...]) -> int:
+    """The most upsampling layers for images of ``out_shape`` ``(H, W, ...)`` whose random
+    input is still at least 2 pixels across both ways (``2^depth < min(H, W)``); 0 for an
+    image too small for any."""
+    return max(0, (min(int(out_shape[0]), int(out_shape[1])) - 1).bit_length() - 1)
+
+
 def _check_args(y, op, k, depth, steps, lr):
     for attr in ("in_shape", "out_shape"):
         if not hasattr(op, attr):
@@ -95,10 +102,15 @@ def _check_args(y, op, k, depth, steps, lr):
     depth = positive_int(depth, "depth")
     steps = positive_int(steps, "steps")
     lr = finite_real(lr, "lr", positive=True)
-    y = jnp.asarray(y)
+    y = float_array(y)
     if tuple(y.shape) != tuple(op.out_shape):
         raise ValueError(f"y must have shape op.out_shape = {tuple(op.out_shape)}, got "
                          f"{tuple(y.shape)}")
+    if min(input_shape(in_shape, k, depth)[:2]) < 2:
+        raise ValueError(
+            f"depth={depth} is too deep for images of {in_shape[0]}x{in_shape[1]}: the random "
+            "input would be 1 pixel across, and bilinear upsampling of it is constant (the "
+            f"decoder could only make a flat image); use depth <= {max_depth(in_shape)}")
     return y, in_shape, k, depth, steps, lr
 
 
@@ -143,10 +155,11 @@ def deep_decoder_fit(
 
     Args:
       key: PRNG key (input tensor and initial weights).
-      y: measurements of one image, shape ``op.out_shape``.
+      y: measurements of one image, shape ``op.out_shape`` (integers are cast to float32).
       op: forward operator pytree with ``in_shape = (H, W, C)``, ``out_shape``, ``op(x)``.
       k: channels per layer (250 for 64px in Asim et al.).
-      depth: upsampling layers (5 for 64px).
+      depth: upsampling layers (5 for 64px); at most :func:`max_depth` of the image shape
+        (ValueError beyond: the input would be 1 pixel across, and the output flat).
       steps: Adam steps.
       lr: Adam learning rate.
 

@@ -29,10 +29,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax import lax
 
-from flowinv._checks import finite_real, positive_int
+from flowinv._checks import finite_real, float_array, positive_int
 
 Array = jax.Array
 
@@ -48,6 +49,8 @@ def back_project(op: Any, x: Array, y: Array, damping: float | Array = 0.0, *,
     if not hasattr(op, "A_adjoint"):
         raise TypeError(f"back-projection needs a linear operator with A_adjoint; "
                         f"{type(op).__name__} has none")
+    if not isinstance(damping, jax.core.Tracer) and not np.all(np.asarray(damping) >= 0):
+        raise ValueError(f"damping must be >= 0, got {damping!r}")
     residual = y - op.A(x)
     w, _ = jax.scipy.sparse.linalg.cg(lambda u: op.A(op.A_adjoint(u)) + damping * u,
                                       residual, maxiter=iters, tol=tol)
@@ -65,7 +68,7 @@ def _check_args(generator, y, op, z0, steps, lr_weights, lr_latent, back_project
     if tuple(op.in_shape) != tuple(generator.image_shape):
         raise ValueError(f"op takes images of shape {tuple(op.in_shape)}, the generator makes "
                          f"{tuple(generator.image_shape)}")
-    y, z0 = jnp.asarray(y), jnp.asarray(z0)
+    y, z0 = float_array(y), jnp.asarray(z0)
     if tuple(y.shape) != tuple(op.out_shape):
         raise ValueError(f"y must have shape op.out_shape = {tuple(op.out_shape)}, got "
                          f"{tuple(y.shape)}")
