@@ -2,7 +2,8 @@
 
 The curated public API; submodules hold the rest:
 
-* flows: :func:`glow`, :func:`realnvp` (pure-function flows with explicit log-dets);
+* flows: :func:`glow`, :func:`realnvp`, and :func:`chain` of layers of your choice (pure-function
+  flows with explicit log-dets);
 * recovery: :func:`recover` (a batch, on the host), :func:`recover_one` (one image, a pure
   function to compose with jit/vmap), :class:`Recovery`, :class:`Generator`, :func:`invert_images`;
 * priors: :func:`load_prior`;
@@ -11,10 +12,10 @@ The curated public API; submodules hold the rest:
 """
 
 from flowinv.checkpoints import load_prior
-from flowinv.flows import Flow, Glow, RealNVP, glow, num_params, realnvp
+from flowinv.flows import Chain, Flow, Glow, RealNVP, chain, glow, num_params, realnvp
 from flowinv.recover import Generator, Recovery, invert_images, recover, recover_one
 
 __version__ = "0.1.0"
 
-__all__ = ["Flow", "Generator", "Glow", "RealNVP", "Recovery", "glow", "invert_images",
-           "load_prior", "num_params", "realnvp", "recover", "recover_one"]
+__all__ = ["Chain", "Flow", "Generator", "Glow", "RealNVP", "Recovery", "chain", "glow",
+           "invert_images", "load_prior", "num_params", "realnvp", "recover", "recover_one"]
