@@ -18,6 +18,8 @@ import inspect
 import json
 import os
 import pathlib
+import shutil
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -115,10 +117,15 @@ def flow_config(flow: Flow) -> dict:
 
 
 def save(path: str | os.PathLike, params: Params, metadata: dict) -> pathlib.Path:
-    """Writes ``params`` (orbax, atomic) and ``metadata`` (JSON sidecar) into folder ``path``.
+    """Writes ``params`` (orbax) and ``metadata`` (JSON sidecar) into folder ``path``.
 
-    An existing checkpoint at ``path`` is replaced. For :func:`load_prior` (and :func:`load`
-    without ``target``) to rebuild a flow, the sidecar must hold its architecture::
+    An existing checkpoint at ``path`` is replaced, by renames once the new one is written in
+    full: a process killed while saving leaves the old checkpoint or the new one, but for the
+    instants between the renames of the weights and of the sidecar. (Before, orbax deleted the
+    old weights first, and a kill during the write left a sidecar without weights.) Metadata
+    holding NaN or inf is refused (strict JSON has neither). For :func:`load_prior` (and
+    :func:`load` without ``target``) to rebuild a flow, the sidecar must hold its
+    architecture::
 
         checkpoints.save("my-prior", params,
                          metadata={"architecture": checkpoints.flow_config(flow)})
@@ -135,16 +142,28 @@ def save(path: str | os.PathLike, params: Params, metadata: dict) -> pathlib.Pat
     import orbax.checkpoint as ocp
 
     path = pathlib.Path(path).absolute()
-    path.mkdir(parents=True, exist_ok=True)
     params = jax.tree.map(np.asarray, params)
     floats = {a.dtype.name for a in jax.tree.leaves(params)
               if jnp.issubdtype(a.dtype, jnp.floating)}
     if len(floats) == 1 and floats != {"float32"}:
         metadata = {**metadata, "param_dtype": floats.pop()}
+    try:
+        sidecar = json.dumps(metadata, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    except ValueError as e:
+        raise ValueError(f"metadata holds NaN or inf, which a JSON sidecar cannot: {e}") from e
+    path.mkdir(parents=True, exist_ok=True)
+    tag = f"{os.getpid()}-{time.monotonic_ns()}"
+    new_params, new_sidecar = path / f".{PARAMS_DIR}.new-{tag}", path / f".{SIDECAR}.new-{tag}"
+    old_params = path / f".{PARAMS_DIR}.old-{tag}"
     with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(path / PARAMS_DIR, params, force=True)
+        ckptr.save(new_params, params)
         ckptr.wait_until_finished()
-    (path / SIDECAR).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    new_sidecar.write_text(sidecar)
+    if (path / PARAMS_DIR).exists():
+        os.replace(path / PARAMS_DIR, old_params)
+    os.replace(new_params, path / PARAMS_DIR)
+    os.replace(new_sidecar, path / SIDECAR)
+    shutil.rmtree(old_params, ignore_errors=True)
     return path
 
 
