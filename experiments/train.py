@@ -135,8 +135,11 @@ def main(argv: list[str] | None = None) -> dict:
     except OSError as e:
         parser.error(str(e))
     command = common.command_line("experiments.train", argv)
-    result = run(config, workdir, export_to=export_to, command=command,
-                 progress=not args.no_progress)
+    try:
+        result = run(config, workdir, export_to=export_to, command=command,
+                     progress=not args.no_progress)
+    except train.TrainSetupError as e:  # found after loading the data, before any step
+        parser.error(str(e))
     print(json.dumps(result, indent=2))
     return result
 

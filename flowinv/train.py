@@ -40,6 +40,12 @@ Params = Any
 LR_SCHEDULES = ("constant", "cosine")
 
 
+class TrainSetupError(ValueError):
+    """A run that cannot start, found before its first step: the batch does not fit the data,
+    the test images are the training images, or the workdir holds another run (or this one
+    trained past ``steps``). A command line reports it as a usage error."""
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Everything that determines a training run.
@@ -231,7 +237,7 @@ def _check_same_run(workdir: pathlib.Path, config: TrainConfig) -> None:
                       "from the resumed step on, so the run matches neither length trained "
                       "straight", stacklevel=3)
     if changed:
-        raise ValueError(
+        raise TrainSetupError(
             f"{str(workdir)!r} holds checkpoints of another run (its {', '.join(changed)} "
             f"differ{'s' if len(changed) == 1 else ''}: "
             + "; ".join(f"{k} {before[k]!r} then, {now[k]!r} now" for k in changed)
@@ -262,7 +268,7 @@ def _check_disjoint_splits(spec: str, train_x: np.ndarray, test_x: np.ndarray) -
     """Refuses a dataset whose every test image is a training image; warns about a few."""
     shared = data.num_shared_images(train_x, test_x)
     if shared == len(test_x):
-        raise ValueError(
+        raise TrainSetupError(
             f"every test image of {spec!r} is also a training image (a 'folder:' without "
             "train/ and test/ subfolders, or 'tfds:NAME:SPLIT', gives the same images for both "
             "splits), so the test bits/dim would be measured on training images: put "
@@ -317,7 +323,8 @@ def train(config: TrainConfig, workdir: str | pathlib.Path, *, export_to: str | 
         a test image that is also a training image is refused or warned about as for a spec.
 
     Returns:
-      A dict with ``step``, ``train_bpd`` (last batch), ``test_bpd`` (whole test split),
+      A dict with ``step``, ``train_bpd`` (last batch; ``None`` where the run resumed at its
+      last step and trained none), ``test_bpd`` (whole test split),
       ``seconds``, ``resumed_from`` and ``dataset`` (the spec, or ``images``' label).
     """
     import orbax.checkpoint as ocp
@@ -334,7 +341,7 @@ def train(config: TrainConfig, workdir: str | pathlib.Path, *, export_to: str | 
         test_x = data.load_dataset(config.dataset, "test", image_shape=flow.image_shape)
     _check_disjoint_splits(config.dataset, train_x, test_x)
     if len(train_x) < config.batch_size:
-        raise ValueError(f"batch_size {config.batch_size} exceeds the {len(train_x)} "
+        raise TrainSetupError(f"batch_size {config.batch_size} exceeds the {len(train_x)} "
                          f"training images of {config.dataset!r}")
     _check_same_run(workdir, config)
 
@@ -359,7 +366,7 @@ def train(config: TrainConfig, workdir: str | pathlib.Path, *, export_to: str | 
     start = int(state["step"])
     if start > config.steps:  # it would train nothing and export the longer run's params
         manager.close()
-        raise ValueError(
+        raise TrainSetupError(
             f"{str(workdir)!r} holds a checkpoint at step {start}, past steps={config.steps}: "
             "train at least that long, or use another workdir")
     # written once the run is known to go on: renamed into place, so a kill leaves no half file
@@ -434,7 +441,9 @@ def train(config: TrainConfig, workdir: str | pathlib.Path, *, export_to: str | 
 
     seconds = time.time() - t0
     test_bpd = evaluate_bpd(flow, state["params"], test_x, config.bits)
-    result = {"step": int(state["step"]), "train_bpd": float(loss), "test_bpd": test_bpd,
+    # no step trained (a run resumed at its last step): no batch to report, not NaN (not JSON)
+    train_bpd = None if start == config.steps else float(loss)
+    result = {"step": int(state["step"]), "train_bpd": train_bpd, "test_bpd": test_bpd,
               "seconds": seconds, "resumed_from": restored_step, "dataset": config.dataset}
     if export_to is not None:
         export(flow, state["params"], config, export_to, test_bpd=test_bpd, command=command,

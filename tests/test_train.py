@@ -223,6 +223,25 @@ def test_a_workdir_trained_past_steps_is_refused(tmp_path):
     assert json.loads((tmp_path / "r" / "config.json").read_text())["steps"] == 20
 
 
+def test_a_run_resumed_at_its_last_step_reports_no_training_loss(tmp_path):
+    config = dataclasses.replace(TINY, steps=10)
+    train.train(config, tmp_path / "r", progress=False)
+    again = train.train(config, tmp_path / "r", progress=False)
+    assert again["resumed_from"] == 10 and again["train_bpd"] is None  # was NaN: not JSON
+    json.dumps(again, allow_nan=False)
+
+
+def test_a_batch_larger_than_the_data_is_a_usage_error(tmp_path, capsys):
+    """Found once the data are loaded, before any step: an error of the command line (it was
+    a traceback)."""
+    from experiments import train as train_cli
+
+    with pytest.raises(SystemExit) as e:
+        train_cli.main(["--prior", "glow-digits", "--batch-size", "5000", "--steps", "1",
+                        "--workdir", str(tmp_path / "w"), "--no-progress"])
+    assert e.value.code == 2 and "exceeds the 1617 training images" in capsys.readouterr().err
+
+
 def test_a_diverged_run_stops_before_checkpointing_non_finite_params(tmp_path):
     """Past 20 non-finite steps in a row the params become NaN; the run went on, rotated the
     finite checkpoints away and exported NaN weights with a NaN bits/dim."""
