@@ -233,6 +233,10 @@ def test_lasso_validation():
         classical.lasso_cs(y, op, lam=-1.0)
     with pytest.raises(ValueError, match="lam"):
         classical.lasso_cs(y, op, lam=jnp.asarray(-1.0))  # an array was not checked
+    with pytest.raises(ValueError, match="NaN or inf"):
+        classical.lasso_cs(y.at[3].set(jnp.nan), op)  # it returned an all-NaN image
+    with pytest.raises(ValueError, match="basis='dct' takes neither"):
+        classical.lasso_cs(y, op, level=2)  # it was ignored
     with pytest.raises(ValueError, match="iters"):
         classical.lasso_cs(y, op, iters=0)
     with pytest.raises(TypeError, match="op must be a linear operator"):

@@ -377,12 +377,17 @@ def lasso_cs(
     y = float_array(y)
     if tuple(y.shape) != out_shape:
         raise ValueError(f"y must have shape op.out_shape = {out_shape}, got {tuple(y.shape)}")
+    if not isinstance(y, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(y))):
+        raise ValueError("y holds NaN or inf (the recovery would be NaN everywhere)")
     # FISTA runs in the dtype A^T y comes out in (float64 for a float64 operator and float32 y)
     y = y.astype(jnp.result_type(y, jax.eval_shape(op.A_adjoint, y).dtype))
     if basis == "wavelet":
         _filters(wavelet)
         level = _check_level(in_shape, wavelet, level)
     else:
+        if wavelet != "db1" or level is not None:
+            raise ValueError(f"wavelet={wavelet!r} and level={level!r} are the wavelet basis's; "
+                             "basis='dct' takes neither")
         wavelet, level = "db1", 0  # unused by the DCT path; fixed to share one compilation
     lam = jnp.asarray(lam, y.dtype)
     return _lasso_fista(y, op, lam, basis=basis, iters=iters, wavelet=wavelet, level=level,
