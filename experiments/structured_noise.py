@@ -294,23 +294,30 @@ def _check_noise_digit_count(config: Config, total: int, batch: int) -> None:
 def check_noises_can_run(config: Config) -> None:
     """ValueError, before the prior is loaded, when the digit noise is the only noise asked
     for and it cannot run: its noise flow models images of another shape than the prior's (read
-    from the two sidecars; with other noises beside it, ``run`` skips it with a note). Also
-    when a bundled noise-digit set is too small for one digit per test and validation image
-    (a ``folder:`` or ``tfds:`` set is counted by the run)."""
+    from the two sidecars; with other noises beside it, ``run`` skips it with a note). Also,
+    where the digit noise runs, when a bundled noise-digit set is too small for one digit per
+    test and validation image (a ``folder:`` or ``tfds:`` set is counted by the run)."""
     from flowinv import checkpoints, data
 
     if "digits" not in config.noises:
         return
-    if tuple(config.noises) == ("digits",):
+    only = tuple(config.noises) == ("digits",)
+    try:
         prior = config.prior or common.default_prior(config.dataset)
         noise_shape, prior_shape = (
             tuple(checkpoints.find_checkpoint(name, "flow")[1]["architecture"]["image_shape"])
             for name in (config.noise_flow, prior))
-        if noise_shape != prior_shape:
+    except ValueError:
+        if only:
+            raise
+        return  # the run skips the digit noise with a note (or check_sources names the source)
+    if noise_shape != prior_shape:
+        if only:
             raise ValueError(
                 f"--noises digits: the noise flow {config.noise_flow!r} models images of shape "
                 f"{noise_shape}, the prior {prior!r} {prior_shape}; pass a --noise-flow of the "
                 "prior's shape, or --noises sinusoidal,radial")
+        return  # the run skips the digit noise with a note: no noise digits are drawn
     if not config.noise_digits.startswith(("tfds:", "folder:")):
         _check_noise_digit_count(config, len(data.load_dataset(config.noise_digits, "test")),
                                  config.num_images + config.val_images)

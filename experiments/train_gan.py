@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import platform
 import time
 
@@ -98,7 +99,9 @@ def run(config: priors.GANConfig, *, export_to: str | None = None, command: str 
             "training": training_record(config),
             "test_bits_per_dim": None,
             "test_bits_per_dim_note": "a GAN has no likelihood",
-            "final_losses": {**{k.removeprefix("final_"): round(v, 4) for k, v in final.items()},
+            # a diverged loss is null: a sidecar is strict JSON, which has no NaN
+            "final_losses": {**{k.removeprefix("final_"): round(v, 4) if math.isfinite(v)
+                                else None for k, v in final.items()},
                              "averaged_over_last_steps": tail},
             "num_params": result["num_params"],
             "command": command,

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flowinv.flows import Flow, Glow, RealNVP, glow, realnvp
+from flowinv.flows import Flow, Glow, LayerChain, RealNVP, glow, realnvp
 
 Params = Any
 
@@ -104,6 +104,12 @@ def flow_config(flow: Flow) -> dict:
     """The inverse of :func:`flow_from_config`: a JSON-able description of ``flow`` (a
     :class:`Glow`, a :class:`RealNVP`, or a flow of a class added with :func:`register_flow`)."""
     kind = _FLOW_TYPES.get(type(flow))
+    if kind is None and type(flow) is LayerChain:
+        raise ValueError(
+            "a flowinv.chain of layer objects cannot be described in a sidecar: subclass "
+            "flowinv.Chain with fields that give its layers (bijections()) and register that "
+            "class, or save without an architecture and restore with load(path, "
+            "target=abstract_flow_params(flow))")
     if kind is None:
         raise ValueError(
             f"flow_config describes flows of the registered classes "
@@ -152,6 +158,12 @@ def save(path: str | os.PathLike, params: Params, metadata: dict) -> pathlib.Pat
     except ValueError as e:
         raise ValueError(f"metadata holds NaN or inf, which a JSON sidecar cannot: {e}") from e
     path.mkdir(parents=True, exist_ok=True)
+    for leftover in (*path.glob(f".{PARAMS_DIR}.new-*"), *path.glob(f".{PARAMS_DIR}.old-*"),
+                     *path.glob(f".{SIDECAR}.new-*")):  # of a save killed before its renames
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
     tag = f"{os.getpid()}-{time.monotonic_ns()}"
     new_params, new_sidecar = path / f".{PARAMS_DIR}.new-{tag}", path / f".{SIDECAR}.new-{tag}"
     old_params = path / f".{PARAMS_DIR}.old-{tag}"

@@ -276,6 +276,9 @@ def test_deep_decoder_refuses_a_depth_that_makes_a_flat_image():
     op = gaussian(jax.random.PRNGKey(1), (28, 28, 1), 50)
     with pytest.raises(ValueError, match="depth=5 is too deep for images of 28x28.*depth <= 4"):
         deep_decoder.deep_decoder_recover(jax.random.PRNGKey(0), jnp.zeros(50), op, depth=5)
+    tiny = gaussian(jax.random.PRNGKey(1), (2, 2, 1), 4)
+    with pytest.raises(ValueError, match="2x2 are too small for a Deep Decoder"):
+        deep_decoder.deep_decoder_recover(jax.random.PRNGKey(0), jnp.zeros(4), tiny, depth=1)
 
 
 def test_the_experiments_deep_decoder_makes_images_that_are_not_flat():

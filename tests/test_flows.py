@@ -975,3 +975,32 @@ def test_chain_refuses_what_is_not_a_flow_of_its_images():
 
     with pytest.raises(ValueError, match="must keep the dimension"):
         chain((4, 4, 1), (Halve(),))
+
+    @dataclasses.dataclass  # not frozen: unhashable, so no static argument of a program
+    class Mutable:
+        def inverse_and_log_det(self, params, x):
+            return x, jnp.zeros((), x.dtype)
+
+        forward_and_log_det = inverse_and_log_det
+
+        def init(self, key, x_batch):
+            return {}, x_batch
+
+    with pytest.raises(TypeError, match="every layer must be hashable"):
+        chain((4, 4, 1), (Mutable(),))
+    with pytest.raises(ValueError, match="subclass flowinv.Chain"):
+        checkpoints.flow_config(chain((4, 4, 1), (ActNorm(),)))
+
+
+def test_a_logit_after_a_squeeze_is_still_the_pixel_map(x64):
+    """A squeeze only moves pixels: a logit after it still bounds the density to the box."""
+    flow = chain((4, 4, 1), (Squeeze(), Logit(), ActNorm(), ChannelCoupling(4, 8)))
+    assert flow.box == (0.0, 1.0)
+    assert chain((4, 4, 1), (Squeeze(), ActNorm(), Logit())).box is None
+    x = np.random.default_rng(0).uniform(0.05, 0.95, (4, 4, 4, 1))
+    params = flow.init(jax.random.key(0), x)
+    z = 100.0 * np.random.default_rng(1).standard_normal(flow.dim)  # pixels far outside
+    x_far, logdet = flow.forward(params, z)
+    assert np.any(x_far < 0) or np.any(x_far > 1)
+    exact = float(flowinv.flows.standard_normal_log_prob(z) - logdet)
+    assert float(flow.forward_log_prob(params, z)[1]) < exact - 1.0  # the edge's log-det

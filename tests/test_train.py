@@ -304,7 +304,9 @@ def test_a_save_killed_while_replacing_a_checkpoint_leaves_the_old_one(tmp_path,
         flow, params = checkpoints.load_prior(tmp_path / "m")
         assert flow == old
         jax.tree.map(np.testing.assert_array_equal, params, old_params)
+    assert list((tmp_path / "m").glob(".params.new-*"))  # the killed saves' weights
     checkpoints.save(tmp_path / "m", new_params, {"architecture": checkpoints.flow_config(new)})
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["metadata.json", "params"]
     flow, params = checkpoints.load_prior(tmp_path / "m")
     assert flow == new
     jax.tree.map(np.testing.assert_allclose, params, new_params)

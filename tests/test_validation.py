@@ -506,6 +506,19 @@ def test_bad_command_lines_are_refused_before_running(module, argv, message, cap
     assert message in capsys.readouterr().err
 
 
+def test_a_skipped_digit_noise_is_not_counted(tmp_path):
+    """patches64's prior is 64x64x3, the noise flow 28x28x1: the run skips the digit noise with
+    a note and runs the other two, so mnist's 500 noise digits need not cover 550 images (the
+    count refused this command line)."""
+    from experiments import common, structured_noise
+
+    config = common.parse_config(
+        structured_noise.build_parser(), structured_noise._checked_config,
+        ["--dataset", "patches64", "--num-images", "100", "--val-images", "450",
+         "--out", str(tmp_path / "o")])
+    assert "digits" in config.noises
+
+
 def test_list_entries():
     from experiments import common
 

@@ -23,6 +23,7 @@ flat in the number of steps.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -74,9 +75,10 @@ class Chain(Flow):
 
     For a chain in a notebook that needs no sidecar, :func:`chain` takes the layers directly.
 
-    Params: a tuple with one entry per layer. ``box`` is ``(0, 1)`` where the first layer is a
-    :class:`~flowinv.flows.layers.Logit` (the density ends at the data box there, and
-    :meth:`Flow.forward_log_prob` counts the logit's log-det at the box's edge beyond it).
+    Params: a tuple with one entry per layer. ``box`` is ``(0, 1)`` where the first layer
+    after any :class:`Squeeze` is a :class:`~flowinv.flows.layers.Logit` (the density ends at
+    the data box there, and :meth:`Flow.forward_log_prob` counts the logit's log-det at the
+    box's edge beyond it).
     """
 
     def bijections(self) -> tuple[Any, ...]:
@@ -95,18 +97,23 @@ class Chain(Flow):
                     "contract of flowinv.flows.layers)")
         return layers
 
+    def _pixel_logit(self) -> int | None:
+        """The index of the layer that maps pixels by a logit: the first after any
+        :class:`Squeeze` (which only moves pixels), if it is a Logit; else ``None``."""
+        for j, layer in enumerate(self._layers()):
+            if not isinstance(layer, Squeeze):
+                return j if isinstance(layer, Logit) else None
+        return None
+
     @property
     def box(self) -> tuple[float, float] | None:
-        return (0.0, 1.0) if isinstance(self._layers()[0], Logit) else None
+        return (0.0, 1.0) if self._pixel_logit() is not None else None
 
     def latent_shapes(self) -> list[tuple[int, ...]]:
         """``[shape]``: the shape of the last layer's output, of which ``z`` is the flattening
         (one entry: a chain has no multi-scale splits; found by tracing, nothing is
         computed)."""
-        dummy = jax.ShapeDtypeStruct(tuple(self.image_shape), jnp.float32)
-        params = jax.eval_shape(lambda x: self._init(jax.random.PRNGKey(0), x[None]), dummy)
-        return [tuple(jax.eval_shape(lambda p, x: self._run_inverse(p, x)[0], params,
-                                     dummy).shape)]
+        return [_latent_shape(self)]
 
     def _init(self, key: Array, x_batch: Array) -> Params:
         params, h = [], x_batch
@@ -138,15 +145,24 @@ class Chain(Flow):
         layers = self._layers()
         h = z.reshape(self.latent_shapes()[0])
         logdet = jnp.zeros((), z.dtype)
+        logit = self._pixel_logit() if in_box else None
         for j in reversed(range(len(layers))):
             x, ld = layers[j].forward_and_log_det(params[j], h)
-            if in_box and j == 0 and isinstance(layers[0], Logit):
-                ld = layers[0].forward_log_det_in_box(h)
+            if j == logit:
+                ld = layers[j].forward_log_det_in_box(h)
             h, logdet = x, logdet + ld
         return h, logdet
 
     def _forward_in_box(self, params: Params, z: Array) -> tuple[Array, Array]:
         return self._forward(params, z, in_box=True)
+
+
+@functools.lru_cache(maxsize=256)
+def _latent_shape(flow: Chain) -> tuple[int, ...]:
+    """The shape of ``flow``'s last layer output, found by tracing once per (equal) flow."""
+    dummy = jax.ShapeDtypeStruct(tuple(flow.image_shape), jnp.float32)
+    params = jax.eval_shape(lambda x: flow._init(jax.random.PRNGKey(0), x[None]), dummy)
+    return tuple(jax.eval_shape(lambda p, x: flow._run_inverse(p, x)[0], params, dummy).shape)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,6 +190,10 @@ def chain(image_shape: tuple[int, int, int], layers) -> LayerChain:
         raise ValueError(f"image_shape must be (H, W, C) with positive sizes, got {image_shape}")
     flow = LayerChain(shape, tuple(layers))
     flow._layers()  # each one a layer
+    try:
+        hash(flow)
+    except TypeError as e:  # a flow is a static argument of compiled programs
+        raise TypeError(f"every layer must be hashable, as a frozen dataclass is ({e})") from e
     try:
         (latent,) = flow.latent_shapes()
     except Exception as e:  # whatever a layer raises on an input of the wrong shape
