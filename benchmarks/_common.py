@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import datetime
 import json
 import math
 import os
@@ -130,8 +131,46 @@ def int_list(text: str) -> tuple[int, ...]:
 
 
 def str_list(text: str) -> tuple[str, ...]:
-    """``"a,b"`` -> ``("a", "b")`` (argparse type)."""
-    return tuple(v.strip() for v in text.split(",") if v.strip())
+    """``"a,b"`` -> ``("a", "b")`` (argparse type); at least one name (``,`` alone was read as
+    no list, and the defaults ran)."""
+    values = tuple(v.strip() for v in text.split(",") if v.strip())
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return values
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (argparse type): a count of 0 divided by zero after a whole solve, or
+    was silently ignored."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    """An integer >= 0 (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    """A finite number >= 0 (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
 
 
 def powers_of_two(limit: int) -> tuple[int, ...]:
@@ -231,7 +270,33 @@ def environment(precision: str = "default") -> dict:
         "compilation_cache_enabled": bool(jax.config.jax_enable_compilation_cache),
         "xla_most_optimizations_disabled": bool(jax.config.read("jax_disable_most_optimizations")),
         "env": {k: os.environ[k] for k in env_vars if k in os.environ},
+        "timestamp_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec="seconds"),
+        "git_commit": _git_commit(),
+        "backend_version": _backend_version(dev),
     }
+
+
+def _git_commit() -> str | None:
+    """The checkout's commit (with ``+dirty`` for uncommitted changes), or None outside git."""
+    root = pathlib.Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, timeout=10, check=True)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain",
+                                "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def _backend_version(dev) -> str | None:
+    """The runtime's own version string (CUDA and driver on a GPU), where JAX exposes one."""
+    try:
+        return str(dev.client.platform_version)
+    except Exception:  # not every backend has one
+        return None
 
 
 def _memory_stats(dev) -> dict | None:
@@ -399,9 +464,17 @@ def synthetic_images(rng: np.random.Generator, batch: int, shape: Sequence[int])
     return out
 
 
+def padded_batch(batch: int) -> int:
+    """``batch`` rounded up to a multiple of the local device count: what
+    :func:`flowinv.recover` pads a chunk to before sharding it over the devices."""
+    n = jax.local_device_count()
+    return batch + (-batch) % n if n > 1 else batch
+
+
 def shard_batch(tree, batch: int):
-    """Places the leading (batch) axis of every leaf across all local devices, like
-    :func:`flowinv.recover` does (a no-op on one device or when ``batch`` does not divide)."""
+    """Places the leading (batch) axis of every leaf across all local devices, as
+    :func:`flowinv.recover` does with a chunk it has padded to :func:`padded_batch` (a no-op
+    on one device or when ``batch`` does not divide: pad first)."""
     devices = jax.local_devices()
     if len(devices) == 1 or batch % len(devices):
         return tree

@@ -172,6 +172,9 @@ def main(argv=None) -> dict:
     names = [n for n in (args.only or plan) if n not in args.skip]
     if set(names) - set(plan):
         p.error(f"benchmarks must be among {tuple(plan)}")
+    if set(args.skip) - set(BENCHMARKS):  # an unknown name was a silent no-op
+        p.error(f"--skip: unknown {sorted(set(args.skip) - set(BENCHMARKS))}; choose from "
+                f"{', '.join(BENCHMARKS)}")
     if args.session and args.quick:
         p.error("--session sizes paper-size runs for a GPU; --quick is the CPU smoke run")
     if args.budget is not None and (args.in_process or args.budget <= 0):

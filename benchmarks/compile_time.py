@@ -110,7 +110,8 @@ def main(argv=None) -> dict:
                         "glow64:unrolled,glow128:scan)")
     p.add_argument("--functions", type=C.str_list, default=None,
                    help=f"subset of {','.join(FUNCTIONS)} (default all)")
-    p.add_argument("--batch", type=int, default=None, help="batch of the solve (default 8)")
+    p.add_argument("--batch", type=C.positive_int, default=None,
+                   help="batch of the solve (default 8)")
     args = p.parse_args(argv)
     config = C.deepcopy_config(QUICK if args.quick else FULL)
     if args.cases:
@@ -123,7 +124,7 @@ def main(argv=None) -> dict:
     functions = args.functions or FUNCTIONS
     if set(functions) - set(FUNCTIONS):
         p.error(f"--functions must be a subset of {FUNCTIONS}")
-    if args.batch:
+    if args.batch is not None:
         config["batch"] = args.batch
     config.update(functions=functions, precision=args.precision)
     rows = []

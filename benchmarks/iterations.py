@@ -150,7 +150,8 @@ def main(argv=None) -> dict:
     p.add_argument("--dataset", default=None,
                    help="dataset whose training split gives the images (default: the one the "
                         "prior was trained on, from its sidecar)")
-    p.add_argument("--images", type=int, default=None, help="images (default 3; quick 2)")
+    p.add_argument("--images", type=C.positive_int, default=None,
+                   help="images (default 3; quick 2)")
     p.add_argument("--iterations", type=C.int_list, default=None,
                    help="comma-separated maxiter values (default 100,200,300; quick 2,4)")
     p.add_argument("--tasks", type=C.str_list, default=None,

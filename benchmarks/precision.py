@@ -45,8 +45,9 @@ def _mode_config(mode: str) -> dict:
     return dict(precision=mode, compute_dtype="float32")
 
 
-def run(config: dict) -> list[dict]:
-    """Every (task, mode) of ``config`` in this process; adds ``psnr_vs_highest_db``."""
+def run(config: dict, on_row=None) -> list[dict]:
+    """Every (task, mode) of ``config`` in this process; adds ``psnr_vs_highest_db``.
+    ``on_row(rows)`` is called after each measurement (to save what has finished)."""
     rows = []
     for task, operator in config["groups"]:
         reference = None
@@ -66,6 +67,8 @@ def run(config: dict) -> list[dict]:
                 if row["status"] == "ok" else f"{row['status']} {row.get('error', '')}"),
                 flush=True)
             rows.append(row)
+            if on_row is not None:
+                on_row(rows)
     return rows
 
 
@@ -79,6 +82,8 @@ def recommend(rows: list[dict], tolerance_db: float) -> list[dict]:
         if ref is None:
             continue
         good = [r for r in ok if r["psnr_mean"] >= ref["psnr_mean"] - tolerance_db]
+        if not good:
+            continue
         best = max(good, key=lambda r: r["images_per_s"])
         out.append(dict(task=task, precision=best["precision"],
                         speedup_vs_highest=best["images_per_s"] / ref["images_per_s"],
@@ -98,8 +103,9 @@ def main(argv=None) -> dict:
     p = C.base_parser("python -m benchmarks.precision", __doc__, precision_flag=False)
     p.add_argument("--model", default=None, choices=tuple(C.MODELS),
                    help="benchmark flow (default glow64; quick tiny16)")
-    p.add_argument("--batch", type=int, default=None, help="images per solve (default 16)")
-    p.add_argument("--maxiter", type=int, default=None,
+    p.add_argument("--batch", type=C.positive_int, default=None,
+                   help="images per solve (default 16)")
+    p.add_argument("--maxiter", type=C.positive_int, default=None,
                    help=f"L-BFGS iterations (default {C.PAPER_ITERATIONS}; quick 5)")
     p.add_argument("--modes", type=C.str_list, default=None,
                    help=f"subset of {','.join(MODES)} (default all; 'highest' is the reference)")
@@ -109,15 +115,15 @@ def main(argv=None) -> dict:
     p.add_argument("--truth", default="flow",
                    help="'flow' (samples at T=0.7), 'synthetic', or a dataset spec such as "
                         "patches64")
-    p.add_argument("--tolerance-db", type=float, default=0.1,
+    p.add_argument("--tolerance-db", type=C.nonnegative_float, default=0.1,
                    help="PSNR loss accepted when recommending a faster setting")
     args = p.parse_args(argv)
     config = C.deepcopy_config(QUICK if args.quick else FULL)
     modes = args.modes or MODES
     if set(modes) - set(MODES):
         p.error(f"--modes must be a subset of {MODES}")
-    if "highest" not in modes:
-        modes = ("highest", *modes)
+    # the reference first, so every other row can be compared with it
+    modes = ("highest", *(m for m in modes if m != "highest"))
     for k in ("model", "batch", "maxiter"):
         if getattr(args, k) is not None:
             config[k] = getattr(args, k)
@@ -128,7 +134,13 @@ def main(argv=None) -> dict:
             p.error(f"--tasks must be a subset of {sorted(names)}")
         config["groups"] = tuple(names[t] for t in args.tasks)
     config.update(modes=modes, truth=args.truth, tolerance_db=args.tolerance_db)
-    rows = run(config)
+    # saved after every row: a run stopped at a deadline (benchmarks.all --budget) keeps them
+    rows = run(config, on_row=lambda rows: _save(args, config, modes, rows, partial=True))
+    return _save(args, config, modes, rows, partial=False)
+
+
+def _save(args, config: dict, modes, rows: list[dict], partial: bool) -> dict:
+    """Writes the JSON and table of ``rows`` (``partial``: quietly, with a note)."""
     for task in dict.fromkeys(r["task"] for r in rows):
         ref = next((r for r in rows if r["task"] == task and r["precision"] == "highest"
                     and r["status"] == "ok"), None)
@@ -150,10 +162,12 @@ def main(argv=None) -> dict:
     notes += [f"recommended for {r['task']}: {r['precision']} ({r['speedup_vs_highest']:.2f}x "
               f"the speed of highest, PSNR change {r['psnr_change_db']:+.2f} dB, tolerance "
               f"{args.tolerance_db} dB)" for r in rec]
-    payload = C.write_outputs(args.out, "precision", quick=args.quick, environment=env,
-                              config=config, rows=rows, table=C.markdown_table(rows, COLUMNS),
-                              notes=notes, extra={"recommendation": rec})
-    return payload
+    if partial:
+        notes.append(f"partial: the {len(rows)} measurements finished when the run was last "
+                     "saved; it was still running (or was stopped)")
+    return C.write_outputs(args.out, "precision", quick=args.quick, environment=env,
+                           config=config, rows=rows, table=C.markdown_table(rows, COLUMNS),
+                           notes=notes, extra={"recommendation": rec}, echo=not partial)
 
 
 if __name__ == "__main__":

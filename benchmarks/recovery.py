@@ -177,7 +177,11 @@ def _measure(cfg: dict) -> tuple[dict, Any]:
 
             return jax.lax.fori_loop(0, floor_iters, body, (z0, jnp.zeros((), z0.dtype)))
 
-        y_s, z0_s = C.shard_batch((y, jnp.zeros((batch, flow.dim), y.dtype)), batch)
+        # the floor's batch is what recover ran: padded to a multiple of the devices, and
+        # sharded over them (unpadded, a batch of 1 on 2 GPUs was timed on one)
+        size = C.padded_batch(batch)
+        rows_idx = np.minimum(np.arange(size), batch - 1)
+        y_s, z0_s = C.shard_batch((y[rows_idx], jnp.zeros((size, flow.dim), y.dtype)), size)
         with C.CompileTimer() as floor_ct:
             compiled = jax.jit(floor_fn).lower(gen_params, op, y_s, z0_s).compile()
         floor_s = min(C.timed(lambda: compiled(gen_params, op, y_s, z0_s))[1]
@@ -192,6 +196,7 @@ def _measure(cfg: dict) -> tuple[dict, Any]:
         iterations_max=it_max, iterations_mean=float(iters.mean()),
         diverged=int(np.sum(np.asarray(r.diverged))),
         devices_used=len(r.x.sharding.device_set),
+        floor_batch=size, floor_devices_used=len(y_s.sharding.device_set),
         setup_s=setup_s, first_call_s=first_s, compile_s=ct.seconds,
         backend_compiles=ct.count,
         run_s=run_s, run_time_source=source,
@@ -335,17 +340,17 @@ def main(argv=None) -> dict:
                    help="subset of cs-dense,cs-fast,denoise (default all)")
     p.add_argument("--batches", type=C.int_list, default=None,
                    help="batch sizes for every model (default powers of two up to --max-batch)")
-    p.add_argument("--max-batch", type=int, default=None,
+    p.add_argument("--max-batch", type=C.positive_int, default=None,
                    help="largest batch of the sweep (default 512 for glow64, 128 for glow128)")
     p.add_argument("--model-batches", action="append", default=[], metavar="MODEL=B1,B2,...",
                    help="batch sizes of one model, over --batches and --max-batch for it "
                         "(repeatable), e.g. --batches 16,64 --model-batches glow128=16")
-    p.add_argument("--maxiter", type=int, default=None,
+    p.add_argument("--maxiter", type=C.positive_int, default=None,
                    help=f"L-BFGS iterations per image (default {C.PAPER_ITERATIONS}, the paper "
                         "setting; quick: 5). Fewer is recorded in the output")
-    p.add_argument("--floor-iters", type=int, default=None,
+    p.add_argument("--floor-iters", type=C.positive_int, default=None,
                    help="batched value-and-gradient evaluations timed for the floor")
-    p.add_argument("--repeats", type=int, default=None,
+    p.add_argument("--repeats", type=C.nonnegative_int, default=None,
                    help="timed calls after the compiling one (0: first call minus compile time)")
     p.add_argument("--in-process", action="store_true",
                    help="no subprocess per measurement (default with --quick)")
@@ -374,7 +379,7 @@ def main(argv=None) -> dict:
             default = per_model[model]
         elif args.batches:
             default = args.batches
-        elif args.max_batch:
+        elif args.max_batch is not None:
             default = C.powers_of_two(args.max_batch)
         config["batches"][model] = tuple(default)
     for k in ("maxiter", "floor_iters", "repeats"):

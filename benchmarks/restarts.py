@@ -79,7 +79,7 @@ def main(argv=None) -> dict:
     p.add_argument("--restarts", type=int, default=None, help="starts R (default 4; quick 2)")
     p.add_argument("--maxiter", type=int, default=None,
                    help="L-BFGS iterations (default 300; quick 5)")
-    p.add_argument("--chunk-size", type=int, default=None,
+    p.add_argument("--chunk-size", type=C.positive_int, default=None,
                    help="recover's chunk_size for both modes (default: the whole batch)")
     args = p.parse_args(argv)
     config = C.config_from_args(p, args, QUICK, FULL,

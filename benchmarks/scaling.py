@@ -77,12 +77,12 @@ def main(argv=None) -> dict:
     p = C.base_parser("python -m benchmarks.scaling", __doc__)
     p.add_argument("--model", default=None, choices=tuple(C.MODELS),
                    help="benchmark flow (default glow64; quick tiny16)")
-    p.add_argument("--per-device-batch", type=int, default=None,
+    p.add_argument("--per-device-batch", type=C.positive_int, default=None,
                    help="images per device (default 32; quick 2)")
     p.add_argument("--devices", type=C.int_list, default=None,
                    help="device counts to try (default 1,2,4 on CPU; powers of two up to the "
                         "local GPU count)")
-    p.add_argument("--maxiter", type=int, default=None,
+    p.add_argument("--maxiter", type=C.positive_int, default=None,
                    help=f"L-BFGS iterations (default {C.PAPER_ITERATIONS}; quick 5)")
     p.add_argument("--worker-timeout", type=float, default=3600.0)
     args = p.parse_args(argv)

@@ -155,7 +155,8 @@ def main(argv=None) -> dict:
     p.add_argument("--batches", type=C.int_list, default=None,
                    help="batch sizes for every model (default 16..128 for glow64, 4..32 for "
                         "glow128)")
-    p.add_argument("--steps", type=int, default=None, help="timed steps (default 20; quick 10)")
+    p.add_argument("--steps", type=C.positive_int, default=None,
+                   help="timed steps (default 20; quick 10)")
     p.add_argument("--in-process", action="store_true",
                    help="no subprocess per measurement (default with --quick)")
     p.add_argument("--worker-timeout", type=float, default=3600.0)
@@ -172,6 +173,21 @@ def main(argv=None) -> dict:
     if args.steps is not None:
         config["steps"] = args.steps
     isolate = not (args.quick or args.in_process)
+
+    def save(rows: list[dict], partial: bool) -> dict:
+        env = C.worker_environment(rows, args.precision) if isolate else C.environment(
+            args.precision)
+        notes = ["step / v&g: seconds per training step (value-and-gradient + clipped Adam "
+                 "update) over seconds per value-and-gradient of the same loss, same process",
+                 "peak memory: " + ("one fresh process per measurement" if isolate else
+                                    "process high-water mark so far (in-process run)")]
+        if partial:
+            notes.append(f"partial: the {len(rows)} measurements finished when the run was "
+                         "last saved; it was still running (or was stopped)")
+        return C.write_outputs(args.out, "training", quick=args.quick, environment=env,
+                               config=config, rows=C.strip_environment(rows),
+                               table=table(rows), notes=notes, echo=not partial)
+
     rows = []
     for model in config["models"]:
         for batch in config["batches"][model]:
@@ -184,17 +200,11 @@ def main(argv=None) -> dict:
                 if row.get("status") == "ok" else f"{row.get('status')} {row.get('error', '')}"),
                 flush=True)
             rows.append(row)
+            # saved after every measurement: a run stopped at a deadline keeps them
+            save(rows, partial=True)
             if row.get("status") != "ok":
                 break
-    env = C.worker_environment(rows, args.precision) if isolate else C.environment(
-        args.precision)
-    notes = ["step / v&g: seconds per training step (value-and-gradient + clipped Adam "
-             "update) over seconds per value-and-gradient of the same loss, same process",
-             "peak memory: " + ("one fresh process per measurement" if isolate else
-                                "process high-water mark so far (in-process run)")]
-    return C.write_outputs(args.out, "training", quick=args.quick, environment=env,
-                           config=config, rows=C.strip_environment(rows), table=table(rows),
-                           notes=notes)
+    return save(rows, partial=False)
 
 
 if __name__ == "__main__":

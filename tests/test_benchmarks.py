@@ -546,3 +546,85 @@ def test_recovery_saves_each_measurement(monkeypatch, tmp_path):
     data = json.loads(path.read_text())
     assert [r["batch"] for r in data["rows"]] == [1]
     assert any(n.startswith("partial: the 1 measurements") for n in data["notes"])
+
+
+def test_the_floor_runs_on_the_devices_the_solve_ran_on():
+    """``recover`` pads a batch of 1 to the 2 devices and shards it; the floor stayed on one
+    device, so the ratio compared 2 devices with 1."""
+    row = C.run_worker("recovery", dict(model="tiny8", batch=1, maxiter=2, floor_iters=1,
+                                        repeats=0), env=scaling.device_env("cpu", 2),
+                       timeout=600)
+    assert row["status"] == "ok", row.get("error")
+    assert row["devices_used"] == row["floor_devices_used"] == 2 and row["floor_batch"] == 2
+
+
+def test_precision_saves_each_measurement_and_measures_the_reference_first(monkeypatch,
+                                                                           tmp_path):
+    """A run stopped part-way (``benchmarks.all --budget``) keeps its finished rows (it wrote
+    nothing before its end); ``highest``, the reference, comes first whatever the order
+    asked for (``--modes default,highest`` left ``default`` without a reference)."""
+    seen = []
+
+    def measure(cfg, return_images=False, with_environment=True):
+        seen.append(cfg["precision"])
+        if len(seen) == 2:
+            raise KeyboardInterrupt  # stands in for the kill at the deadline
+        return {**cfg, "status": "ok", "images_per_s": 4.0, "psnr_mean": 30.0}, None
+
+    monkeypatch.setattr(recovery, "measure", measure)
+    with pytest.raises(KeyboardInterrupt):
+        precision.main(["--quick", "--out", str(tmp_path), "--modes", "default,highest"])
+    assert seen == ["highest", "default"]
+    (path,) = tmp_path.glob("precision_quick_*.json")
+    data = json.loads(path.read_text())
+    assert [r["precision"] for r in data["rows"]] == ["highest"]
+    assert any(n.startswith("partial: the 1 measurements") for n in data["notes"])
+
+
+def test_training_saves_each_measurement(monkeypatch, tmp_path):
+    calls = []
+
+    def measure(cfg, with_environment=True):
+        calls.append(cfg)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return {**cfg, "status": "ok", "images_per_s": 4.0, "ratio_vs_floor": 1.1}
+
+    monkeypatch.setattr(training, "measure", measure)
+    with pytest.raises(KeyboardInterrupt):
+        training.main(["--quick", "--out", str(tmp_path), "--batches", "2,4"])
+    (path,) = tmp_path.glob("training_quick_*.json")
+    assert [r["batch"] for r in json.loads(path.read_text())["rows"]] == [2]
+
+
+@pytest.mark.parametrize("module,argv", [
+    (recovery, ["--floor-iters", "0"]), (recovery, ["--maxiter", "0"]),
+    (recovery, ["--max-batch", "-1"]), (recovery, ["--max-batch", "0"]),
+    (recovery, ["--repeats", "-3"]), (recovery, ["--models", ","]),
+    (training, ["--steps", "0"]), (compile_time, ["--batch", "0"]),
+    (compile_time, ["--batch", "-2"]), (scaling, ["--per-device-batch", "0"]),
+    (precision, ["--tolerance-db", "-1"]), (precision, ["--tolerance-db", "nan"]),
+    (precision, ["--batch", "0"]), (bench_all, ["--skip", "nonesuch"])],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else v.__name__.split(".")[-1])
+def test_bad_numbers_are_usage_errors(module, argv, monkeypatch, tmp_path):
+    """Each compiled and solved, then divided by zero in a 'failed' row, wrote an empty result,
+    or was silently ignored (a tolerance below 0 crashed after every mode had run)."""
+    for target, name in ((recovery, "sweep"), (C, "run_worker"), (precision, "run"),
+                         (training, "measure"), (compile_time, "measure"),
+                         (recovery, "measure")):
+        if hasattr(target, name):
+            monkeypatch.setattr(target, name, _stop)
+    with pytest.raises(SystemExit) as e:
+        module.main(["--quick", *argv, "--out", str(tmp_path)])
+    assert e.value.code == 2
+
+
+def test_the_compile_goal_reads_only_the_goal_models():
+    rec = {"quick": False, "environment": {}, "rows": [
+        dict(model="mnist28", task="cs", operator="dense", batch=1, status="ok", compile_s=9.0,
+             images_per_s=1.0, s_per_image=1.0, ratio_vs_floor=1.0, maxiter=300,
+             iterations_max=300)]}
+    compile_goal = next(g for g in goals.evaluate({"recovery": rec}) if g["id"] == "compile")
+    assert compile_goal["status"] == "NOT MEASURED"  # it was PASS, from mnist28
+    assert goals._verdict(goals.GOALS["compile"], 60.0) == (
+        "MISS", "at the target, which it must be below")
