@@ -571,8 +571,13 @@ def gib(nbytes: int | None) -> float | None:
 
 
 def markdown_table(rows: Iterable[dict], columns: Sequence[tuple[str, str]]) -> str:
-    """A Markdown table of ``rows`` with ``columns = [(key, header), …]``."""
+    """A Markdown table of ``rows`` with ``columns = [(key, header), …]``. A ``peak_gib``
+    column measured as host RSS (the CPU's fallback, :func:`peak_memory`) says so in its
+    header: it is the whole process's memory, not a device's."""
     rows = list(rows)
+    if any("RSS" in str(r.get("peak_memory_source", "")) for r in rows):
+        columns = [(k, "peak host RSS GiB (whole process)" if k == "peak_gib" else h)
+                   for k, h in columns]
     head = "| " + " | ".join(h for _, h in columns) + " |\n"
     sep = "|" + "|".join("---" for _ in columns) + "|\n"
     body = "".join("| " + " | ".join(fmt(r.get(k)) for k, _ in columns) + " |\n" for r in rows)
