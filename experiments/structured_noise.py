@@ -291,22 +291,34 @@ def _check_noise_digit_count(config: Config, total: int, batch: int) -> None:
                          f"fewer than the {batch} noise digits needed")
 
 
+def _sidecar_image_shape(name: str) -> tuple[int, ...]:
+    """The image shape in flow checkpoint ``name``'s sidecar; ValueError where there is none
+    (as :func:`flowinv.load_prior` raises, and ``run`` then skips the digit noise)."""
+    from flowinv import checkpoints
+
+    path, metadata = checkpoints.find_checkpoint(name, "flow")
+    try:
+        return tuple(metadata["architecture"]["image_shape"])
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"checkpoint {str(path)!r}: its sidecar has no architecture with an "
+                         "image_shape") from e
+
+
 def check_noises_can_run(config: Config) -> None:
     """ValueError, before the prior is loaded, when the digit noise is the only noise asked
     for and it cannot run: its noise flow models images of another shape than the prior's (read
     from the two sidecars; with other noises beside it, ``run`` skips it with a note). Also,
     where the digit noise runs, when a bundled noise-digit set is too small for one digit per
     test and validation image (a ``folder:`` or ``tfds:`` set is counted by the run)."""
-    from flowinv import checkpoints, data
+    from flowinv import data
 
     if "digits" not in config.noises:
         return
     only = tuple(config.noises) == ("digits",)
     try:
         prior = config.prior or common.default_prior(config.dataset)
-        noise_shape, prior_shape = (
-            tuple(checkpoints.find_checkpoint(name, "flow")[1]["architecture"]["image_shape"])
-            for name in (config.noise_flow, prior))
+        noise_shape, prior_shape = (_sidecar_image_shape(name)
+                                    for name in (config.noise_flow, prior))
     except ValueError:
         if only:
             raise

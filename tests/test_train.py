@@ -577,3 +577,32 @@ def test_resuming_a_cosine_schedule_at_another_length_warns(tmp_path):
     train.train(config, tmp_path / "r", progress=False)
     with pytest.warns(UserWarning, match="cosine schedule with steps 6 instead of 4"):
         train.train(dataclasses.replace(config, steps=6), tmp_path / "r", progress=False)
+
+
+@pytest.mark.parametrize("weights", ["finite", "nan"])
+def test_a_gan_with_a_nan_loss_exports_null_losses_and_never_nan_weights(weights, tmp_path,
+                                                                         monkeypatch):
+    """A NaN final loss is null in the sidecar (strict JSON has no NaN; save refused the
+    whole export); weights that went NaN are not exported at all (with --export they would
+    replace the shipped dcgan-mnist)."""
+    from experiments import train_gan
+    from flowinv.baselines import dcgan
+
+    def trained(key, images, *, config, **kwargs):
+        params = dcgan.init_params(key, config)["generator"]
+        if weights == "nan":
+            params = jax.tree.map(lambda a: a * np.nan, params)
+        return params, {"d_loss": [float("nan")] * 20, "g_loss": [1.0] * 20}
+
+    monkeypatch.setattr(train_gan, "training_images",
+                        lambda c: np.zeros((8, 28, 28, 1), np.float32))
+    monkeypatch.setattr(dcgan, "train_dcgan", trained)
+    config = dataclasses.replace(priors.gan_config("dcgan-mnist"), steps=20)
+    if weights == "nan":
+        with pytest.raises(ValueError, match="diverged"):
+            train_gan.run(config, export_to=str(tmp_path / "g"), progress=False)
+        assert not (tmp_path / "g" / "params").exists()
+    else:
+        train_gan.run(config, export_to=str(tmp_path / "g"), progress=False)
+        losses = checkpoints.read_metadata(tmp_path / "g")["final_losses"]
+        assert losses["d_loss"] is None and losses["g_loss"] == 1.0

@@ -665,3 +665,21 @@ def test_checkpoint_path_written_by_us_loads(saved_prior, prior):
     np.testing.assert_allclose(flow.log_prob(params, x), prior[0].log_prob(prior[1], x),
                                rtol=1e-6)
     assert pathlib.Path(saved_prior).is_dir()
+
+
+def test_a_noise_flow_without_an_architecture_is_skipped_or_a_usage_error(tmp_path):
+    """The run skips the digit noise of a noise flow it cannot build (load_prior's
+    ValueError), so beside other noises the command line is accepted, and alone it is a usage
+    error; both were a KeyError traceback from the parse-time check."""
+    from experiments import common, structured_noise
+
+    checkpoints.save(tmp_path / "noarch", {"w": np.zeros(3, np.float32)}, {})
+    argv = ["--noise-flow", str(tmp_path / "noarch"), "--num-images", "2", "--val-images", "2",
+            "--out", str(tmp_path / "o")]
+    config = common.parse_config(structured_noise.build_parser(),
+                                 structured_noise._checked_config, argv)
+    assert "digits" in config.noises
+    with pytest.raises(SystemExit) as e:
+        common.parse_config(structured_noise.build_parser(), structured_noise._checked_config,
+                            [*argv, "--noises", "digits"])
+    assert e.value.code == 2
