@@ -35,6 +35,10 @@ from typing import Any
 import jax
 import numpy as np
 
+# the experiments' argparse types: a count of 0 divided by zero after a whole solve, or was
+# silently ignored
+from experiments.common import nonnegative_float, positive_int  # noqa: F401
+
 PAPER_ITERATIONS = 300
 """L-BFGS iterations of the goals' setting and the experiments' ``--full`` presets; the GPU
 default. The papers' texts give no count (Asim et al.'s preprint, App. 6.1, lost its numbers in
@@ -139,38 +143,12 @@ def str_list(text: str) -> tuple[str, ...]:
     return values
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1 (argparse type): a count of 0 divided by zero after a whole solve, or
-    was silently ignored."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def nonnegative_int(text: str) -> int:
-    """An integer >= 0 (argparse type)."""
+    """An integer >= 0 (argparse type; :func:`positive_int` for >= 1)."""
     try:
-        value = int(text)
-    except ValueError:
+        return 0 if int(text) == 0 else positive_int(text)
+    except (ValueError, argparse.ArgumentTypeError):
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
-def nonnegative_float(text: str) -> float:
-    """A finite number >= 0 (argparse type)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
 
 
 def powers_of_two(limit: int) -> tuple[int, ...]:
