@@ -25,7 +25,7 @@ import jax
 import numpy as np
 
 from experiments import common
-from flowinv import checkpoints, data, priors
+from flowinv import _checks, checkpoints, data, priors
 from flowinv.baselines import dcgan, imle
 from flowinv.flows import num_params
 
@@ -91,7 +91,7 @@ def run(config: priors.GANConfig, *, export_to: str | None = None, command: str 
     result = {"steps": config.steps, "method": config.method, "seconds": round(seconds, 1),
               "train_images": int(images.shape[0]), **final, "num_params": num_params(params)}
     if export_to is not None:
-        if not all(np.all(np.isfinite(np.asarray(a))) for a in jax.tree.leaves(params)):
+        if not _checks.all_finite(params):
             raise ValueError(f"the {config.method} run diverged: its parameters hold NaN or "
                              f"inf, so nothing was exported to {str(export_to)!r}")
         checkpoints.save_gan(export_to, params, arch, {

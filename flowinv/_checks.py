@@ -6,7 +6,9 @@ import math
 import numbers
 from typing import Any
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def positive_int(value: Any, name: str) -> int:
@@ -28,6 +30,11 @@ def finite_real(value: Any, name: str, *, positive: bool = False) -> float:
         raise ValueError(f"{name} must be a finite number{' > 0' if positive else ''}, "
                          f"got {value!r}")
     return float(value)
+
+
+def all_finite(tree: Any) -> bool:
+    """Whether every leaf of a pytree of arrays is finite (no NaN or inf)."""
+    return all(bool(np.all(np.isfinite(np.asarray(leaf)))) for leaf in jax.tree.leaves(tree))
 
 
 def float_array(x: Any) -> Any:

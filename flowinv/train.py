@@ -32,7 +32,7 @@ import numpy as np
 import optax
 
 from flowinv import checkpoints, data
-from flowinv._checks import finite_real, positive_int, unit_interval_images
+from flowinv._checks import all_finite, finite_real, positive_int, unit_interval_images
 from flowinv.flows import Flow, num_params
 
 Params = Any
@@ -256,7 +256,7 @@ def _check_finite_params(params: Params, step: int, last_saved: int | None) -> N
     """RuntimeError where training has diverged: a non-finite step is skipped
     (:func:`make_optimizer`), but only 20 in a row, and a checkpoint of non-finite params
     would rotate the finite ones away (3 are kept) and be exported."""
-    if all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(params)):
+    if all_finite(params):
         return
     last = f"step {last_saved}" if last_saved is not None else "none"
     raise RuntimeError(

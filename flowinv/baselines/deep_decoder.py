@@ -106,14 +106,15 @@ def _check_args(y, op, k, depth, steps, lr):
     if tuple(y.shape) != tuple(op.out_shape):
         raise ValueError(f"y must have shape op.out_shape = {tuple(op.out_shape)}, got "
                          f"{tuple(y.shape)}")
-    if max_depth(in_shape) < 1:
-        raise ValueError(f"images of {in_shape[0]}x{in_shape[1]} are too small for a Deep "
-                         "Decoder: one upsampling layer needs at least 3 pixels each way")
-    if min(input_shape(in_shape, k, depth)[:2]) < 2:
+    deepest = max_depth(in_shape)
+    if depth > deepest:  # the random input would be 1 pixel across
+        if deepest < 1:
+            raise ValueError(f"images of {in_shape[0]}x{in_shape[1]} are too small for a Deep "
+                             "Decoder: one upsampling layer needs at least 3 pixels each way")
         raise ValueError(
             f"depth={depth} is too deep for images of {in_shape[0]}x{in_shape[1]}: the random "
             "input would be 1 pixel across, and bilinear upsampling of it is constant (the "
-            f"decoder could only make a flat image); use depth <= {max_depth(in_shape)}")
+            f"decoder could only make a flat image); use depth <= {deepest}")
     return y, in_shape, k, depth, steps, lr
 
 

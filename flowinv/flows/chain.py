@@ -116,9 +116,8 @@ class Chain(Flow):
         return [_latent_shape(self)]
 
     def _init(self, key: Array, x_batch: Array) -> Params:
-        params, h = [], x_batch
-        for layer, k in zip(self._layers(), jax.random.split(key, len(self._layers())),
-                            strict=True):
+        layers, params, h = self._layers(), [], x_batch
+        for layer, k in zip(layers, jax.random.split(key, len(layers)), strict=True):
             p, h = layer.init(k, h)
             params.append(p)
         return tuple(params)
