@@ -20,6 +20,7 @@ with ``R = data_range``; identical images give ``inf``.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import numpy as np
@@ -48,8 +49,13 @@ def _as_pair(x: Any, ref: Any, ndim: int) -> tuple[np.ndarray, np.ndarray]:
 def _range_if_outside(ref: Any, data_range: float) -> tuple[float, float] | None:
     """``(min, max)`` of a reference that leaves ``[0, data_range]`` by more than 1% (enough
     slack for rounding or a resampled reference's overshoot; a wrong ``data_range`` is off by a
-    factor of 255 or more), else None. :func:`flowinv.plotting.image_grid` shares the rule."""
-    low, high = float(np.nanmin(ref, initial=0.0)), float(np.nanmax(ref, initial=0.0))
+    factor of 255 or more), or that holds a NaN (then ``(nan, nan)``: a NaN lies in no range,
+    and every score against it would be NaN), else None. :func:`flowinv.plotting.image_grid`
+    shares the rule."""
+    ref = np.asarray(ref)
+    if np.isnan(ref).any():
+        return math.nan, math.nan
+    low, high = float(np.min(ref, initial=0.0)), float(np.max(ref, initial=0.0))
     return (low, high) if low < -0.01 * data_range or high > 1.01 * data_range else None
 
 
@@ -64,7 +70,7 @@ def _check_reference(ref: np.ndarray, data_range: float) -> None:
 
 
 def _check_range(data_range: Any) -> float:
-    if isinstance(data_range, bool) or not isinstance(data_range, int | float | np.floating):
+    if isinstance(data_range, bool | np.bool_) or not isinstance(data_range, numbers.Real):
         raise TypeError(f"data_range must be a positive number, got {data_range!r}")
     data_range = float(data_range)
     if not (math.isfinite(data_range) and data_range > 0):

@@ -132,3 +132,24 @@ def test_validation():
         metrics.ssim(x[:2, :2], x[:2, :2])
     with pytest.raises(ValueError, match="data_range"):
         metrics.psnr(x, x, data_range=0.0)
+
+
+@pytest.mark.parametrize("fn", [metrics.psnr, metrics.ssim, metrics.batch_psnr,
+                                metrics.batch_ssim])
+def test_a_reference_with_nan_is_refused(fn):
+    """A NaN lies in no range: it used to pass the range check (nanmin/nanmax skip it) and
+    every score against the reference came out NaN without a word."""
+    ref = _image((2, 8, 8, 1) if fn.__name__.startswith("batch") else (8, 8, 1))
+    bad = ref.copy()
+    bad.flat[3] = np.nan
+    with pytest.raises(ValueError, match="ref must lie"):
+        fn(ref, bad)
+
+
+def test_data_range_may_be_a_numpy_integer():
+    """``data_range=img.max()`` of an 8-bit image is a NumPy integer, as good a number as 255."""
+    x = (_image((8, 8, 1)) * 255).round()
+    for dr in (np.int64(255), np.uint8(255)):
+        assert metrics.psnr(x + 1, x, data_range=dr) == metrics.psnr(x + 1, x, data_range=255)
+    with pytest.raises(TypeError):
+        metrics.psnr(x, x, data_range=np.True_)
