@@ -403,6 +403,21 @@ def _nanmean(a: np.ndarray) -> np.ndarray:
     return np.where(count > 0, np.nansum(a, axis=0) / np.maximum(count, 1), np.nan)
 
 
+def _mean_band(delta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column means over the finite entries and the half-width of their 95 % t interval,
+    ``t(0.975, count − 1)·s/√count`` (the normal 1.96 is too narrow for a dozen pairs; NaN
+    where a column has fewer than 2 finite entries)."""
+    from scipy import stats
+
+    delta = np.where(np.isfinite(delta), delta, np.nan)
+    mean = _nanmean(delta)
+    count = np.sum(np.isfinite(delta), axis=0)
+    sq = np.nansum((delta - mean) ** 2, axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        half = (stats.t.ppf(0.975, count - 1) * np.sqrt(sq / (count - 1)) / np.sqrt(count))
+    return mean, np.where(count > 1, half, np.nan)
+
+
 def _slope(eps, values) -> float:
     """Least-squares slope of ``log values`` against ``log ε``."""
     x, y = np.log(np.asarray(eps)), np.log(np.asarray(values))
@@ -465,11 +480,7 @@ def _plot_perturbation(path, curves, eps, config: Config, prior: str) -> None:
     fig, ax = plt.subplots(figsize=(5.5, 4))
     eps = np.asarray(eps)
     for kind, (delta, _) in curves.items():
-        delta = np.where(np.isfinite(delta), delta, np.nan)
-        mean = _nanmean(delta)
-        count = np.sum(np.isfinite(delta), axis=0)
-        sq = np.nansum((delta - mean) ** 2, axis=0)
-        half = 1.96 * np.sqrt(sq / np.maximum(count - 1, 1)) / np.sqrt(np.maximum(count, 1))
+        mean, half = _mean_band(delta)
         line, = ax.plot(eps, mean, "o-", ms=3, label=f"{kind} ({delta.shape[0]} pairs)")
         ax.fill_between(eps, np.maximum(mean - half, mean * 1e-3), mean + half,
                         color=line.get_color(), alpha=0.2)

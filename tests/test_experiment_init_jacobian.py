@@ -197,3 +197,19 @@ def test_jacobian_spectrum_cli(capsys):
         with pytest.raises(SystemExit) as e:
             jacobian_spectrum.main(bad)
         assert e.value.code == 2 and bad[0] in capsys.readouterr().err, bad
+
+
+def test_perturbation_band_is_a_t_interval():
+    """The plot's "95% CI" band: Student's t on count − 1 degrees of freedom, not 1.96."""
+    from scipy import stats
+
+    from experiments import jacobian_spectrum as js
+
+    delta = np.random.default_rng(0).uniform(1, 2, (12, 3))
+    delta[0, 2] = np.nan  # left out of its column
+    mean, half = js._mean_band(delta)
+    for j in range(3):
+        col = delta[:, j][np.isfinite(delta[:, j])]
+        assert mean[j] == pytest.approx(col.mean())
+        lo, hi = stats.t.interval(0.95, len(col) - 1, loc=col.mean(), scale=stats.sem(col))
+        assert half[j] == pytest.approx((hi - lo) / 2)
