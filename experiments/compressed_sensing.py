@@ -157,8 +157,9 @@ def _back_project_batch(op, x, y):
 def _pick_iagan(gan, y, op, z_gan, nt, val, config, csgm_seconds):
     """IAGAN on the test images (the first ``nt`` of ``y``) with the learning rate and the
     back-projection choice of best validation PSNR; test and validation images are adapted in
-    one batch per learning rate. Returns ``(images, seconds, choice)``; the seconds cover the
-    CSGM start and one adaptation; ``choice`` names the pick and its score."""
+    one batch per learning rate. Returns ``(images, seconds, choice)``; the seconds are the
+    test images' share (``nt`` of the batch's images) of the CSGM start and one adaptation,
+    which run on the validation images too; ``choice`` names the pick and its score."""
     from flowinv import metrics
 
     candidates = []
@@ -169,7 +170,7 @@ def _pick_iagan(gan, y, op, z_gan, nt, val, config, csgm_seconds):
         for bp, x in ((False, adapted), (True, projected)):
             x = np.clip(np.asarray(x), 0, 1)
             candidates.append(dict(val_psnr=metrics.batch_psnr(x[nt:], val).mean(), x=x[:nt],
-                                   seconds=csgm_seconds + t.seconds, lr=lr,
+                                   seconds=(csgm_seconds + t.seconds) * nt / len(y), lr=lr,
                                    back_projection=bp))
     best = common.best_on_validation(candidates)
     choice = {k: best[k] for k in ("lr", "back_projection")}
@@ -235,8 +236,8 @@ def run(config: Config) -> dict:
             with common.SolveClock() as t:
                 x_gan, z_gan = jax.block_until_ready(
                     _csgm(gan, y, op, key, config.gan_restarts, config.maxiter))
-            if "dcgan" in config.methods:
-                results["dcgan"] = (np.asarray(x_gan[:nt]), t.seconds)
+            if "dcgan" in config.methods:  # the test images' share of the batch's time
+                results["dcgan"] = (np.asarray(x_gan[:nt]), t.seconds * nt / len(y))
             if "iagan" in config.methods:
                 x_ia, s_ia, choice = _pick_iagan(gan, y, op, z_gan, nt, val, config, t.seconds)
                 results["iagan"] = (x_ia, s_ia)

@@ -633,3 +633,29 @@ def test_import_option_lets_a_command_line_load_a_flow_class_of_your_own(
     import json
 
     assert json.dumps([1]) == "[1]"  # the standard module is still the one imported
+
+
+def test_compressed_sensing_gan_seconds_are_per_test_image(monkeypatch, tmp_path):
+    """The CSGM solve covers the test and the validation images (IAGAN starts from both), so
+    its per-image seconds divide its time by all of them, not by the test images alone."""
+    from experiments import compressed_sensing as cs
+
+    class OneSecond:  # every timed block takes 1 s
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.wall, self.compile_seconds, self.seconds = 1.0, 0.0, 1.0
+
+    solved = []
+
+    def fake_csgm(gan, y, op, key, restarts, maxiter):
+        solved.append(y.shape[0])
+        return jnp.zeros((y.shape[0], 28, 28, 1)), jnp.zeros((y.shape[0], 100))
+
+    monkeypatch.setattr(common, "SolveClock", OneSecond)
+    monkeypatch.setattr(cs, "_csgm", fake_csgm)
+    result = cs.run(cs.Config(num_images=2, val_images=4, ratios=(0.1,), methods=("dcgan",),
+                              ood_dataset="none", out=str(tmp_path), progress=False))
+    assert solved == [6]
+    assert {r["seconds"] for r in result["rows"]} == {round(1 / 6, 4)}
