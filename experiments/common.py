@@ -564,10 +564,11 @@ def _fmt(v) -> str:
 
 
 def sample_sheet(path: pathlib.Path, columns: list[tuple[str, np.ndarray]], title: str, *,
-                 reference: str = "truth") -> None:
+                 reference: str = "truth", unscored: Iterable[str] = ()) -> None:
     """Saves :func:`flowinv.plotting.image_grid` of ``columns`` (name, images ``(N, H, W, C)``)
     to ``path``: one column per entry, one row per image, each image labelled with its PSNR
-    against the column named ``reference`` where there is one."""
+    against the column named ``reference`` where there is one, except the columns named in
+    ``unscored`` (display-only images, whose PSNR is not the one the tables report)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -577,7 +578,7 @@ def sample_sheet(path: pathlib.Path, columns: list[tuple[str, np.ndarray]], titl
 
     names = [name for name, _ in columns]
     fig = plotting.image_grid(columns, reference=reference if reference in names else None,
-                              title=title)
+                              title=title, unscored=unscored)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

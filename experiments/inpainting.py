@@ -348,13 +348,13 @@ def _sample_sheets(out, summary, recovered, sets, settings, masks, y, slices,
     for name, (spec, imgs) in sets.items():
         for kind in dict.fromkeys(k for k, _ in settings):
             rows = min(len(imgs), SHEET_ROWS)
-            cols = [("truth", imgs[:rows])]
+            cols, observed = [("truth", imgs[:rows])], []
             for s, (k, frac) in enumerate(settings):
                 if k != kind:
                     continue
                 sl = slices[(s, name)]
-                cols.append((f"{kind} {frac:g} (grey=missing)",
-                             with_holes(y[sl], masks[sl])[:rows]))
+                observed.append(f"{kind} {frac:g} (grey=missing)")  # the table scores y itself
+                cols.append((observed[-1], with_holes(y[sl], masks[sl])[:rows]))
                 for r in summary:
                     if (r["test_set"] == f"{name}:{spec}" and r["mask"] == kind
                             and r["missing"] == frac and r["method"] != "masked"):
@@ -362,7 +362,8 @@ def _sample_sheets(out, summary, recovered, sets, settings, masks, y, slices,
                         cols.append((f"{r['method']} {r['param']}", x[:rows]))
             fname = f"samples_{name}_{kind}.png"
             common.sample_sheet(out / fname, cols,
-                                f"inpainting, {spec}, {kind} masks, prior {prior}")
+                                f"inpainting, {spec}, {kind} masks, prior {prior}",
+                                unscored=observed)
             written.append(fname)
     return written
 

@@ -469,7 +469,8 @@ def run(config: Config) -> dict:
         cols += [c for c in _whang_cs.best_columns(sweep, summary, f"{kind}_scale", s)
                  if not c[0].startswith("noisy")]
         common.sample_sheet(out / f"samples_{kind}.png", cols,
-                            f"{kind} noise, s={s}, {config.dataset}, prior {name}")
+                            f"{kind} noise, s={s}, {config.dataset}, prior {name}",
+                            unscored=["δ"])  # the noise itself: no PSNR against the truth
     print(f"\nStructured-noise denoising on {common.count(nt, 'held-out test image')} of "
           f"{config.dataset} (β/γ/λ picked on "
           f"{common.validation_text(len(val), config.val_split)}, none of them a test image), "

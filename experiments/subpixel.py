@@ -195,12 +195,13 @@ def run(config: Config) -> dict:
     common.write_csv(out / "comparison.csv", comparison)
     common.write_csv(out / "curves.csv", curves)
     _plot(out / "psnr_vs_param.png", curves, config, prior_name, shape)
-    cols = [("truth", test), (f"observed, {config.drop:.0%} dropped (grey)",
-                              with_holes(np.asarray(y[:nt]), masks[:nt]))]
+    observed = f"observed, {config.drop:.0%} dropped (grey)"  # the table scores y itself
+    cols = [("truth", test), (observed, with_holes(np.asarray(y[:nt]), masks[:nt]))]
     cols += [(f"{r['method']} {r['param']}", recovered[(r["method"], r["param_value"])])
              for r in summary if r["method"] != "masked"]
     common.sample_sheet(out / "samples.png", [(n, x[: 6]) for n, x in cols],
-                        f"sub-pixel imputation, {config.dataset}, prior {prior_name}")
+                        f"sub-pixel imputation, {config.dataset}, prior {prior_name}",
+                        unscored=[observed])
     print(f"\nSub-pixel imputation ({config.drop:.0%} of sub-pixels dropped) at "
           f"{'x'.join(map(str, shape))}, prior {prior_name}, {config.maxiter} iterations of "
           f"{config.solver}, mean over {common.count(nt, 'test image')} of {config.dataset}; β, γ "

@@ -14,7 +14,7 @@ Example (after ``r = flowinv.recover(...)`` on a batch ``y`` of noisy images ``x
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -72,7 +72,7 @@ def _checked_columns(columns: Any) -> list[tuple[str, np.ndarray]]:
 
 
 def image_grid(columns: Any, *, reference: str | None = None, title: str | None = None,
-               size: float = 1.5):
+               size: float = 1.5, unscored: Iterable[str] = ()):
     """Images in a grid: one column per entry, one row per image.
 
     Args:
@@ -85,6 +85,9 @@ def image_grid(columns: Any, *, reference: str | None = None, title: str | None 
         ``[0, 1]``.
       title: a title over the grid.
       size: inches per image.
+      unscored: names of columns shown without a PSNR label: images drawn for display only
+        (an observation with its missing pixels filled grey, a noise), whose PSNR would not be
+        the one a result table reports.
 
     Returns:
       The :class:`matplotlib.figure.Figure`, ``N`` rows × ``len(columns)`` axes.
@@ -105,10 +108,12 @@ def image_grid(columns: Any, *, reference: str | None = None, title: str | None 
     if isinstance(size, bool) or not (isinstance(size, int | float) and 0 < size < np.inf):
         raise ValueError(f"size must be a positive number of inches, got {size!r}")
     n = len(cols[0][1])
+    unscored = set(unscored)
     fig, axes = plt.subplots(n, len(cols), figsize=(size * len(cols), size * n + 0.4),
                              squeeze=False)
     for j, (name, images) in enumerate(cols):
-        labelled = ref is not None and name != reference and images.shape == ref.shape
+        labelled = (ref is not None and name != reference and name not in unscored
+                    and images.shape == ref.shape)
         for i in range(n):
             ax = axes[i, j]
             img, kw = displayable(images[i])

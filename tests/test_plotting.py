@@ -114,3 +114,15 @@ def test_convergence_of_one_image_with_negative_losses_stays_linear():
 def test_convergence_rejects_what_is_not_a_recovery():
     with pytest.raises(TypeError, match="flowinv.Recovery"):
         plotting.convergence(np.zeros((2, 3)))
+
+
+def test_image_grid_leaves_display_only_columns_unlabelled():
+    """An observation drawn with its holes filled grey is not the observation a result table
+    scores: its PSNR label would disagree with the table's, so it gets none."""
+    truth = np.clip(_images(0), 0, 1)
+    fig = plotting.image_grid({"truth": truth, "observed (grey=missing)": truth * 0.5,
+                               "recovered": truth}, reference="truth",
+                              unscored=["observed (grey=missing)"])
+    axes = np.array(fig.axes).reshape(3, 3)
+    assert all(ax.get_xlabel() == "" for ax in axes[:, 1])
+    assert all(ax.get_xlabel() == "inf dB" for ax in axes[:, 2])
