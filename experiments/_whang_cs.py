@@ -190,9 +190,6 @@ def plot_vs(path: pathlib.Path, summary: list[dict], panels: list[tuple[str, str
             xlabel: str, title: str, xscale: str = "linear") -> None:
     """PSNR (test images, best validation hyperparameter) vs the setting, one line per
     method; ``panels`` lists ``(setting_name, panel title)``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
@@ -284,9 +281,6 @@ def plot_sensitivity(path: pathlib.Path, curves: list[dict], summary: list[dict]
     ``panel_title(setting_name, setting_value) -> str``. The x axis is logarithmic, linear
     below the smallest positive weight when a grid holds 0.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     weighted = [c for c in curves if c["method"] in WEIGHTED]

@@ -237,6 +237,11 @@ def parse_args_and_config(parser: argparse.ArgumentParser, config_from_args,
     add_compilation_cache_note(parser)
     add_import_argument(parser)
     args = parser.parse_args(argv)
+    import matplotlib
+
+    # The command line only writes figures to files. Set here, not where the figures are
+    # drawn, so that run(config) in a notebook leaves the notebook's backend alone.
+    matplotlib.use("Agg")
     try:
         import_user_modules(args.imports)
     except ImportError as e:
@@ -569,9 +574,6 @@ def sample_sheet(path: pathlib.Path, columns: list[tuple[str, np.ndarray]], titl
     to ``path``: one column per entry, one row per image, each image labelled with its PSNR
     against the column named ``reference`` where there is one, except the columns named in
     ``unscored`` (display-only images, whose PSNR is not the one the tables report)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from flowinv import plotting

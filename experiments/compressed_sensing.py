@@ -320,9 +320,6 @@ def _summary(rows: list[dict]) -> list[dict]:
 
 
 def _plot(path, summary, n, prior):
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 

@@ -270,9 +270,6 @@ def _summarise(curves: list[dict], config: Config) -> list[dict]:
 
 
 def _plot_curves(path: pathlib.Path, curves: list[dict], config: Config, prior: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter
 

@@ -386,9 +386,6 @@ def _summarise(rows: list[dict], latents: list[dict], names: dict) -> list[dict]
 
 
 def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt

@@ -308,9 +308,6 @@ def _summarise(tables, curves, settings, sets) -> list[dict]:
 
 
 def _plot(path, summary, sets, prior) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = [f"{k}:{spec}" for k, (spec, _) in sets.items()]

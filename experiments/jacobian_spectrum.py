@@ -447,9 +447,6 @@ def _perturbation_summary(curves: dict, eps: tuple[float, ...]) -> list[dict]:
 
 
 def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt

@@ -137,9 +137,6 @@ def run(config: Config) -> dict:
 
 
 def _plot(path: pathlib.Path, sheet, temperature: float) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     cols = max(len(s) for _, t, s in sheet for s in (t, s))

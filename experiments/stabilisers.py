@@ -269,9 +269,6 @@ def run(config: Config) -> dict:
 
 
 def _plot(path: pathlib.Path, summary: list[dict]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     parts = sorted({r["part"] for r in summary})

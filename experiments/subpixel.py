@@ -251,9 +251,6 @@ def _summarise(rows: list[dict], curves: list[dict]) -> list[dict]:
 
 
 def _plot(path, curves, config, prior, shape) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     masked = [c["test_psnr"] for c in curves if c["method"] == "masked"]

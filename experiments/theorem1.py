@@ -141,9 +141,6 @@ def summarise(rows: list[dict], trials: int) -> list[dict]:
 
 def plot(path: pathlib.Path, rows: list[dict]) -> None:
     """Log-log MC error (± 2 stderr) against ``m``, the band between the bounds shaded."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 

@@ -159,9 +159,6 @@ def _per_image_bpd(flow: Flow, params: Params, xq: jax.Array, key: jax.Array,
 
 
 def _save_grid(path: pathlib.Path, images: np.ndarray, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     n = len(images)

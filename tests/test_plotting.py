@@ -126,3 +126,18 @@ def test_image_grid_leaves_display_only_columns_unlabelled():
     axes = np.array(fig.axes).reshape(3, 3)
     assert all(ax.get_xlabel() == "" for ax in axes[:, 1])
     assert all(ax.get_xlabel() == "inf dB" for ax in axes[:, 2])
+
+
+def test_experiment_figures_leave_the_callers_backend_alone(tmp_path):
+    """``run(config)`` from a notebook draws its sheets and plots without switching the
+    notebook's backend (``matplotlib.use("Agg")`` there broke inline display)."""
+    from experiments import common
+
+    backend = matplotlib.get_backend()
+    plt.switch_backend("svg")  # stands in for a notebook's inline backend
+    try:
+        common.sample_sheet(tmp_path / "s.png", [("truth", np.zeros((1, 8, 8, 1)))], "t")
+        assert matplotlib.get_backend() == "svg"
+        assert (tmp_path / "s.png").stat().st_size > 0
+    finally:
+        plt.switch_backend(backend)
