@@ -387,12 +387,28 @@ def _check_evaluation_set_leaves_validation_images(spec: str, num_test: int,
             f"from those after the first --num-images {num_test}: {_at_most(total)}")
 
 
+#: Bundled datasets split by source photograph: every test image is a crop of one of two test
+#: photos (at three scales), so test images after the reported ones are crops of the reported
+#: ones' photos, and often downscaled views of their very pixels.
+SPLIT_BY_PHOTO: tuple[str, ...] = ("patches64", "patches32")
+
+
+def _refuse_test_validation_by_photo(spec: str) -> None:
+    if spec in SPLIT_BY_PHOTO:
+        raise ValueError(
+            f"--val-split test cannot validate {spec!r}: its split is by photograph, and its "
+            "test images after the reported ones are crops of the same test photographs (at "
+            "other scales, often of the very pixels reported on); use --val-split train, whose "
+            "photographs are never test photographs")
+
+
 def _check_test_split_leaves_validation_images(spec: str, num_test: int) -> None:
     """With ``--val-split test`` the validation images are the test split's images after the
     first ``num_test``, so it needs more than ``num_test`` of them; counted by file name for a
     ``folder:`` (whose images may differ in size until the run resizes them), else by loading
     at most ``num_test + 1`` (a ``tfds:`` set is left to the run, which fails if none are
-    left)."""
+    left). A dataset split by photograph (:data:`SPLIT_BY_PHOTO`) is refused."""
+    _refuse_test_validation_by_photo(spec)
     if spec.startswith("tfds:"):
         return
     from flowinv import data
@@ -924,13 +940,16 @@ def load_test_and_val(spec: str, shape, num_test: int, num_val: int,
     ``num_test`` for a dataset without one). The shipped priors were trained on that split, so
     they fit those images better than unseen ones, and a pick may lean towards weak
     regularisation. ``"test"``: the test split's images after the first ``num_test``, which are
-    never reported and never trained on. Fails if either set is empty; notes a shortfall.
+    never reported and never trained on; refused for a dataset split by photograph
+    (:data:`SPLIT_BY_PHOTO`), whose later test images are crops of the reported ones' photos.
+    Fails if either set is empty; notes a shortfall.
     """
     from flowinv import data
 
     if val_split not in VAL_SPLITS:
         raise ValueError(f"val_split must be one of {VAL_SPLITS}, got {val_split!r}")
     if val_split == "test":
+        _refuse_test_validation_by_photo(spec)
         split = data.load_dataset(spec, "test", image_shape=shape, limit=num_test + num_val)
         test, val = split[:num_test], split[num_test: num_test + num_val]
     else:

@@ -108,6 +108,28 @@ def test_val_split_test_validates_on_the_test_images_after_the_reported_ones():
         common.load_test_and_val("digits", (8, 8, 1), 3, 2, val_split="val")
 
 
+@pytest.mark.parametrize("spec", ["patches64", "patches32"])
+def test_val_split_test_never_validates_on_a_reported_test_photograph(spec):
+    """The patch sets are split by photograph; their test images after the reported ones are
+    crops of the same two test photos (from 20 reported patches on, downscaled views of the
+    very pixels reported on), so ``--val-split test`` either refuses them or validates on
+    photographs that no reported patch comes from."""
+    from flowinv import data
+
+    size = int(spec[len("patches"):])
+    _, src = data.load_patches(size, "test", return_sources=True)
+    for num_test, num_val in ((2, 2), (50, 10)):
+        try:
+            common.load_test_and_val(spec, (size, size, 3), num_test, num_val, val_split="test")
+        except ValueError as e:
+            assert "by photograph" in str(e) and "--val-split train" in str(e)
+            continue
+        reported = set(src["photo"][:num_test])
+        assert not reported & set(src["photo"][num_test: num_test + num_val])
+    with pytest.raises(ValueError, match="by photograph"):
+        common._check_test_split_leaves_validation_images(spec, 2)
+
+
 @pytest.mark.parametrize("module", ["denoise", "compressed_sensing", "inpainting", "subpixel",
                                     "structured_noise", "noisy_cs", "one_bit_cs"])
 def test_every_validating_experiment_takes_val_split(module):

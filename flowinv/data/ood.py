@@ -89,7 +89,8 @@ def load_cartoon(split: str = "test", *, image_shape: Sequence[int] | None = Non
     Args:
       split: ``"train"`` or ``"test"``.
       image_shape: output ``(H, W, C)``; default ``(64, 64, 3)``. ``C = 1`` is the BT.709 luma.
-      limit: number of images (default 200 test / 2,000 train).
+      limit: keep only the first ``limit`` images of the split (200 test / 2,000 train; a
+        larger ``limit`` gives the whole split, as for every other dataset).
       seed: override the split's seed.
 
     Returns:
@@ -101,7 +102,7 @@ def load_cartoon(split: str = "test", *, image_shape: Sequence[int] | None = Non
         seed = CARTOON_SEEDS[split]
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    n = CARTOON_SIZES[split] if limit is None else limit
+    n = CARTOON_SIZES[split] if limit is None else min(limit, CARTOON_SIZES[split])
     height, width, channels = shape
     images = np.stack([_cartoon(np.random.default_rng((int(seed), i)), height, width)
                        for i in range(n)])

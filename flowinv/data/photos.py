@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from collections.abc import Sequence
 
 import numpy as np
@@ -82,7 +83,7 @@ def load_photo(name: str, scale: float = 1.0) -> np.ndarray:
     """
     if name not in PHOTOS:
         raise ValueError(f"photo name must be one of {tuple(PHOTOS)}, got {name!r}")
-    if not isinstance(scale, (int, float)) or not 0 < scale <= 1:
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not 0 < scale <= 1:
         raise ValueError(f"scale must be a float in (0, 1], got {scale!r}")
     return _photo(name, float(scale))
 
@@ -138,8 +139,10 @@ def load_patches(size: int = 64, split: str = "test", *,
     Returns:
       float32 ``(N, size, size, 3)`` in ``[0, 1]``, or ``(patches, sources)``.
     """
-    if size not in PATCH_SCALES:
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral) \
+            or size not in PATCH_SCALES:
         raise ValueError(f"size must be one of {tuple(PATCH_SCALES)}, got {size!r}")
+    size = int(size)
     check_split(split)
     shape, limit = check_shape(image_shape), check_limit(limit)
     from numpy.lib.stride_tricks import sliding_window_view
