@@ -206,11 +206,14 @@ def _restore_latest(manager, target) -> tuple[Any, int | None]:
 RESUMABLE_CHANGES = ("steps", "eval_every", "ckpt_every", "eval_limit")
 
 
-def _check_same_run(workdir: pathlib.Path, config: TrainConfig) -> None:
+def _check_same_run(workdir: pathlib.Path, config: TrainConfig, data_digest: str) -> None:
     """Refuses to resume checkpoints in ``workdir`` written with another config (other data,
     architecture, optimiser or seed), which would continue another run as if it were this one.
-    Fields the earlier ``config.json`` lacks (added in a later version) are not compared; a
-    missing or unreadable one is warned about and the checkpoints are resumed."""
+    ``data_digest`` (:func:`_data_digest` of the loaded splits) catches a dataset whose name is
+    the same but whose images are not: a folder whose files changed, or a bundled set cropped
+    otherwise by another library version. Fields the earlier ``config.json`` lacks (added in a
+    later version) are not compared; a missing or unreadable one is warned about and the
+    checkpoints are resumed."""
     path, ckpt = workdir / "config.json", workdir / "ckpt"
     if not ckpt.is_dir() or not any(ckpt.iterdir()):
         return
@@ -223,7 +226,7 @@ def _check_same_run(workdir: pathlib.Path, config: TrainConfig) -> None:
                       "cannot be checked to come from this config; resuming them",
                       stacklevel=3)
         return
-    now = json.loads(json.dumps(dataclasses.asdict(config)))
+    now = _run_record(config, data_digest)
     changed = sorted(k for k in before if k not in RESUMABLE_CHANGES and k in now
                      and before[k] != now[k])
     if "architecture" in changed and _same_flow(before["architecture"], now["architecture"]):
@@ -233,6 +236,14 @@ def _check_same_run(workdir: pathlib.Path, config: TrainConfig) -> None:
                       f"{before.get('steps')}: the learning rate decays over the new length "
                       "from the resumed step on, so the run matches neither length trained "
                       "straight", stacklevel=3)
+    if "data_digest" in changed and "dataset" not in changed:
+        changed.remove("data_digest")
+        note = (f"the images of dataset {config.dataset!r} are not the ones it was trained on "
+                f"(digest {before['data_digest']!r} then, {data_digest!r} now: files changed, "
+                "or another library version crops or resizes them otherwise)")
+        if not changed:
+            raise TrainSetupError(f"{str(workdir)!r} cannot be resumed: {note}; use another "
+                                  "workdir, or delete this one to start over")
     if changed:
         raise TrainSetupError(
             f"{str(workdir)!r} holds checkpoints of another run (its {', '.join(changed)} "
@@ -276,14 +287,24 @@ def _check_disjoint_splits(spec: str, train_x: np.ndarray, test_x: np.ndarray) -
                       stacklevel=3)
 
 
-def _arrays_label(train_x: np.ndarray, test_x: np.ndarray) -> str:
-    """``"arrays:"`` and a digest of both splits' shapes and bytes: the ``dataset`` of a run on
-    in-memory images, so a resumed run is refused when its arrays differ."""
+def _data_digest(train_x: np.ndarray, test_x: np.ndarray) -> str:
+    """16 hex digits of SHA-256 over both splits' shapes and bytes."""
     digest = hashlib.sha256()
     for x in (train_x, test_x):
         digest.update(repr(x.shape).encode())
         digest.update(np.ascontiguousarray(x).tobytes())
-    return f"arrays:{digest.hexdigest()[:16]}"
+    return digest.hexdigest()[:16]
+
+
+def _arrays_label(train_x: np.ndarray, test_x: np.ndarray) -> str:
+    """``"arrays:"`` and :func:`_data_digest`: the ``dataset`` of a run on in-memory images, so
+    a resumed run is refused when its arrays differ."""
+    return f"arrays:{_data_digest(train_x, test_x)}"
+
+
+def _run_record(config: TrainConfig, data_digest: str) -> dict:
+    """What ``config.json`` holds: the config's fields and the loaded data's digest."""
+    return {**json.loads(json.dumps(dataclasses.asdict(config))), "data_digest": data_digest}
 
 
 def _checked_images(images: Any, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -340,7 +361,8 @@ def train(config: TrainConfig, workdir: str | pathlib.Path, *, export_to: str | 
     if len(train_x) < config.batch_size:
         raise TrainSetupError(f"batch_size {config.batch_size} exceeds the {len(train_x)} "
                          f"training images of {config.dataset!r}")
-    _check_same_run(workdir, config)
+    data_digest = _data_digest(train_x, test_x)
+    _check_same_run(workdir, config, data_digest)
 
     root = jax.random.PRNGKey(config.seed)
     init_idx = data.batch_indices(len(train_x), min(config.init_batch, len(train_x)),
@@ -368,7 +390,7 @@ def train(config: TrainConfig, workdir: str | pathlib.Path, *, export_to: str | 
             "train at least that long, or use another workdir")
     # written once the run is known to go on: renamed into place, so a kill leaves no half file
     partial = workdir / "config.json.partial"
-    partial.write_text(json.dumps(dataclasses.asdict(config), indent=2))
+    partial.write_text(json.dumps(_run_record(config, data_digest), indent=2))
     partial.replace(workdir / "config.json")
 
     def loss_fn(p, xq, key):

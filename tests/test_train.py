@@ -133,12 +133,13 @@ def test_a_workdir_of_another_run_is_not_resumed(tmp_path):
     (run / "ckpt" / "10").mkdir(parents=True)
     before = dataclasses.replace(TINY, steps=20)
     (run / "config.json").write_text(json.dumps(dataclasses.asdict(before)))
-    train._check_same_run(run, dataclasses.replace(before, steps=30, eval_every=5))  # resumable
+    train._check_same_run(run, dataclasses.replace(before, steps=30, eval_every=5),
+                          "0123")  # resumable (a config.json without a digest: not compared)
     with pytest.raises(ValueError, match="dataset 'digits' then, 'mnist' now"):
         train.train(dataclasses.replace(before, dataset="mnist"), run, progress=False)
     with pytest.raises(ValueError, match="another run .*architecture, seed"):
         train._check_same_run(run, dataclasses.replace(
-            before, seed=1, architecture={**before.architecture, "width": 4}))
+            before, seed=1, architecture={**before.architecture, "width": 4}), "0123")
 
 
 @pytest.mark.parametrize("text", [None, "{\"dataset\": \"dig", "[]"])
@@ -148,7 +149,28 @@ def test_checkpoints_without_a_readable_config_are_resumed_with_a_warning(tmp_pa
     if text is not None:
         (run / "config.json").write_text(text)
     with pytest.warns(UserWarning, match="cannot be checked to come from this config"):
-        train._check_same_run(run, TINY)
+        train._check_same_run(run, TINY, "0123")
+
+
+def test_a_workdir_whose_dataset_now_loads_other_images_is_not_resumed(tmp_path):
+    """A folder whose files changed (or a bundled set another library version crops otherwise)
+    keeps its name, so only the digest of the loaded images tells the runs apart: resuming
+    went on training on other images under the old run's record."""
+    spec_dir = tmp_path / "faces"
+    _grey_pngs(spec_dir / "train", range(8))
+    _grey_pngs(spec_dir / "test", range(100, 103))
+    config = dataclasses.replace(TINY, dataset=f"folder:{spec_dir}", steps=2, batch_size=4,
+                                 init_batch=4, ckpt_every=1)
+    train.train(config, tmp_path / "run", progress=False)
+    record = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert len(record["data_digest"]) == 16
+    train.train(dataclasses.replace(config, steps=3), tmp_path / "run", progress=False)
+    from PIL import Image
+
+    pixels = np.random.default_rng(50).integers(0, 256, (8, 8), dtype=np.uint8)
+    Image.fromarray(pixels).save(spec_dir / "train" / "00.png")  # one training image replaced
+    with pytest.raises(ValueError, match="not the ones it was trained on"):
+        train.train(dataclasses.replace(config, steps=4), tmp_path / "run", progress=False)
 
 
 def test_a_recipe_trained_on_a_folder_exports_a_prior_the_experiments_load(tmp_path, capsys):
