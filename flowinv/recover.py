@@ -255,6 +255,16 @@ def _best_start(result: Recovery, restarts: int) -> Recovery:
     return jax.tree.map(lambda a: a[best, images], per_start)
 
 
+def _work_dtype(dtype) -> Any:
+    """The dtype of the starts and weights for measurements of ``dtype``: at least float32. A
+    bfloat16 or float16 ``y`` is data of low precision, while the solve itself runs in the
+    loss's precision (:func:`flowinv.solvers.in_loss_precision`, float32 for float32
+    params): rounding weights, starts or ``x0`` to ``y``'s dtype would change the problem
+    (``γ = 0.03`` as bfloat16 is 0.030029…, ``1e-8`` as float16 is 0) and feed a flow a
+    bfloat16 image it cannot invert."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
 def initial_latents(prior, params, y: Array, op, *, init: str, key: Array | None,
                     init_scale: float, x0: Array | None, dim: int) -> Array:
     """Initial latents ``(B, dim)`` for a batch ``y`` ``(B, …)``.
@@ -276,11 +286,12 @@ def initial_latents(prior, params, y: Array, op, *, init: str, key: Array | None
     9.2 dB mean from the raw image, 12.6 dB from its bin centres).
     """
     batch = y.shape[0]
+    dtype = _work_dtype(y.dtype)
     if init == "zeros":
-        return jnp.zeros((batch, dim), y.dtype)
+        return jnp.zeros((batch, dim), dtype)
     if init == "normal":
         key = jax.random.PRNGKey(0) if key is None else key
-        return init_scale * jax.random.normal(key, (batch, dim), y.dtype)
+        return init_scale * jax.random.normal(key, (batch, dim), dtype)
     if not isinstance(prior, Flow):
         raise ValueError(f"init={init!r} needs an invertible (flow) prior")
     def inverse(x):
@@ -295,13 +306,13 @@ def initial_latents(prior, params, y: Array, op, *, init: str, key: Array | None
         return inverse(jnp.clip(xl, 0.0, 1.0))
     if x0 is None:
         raise ValueError(f"init={init!r} needs x0 (images of shape (B, H, W, C))")
-    x0 = jnp.asarray(x0, y.dtype).reshape((batch, *prior.image_shape))
+    x0 = jnp.asarray(x0, dtype).reshape((batch, *prior.image_shape))
     if init == "inverse":
         return inverse(x0)
     if not getattr(op, "is_linear", False):
         raise ValueError("init='null-space' needs a linear operator")
     key = jax.random.PRNGKey(0) if key is None else key
-    eps = jax.random.normal(key, x0.shape, y.dtype)
+    eps = jax.random.normal(key, x0.shape, dtype)
     p = jax.vmap(lambda e: null_space_projection(op, e))(eps)
     norms = jnp.sqrt(jnp.sum(p**2, axis=(1, 2, 3), keepdims=True))
     p = p * init_scale * math.sqrt(dim) / jnp.maximum(norms, 1e-12)
@@ -494,7 +505,8 @@ def recover_one(
         _check_layout(noise, "noise", False)
     _check_maps_one_image(operator, prior, out_shape, y.dtype)
     dim = prior.latent_dim if isinstance(prior, Generator) else prior.dim
-    z0 = jnp.zeros((dim,), y.dtype) if z0 is None else jnp.asarray(z0, y.dtype)
+    dtype = _work_dtype(y.dtype)
+    z0 = jnp.zeros((dim,), dtype) if z0 is None else jnp.asarray(z0, dtype)
     if tuple(z0.shape) != (dim,):
         raise ValueError(f"z0 must have shape ({dim},), got {tuple(z0.shape)}")
     for name, w in (("gamma", gamma), ("beta", beta)):
@@ -503,7 +515,7 @@ def recover_one(
                              f"shape {jnp.shape(w)} (vmap recover_one to sweep it)")
         if not _is_tracer(w):  # a concrete weight is checked as in recover
             _check_finite_number(name, w)
-    gamma, beta = jnp.asarray(gamma, y.dtype), jnp.asarray(beta, y.dtype)
+    gamma, beta = jnp.asarray(gamma, dtype), jnp.asarray(beta, dtype)
     return _solve_one_jit(spec, params, y, z0, operator, noise, gamma, beta)
 
 
@@ -690,7 +702,7 @@ def recover(
             operator = jax.tree.map(tile, operator)
         if per_image_noise:
             noise = jax.tree.map(tile, noise)
-    gamma, beta = jnp.asarray(gamma, y.dtype), jnp.asarray(beta, y.dtype)
+    gamma, beta = (jnp.asarray(w, _work_dtype(y.dtype)) for w in (gamma, beta))
     per_image = (y, z0, operator if per_image_operator else None,
                  noise if per_image_noise else None, gamma if gamma.ndim else None,
                  beta if beta.ndim else None)

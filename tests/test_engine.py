@@ -1314,3 +1314,23 @@ def test_batched_recovery_of_patches64_finishes():
                     f"(stdout: {e.stdout!r})")
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.split() == ["lbfgs", "ok"]
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_a_low_precision_y_solves_the_problem_of_its_values(tiny, dtype):
+    """A bfloat16/float16 ``y`` is solved as the float32 array of the same values: weights,
+    starts and ``x0`` are not rounded to ``y``'s dtype (γ = 0.03 in bfloat16 is 0.030029…, and
+    γ = 1e-8 in float16 is 0), and ``init="inverse"`` inverts a float32 ``x0`` (a bfloat16 one
+    failed inside the flow's scan)."""
+    flow, params, x = tiny
+    op = operators.identity(flow.image_shape)
+    low = (x[:2] + 0.05).astype(dtype)
+    kw = dict(operator=op, maxiter=4)
+    for extra in (dict(gamma=0.03), dict(gamma=1e-8), dict(gamma=0.03, init="normal"),
+                  dict(gamma=0.03, init="inverse", x0=x[:2])):
+        a = flowinv.recover((flow, params), low, **kw, **extra)
+        b = flowinv.recover((flow, params), low.astype(jnp.float32), **kw, **extra)
+        np.testing.assert_array_equal(a.z, b.z, err_msg=str(extra))
+    one = flowinv.recover_one((flow, params), low[0], gamma=1e-8, **kw)
+    ref = flowinv.recover_one((flow, params), low[0].astype(jnp.float32), gamma=1e-8, **kw)
+    np.testing.assert_array_equal(one.z, ref.z)
