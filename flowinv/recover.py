@@ -72,7 +72,6 @@ class _Spec(NamedTuple):
     space: str
     solver: str
     maxiter: int
-    tol: float
     solver_kwargs: tuple
     progress: bool = False  # the solver reports every loop pass to the host (recover's bar)
 
@@ -94,13 +93,13 @@ def _build_loss(spec: _Spec, params, op, noise, gamma, beta):
     return losses.map_loss(prior, params, op, noise, beta=beta, space=spec.space)
 
 
-def _solve_one(spec: _Spec, params, y, z0, op, noise, gamma, beta) -> Recovery:
+def _solve_one(spec: _Spec, params, y, z0, op, noise, gamma, beta, tol) -> Recovery:
     loss = _build_loss(spec, params, op, noise, gamma, beta)
     solve = solvers.get_solver(spec.solver)
     in_x = spec.method == "map" and spec.space == "x"
     prior = spec.prior
     v0 = prior.forward(params, z0)[0].ravel() if in_x else z0
-    r = solve(loss, v0, y, maxiter=spec.maxiter, tol=spec.tol, progress=spec.progress,
+    r = solve(loss, v0, y, maxiter=spec.maxiter, tol=tol, progress=spec.progress,
               **dict(spec.solver_kwargs))
     # No finite iterate at all (the initial point was already non-finite): fall back to the
     # latent z = 0 (its image under G when optimising x), flagged as diverged.
@@ -126,22 +125,22 @@ _solve_one_jit = jax.jit(_solve_one, static_argnums=0)
 
 
 @functools.partial(jax.jit, static_argnames=("spec", "op_batched", "noise_batched", "mesh"))
-def _solve_batch(spec, params, y, z0, op, noise, gamma, beta, *, op_batched, noise_batched,
-                 mesh=None):
+def _solve_batch(spec, params, y, z0, op, noise, gamma, beta, tol, *, op_batched,
+                 noise_batched, mesh=None):
     """The vmapped solve of a batch; with ``mesh`` (progress on several devices), each device
     solves its slice of the batch under ``shard_map`` and reports its own iterations."""
     batched = (False, False, True, True, op_batched, noise_batched, bool(gamma.ndim),
-               bool(beta.ndim))
+               bool(beta.ndim), False)
     solve = functools.partial(jax.vmap(_solve_one, in_axes=tuple(
         0 if b else None for b in batched)), spec)
     if mesh is None:
-        return solve(params, y, z0, op, noise, gamma, beta)
+        return solve(params, y, z0, op, noise, gamma, beta, tol)
     split, whole = jax.sharding.PartitionSpec("batch"), jax.sharding.PartitionSpec()
     solve = jax.shard_map(solve, mesh=mesh, in_specs=tuple(split if b else whole
                                                            for b in batched[1:]),
                           out_specs=split, check_vma=False)  # the flows' scans predate it
     with _progress.per_shard("batch"):
-        return solve(params, y, z0, op, noise, gamma, beta)
+        return solve(params, y, z0, op, noise, gamma, beta, tol)
 
 
 def _prior_parts(prior) -> tuple[Any, Any]:
@@ -276,7 +275,10 @@ def initial_latents(prior, params, y: Array, op, *, init: str, key: Array | None
     * ``"null-space"``: ``z0 = G⁻¹(x0 + p)``, ``p`` a random point of the null space of ``A``
       with ``‖p‖ = init_scale·√n`` (Asim et al. supplement: an initialisation consistent with
       the measurements that is not the truth), clipped to ``[0, 1]`` where ``G⁻¹`` is defined
-      (a flow with logit preprocessing has no preimage outside it).
+      (a flow with logit preprocessing has no preimage outside it). Where ``A`` has no null
+      space (``m ≥ n``, the identity), ``p = 0``: the projection of a random image then holds
+      only the rounding of the conjugate gradients, which the scaling would blow up into a
+      perturbation of the measurements.
 
     For a flow with logit preprocessing every image is first moved to the centre of its 8-bit
     dequantisation bin, ``x ↦ x·(1 − 2δ) + δ`` with ``δ = 1/512`` (:func:`to_flow_support`):
@@ -315,7 +317,12 @@ def initial_latents(prior, params, y: Array, op, *, init: str, key: Array | None
     eps = jax.random.normal(key, x0.shape, dtype)
     p = jax.vmap(lambda e: null_space_projection(op, e))(eps)
     norms = jnp.sqrt(jnp.sum(p**2, axis=(1, 2, 3), keepdims=True))
-    p = p * init_scale * math.sqrt(dim) / jnp.maximum(norms, 1e-12)
+    # below √ε of the draw's norm, p is rounding (measured: 1e-5 relative for m = n), not a
+    # direction of the null space
+    rounding = math.sqrt(float(jnp.finfo(eps.dtype).eps)) * jnp.sqrt(
+        jnp.sum(eps**2, axis=(1, 2, 3), keepdims=True))
+    p = jnp.where(norms > rounding, p * init_scale * math.sqrt(dim) / jnp.maximum(norms, 1e-12),
+                  0.0)
     return inverse(jnp.clip(x0 + p, 0.0, 1.0))
 
 
@@ -392,6 +399,10 @@ def _checked_spec(prior, operator, noise, *, method, penalty, space, solver, max
         raise ValueError("method='map' needs a flow prior (it uses log p_G)")
     if method != "map" and space != "z":
         raise ValueError("space='x' is only defined for method='map'")
+    if penalty != "sq" and method not in ("asim", "latent-map"):
+        # bora's λ‖z‖² is fixed, and map and mle have no latent penalty
+        raise ValueError(f"penalty={penalty!r} applies to method='asim' and 'latent-map' only, "
+                         f"not method={method!r}")
     in_shape = tuple(getattr(operator, "in_shape", ()))
     out_shape = tuple(getattr(operator, "out_shape", ()))
     missing = [what for what, ok in (("__call__", callable(operator)), ("in_shape", in_shape),
@@ -409,7 +420,7 @@ def _checked_spec(prior, operator, noise, *, method, penalty, space, solver, max
     if in_shape != tuple(prior.image_shape):
         raise ValueError(f"operator.in_shape {in_shape} does not match the prior's image shape "
                          f"{tuple(prior.image_shape)}")
-    spec = _Spec(prior, method, penalty, space, solver, int(maxiter), float(tol),
+    spec = _Spec(prior, method, penalty, space, solver, int(maxiter),
                  _checked_solver_kwargs(solver, solver_kwargs))
     return prior, params, spec, out_shape
 
@@ -516,7 +527,8 @@ def recover_one(
         if not _is_tracer(w):  # a concrete weight is checked as in recover
             _check_finite_number(name, w)
     gamma, beta = jnp.asarray(gamma, dtype), jnp.asarray(beta, dtype)
-    return _solve_one_jit(spec, params, y, z0, operator, noise, gamma, beta)
+    return _solve_one_jit(spec, params, y, z0, operator, noise, gamma, beta,
+                          jnp.asarray(float(tol)))
 
 
 def recover(
@@ -735,7 +747,8 @@ def recover(
                 r = _solve_batch(spec, params, cy, cz, cop if per_image_operator else operator,
                                  cnoise if per_image_noise else noise,
                                  gamma if cg is None else cg, beta if cb is None else cb,
-                                 op_batched=per_image_operator, noise_batched=per_image_noise,
+                                 jnp.asarray(float(tol)), op_batched=per_image_operator,
+                                 noise_batched=per_image_noise,
                                  mesh=mesh if per_pass else None)
             except Exception:
                 if bar is not None and bar.cancelled:  # Ctrl-C stopped the solve (_progress)

@@ -61,9 +61,11 @@ class SolveResult(NamedTuple):
       z: best finite iterate ``(n,)``.
       loss: its loss.
       iterations: iterations run.
-      converged: gradient norm fell below ``tol`` (or relative loss change did, or, for
-        ``lbfgs``, the solve reached the loss's rounding floor); False for a solve that hit
-        ``maxiter`` or (``lbfgs``) stalled after a failed line search.
+      converged: gradient norm fell below ``tol`` (or the relative loss change below
+        ``tol·1e-3``: in float32 a loss repeated bit for bit, a stop for no progress that may
+        come with a gradient far above ``tol``, see :func:`lbfgs`; or, for ``lbfgs``, the
+        solve reached the loss's rounding floor); False for a solve that hit ``maxiter`` or
+        (``lbfgs``) stalled after a failed line search.
       diverged: the loss became non-finite at some iteration (``z`` is still the best finite).
       loss_history: ``(maxiter,)`` loss after each iteration, NaN after the stop.
       znorm_history: ``(maxiter,)`` ``‖z‖`` after each iteration, NaN after the stop.
@@ -230,16 +232,25 @@ def lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter
     ``tol`` tests are literal: the gradient's is absolute (a loss scaled by 10⁻¹² stops at its
     start; flowinv's losses are O(1)–O(10⁴)), and in float32 the relative change of a loss is
     either 0 or at least ~6·10⁻⁸, so at the default ``tol = 10⁻⁵`` (``10⁻⁸``) the relative
-    test fires only on a loss repeated bit for bit (a numerics review); in practice a float32
-    solve ends at the rounding floor below, or at ``maxiter``. These
-    rounding-floor stops matter where a solve reaches that floor, which is where Armijo's test
-    compares noise. Noiseless compressed sensing with ``m < n`` fits its loss down to
-    rounding near 0 (the iterate's test ends it): before, the last few iterations of such a
+    test fires only on a loss repeated bit for bit (a numerics review). That is how most
+    float32 solves end, and like SciPy's L-BFGS-B ``factr`` test it is a stop for no progress,
+    not a certificate of a stationary point: Armijo's required decrease ``c1·t·|∇f(z)ᵀd|``
+    rounds away against ``f`` long before the predicted decrease ``t·|∇f(z)ᵀd|`` does, so a
+    step that overshoots to an equal loss is accepted, and ``converged`` may be set with
+    ``‖∇f‖`` far above ``tol``. An engine review measured it on glow-digits (8 test digits,
+    300 iterations): 7 of 8 Asim denoising solves ended this way, and 2 of 8 MAP solves, those
+    with ``‖∇f‖`` of 12–25. Going on from such a step instead (counting an unchanged loss only
+    where the predicted decrease was itself below ``ε|f|``) ran those solves 30–100 % longer,
+    lowered the mean loss by 0.0002 (Asim) and 0.09 nats (MAP), and moved mean PSNR by −0.01
+    to −0.02 dB, so the cheaper stop stays. The rounding-floor stops matter where a solve
+    reaches that floor, which is where Armijo's test compares noise. Noiseless compressed
+    sensing with ``m < n`` fits its loss down to rounding near 0 (the iterate's test ends it):
+    before, the last few iterations of such a
     solve took 3 to 13 rejected trials each; on the benchmark's ``tiny16`` and ``tiny32``
     flows a batch of 8 made 69 and 105 loop passes for 38 and 46 iterations, now 47 and 50
-    passes for 35 and 41, with the same PSNR. Denoising settles at the noise's energy, where
-    the loss's test ends it: on glow-mnist's architecture (random parameters, σ = 0.1, batch
-    8) its last iteration took 12 loop passes, 30 in all for 18 iterations; now 20.
+    passes for 35 and 41, with the same PSNR. A denoising solve that settles at the noise's
+    energy is ended by the loss's test: on glow-mnist's architecture (random parameters,
+    σ = 0.1, batch 8) its last iteration took 12 loop passes, 30 in all for 18 iterations; now 20.
 
     With ``first_step=None`` the iterates are those of jaxopt's ``LBFGS`` with
     ``BacktrackingLineSearch(condition="armijo", decrease_factor=0.5)`` and the same pair
@@ -253,7 +264,7 @@ def lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter
     backtracking, instead of waiting for the slowest image's line search to end.
 
     Box constraints (``lower`` and/or ``upper``: numbers or arrays broadcastable to ``z0``;
-    two numbers with ``lower > upper`` are a ValueError):
+    concrete bounds with ``lower > upper`` anywhere are a ValueError):
     the projected L-BFGS of the two-metric family (Bertsekas 1982; Kim, Sra & Dhillon 2010),
     with ``P`` the projection onto the box. ``z0`` is projected first. At an iterate, the
     *bound* coordinates are those at a bound whose gradient pushes outward (``zᵢ = lᵢ``,
@@ -284,11 +295,14 @@ def lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter
     dtype = z0.dtype
     eps = jnp.finfo(dtype).eps
     boxed = lower is not None or upper is not None
-    if isinstance(lower, int | float) and isinstance(upper, int | float) and lower > upper:
-        raise ValueError(f"lower must be <= upper, got lower={lower!r}, upper={upper!r}")
     if boxed:
         lo = jnp.asarray(-jnp.inf if lower is None else lower, dtype)
         hi = jnp.asarray(jnp.inf if upper is None else upper, dtype)
+        # NumPy scalars and arrays too (a NumPy float32 is no Python float): clip(z, lo, hi)
+        # with lo > hi silently puts every such coordinate at hi. Traced bounds go unchecked.
+        if not isinstance(lo, jax.core.Tracer) and not isinstance(hi, jax.core.Tracer) and bool(
+                jnp.any(lo > hi)):
+            raise ValueError(f"lower must be <= upper, got lower={lower!r}, upper={upper!r}")
         z0 = jnp.clip(z0, lo, hi)
     zeros = jnp.zeros_like(z0)
     memory = jnp.zeros((history_size, *z0.shape), dtype)
@@ -450,8 +464,10 @@ def optax_lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *,
         value, grad = value_and_grad(z, state=opt_state)
         updates, opt_state = opt.update(grad, opt_state, z, value=value, grad=grad,
                                         value_fn=fun)
-        # The zoom line search already evaluated the new point: reuse its value.
-        return z + updates, (opt_state, grad), optax.tree_utils.tree_get(opt_state, "value")
+        # The zoom line search already evaluated the new point: reuse its value, and test
+        # convergence on its gradient (``grad`` above is the previous iterate's).
+        get = optax.tree_utils.tree_get
+        return z + updates, (opt_state, get(opt_state, "grad")), get(opt_state, "value")
 
     return _run(step, state0, z0, loss(z0, y), maxiter, tol,
                 lambda s: jnp.linalg.norm(s[1]), progress=progress)

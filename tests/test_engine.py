@@ -1334,3 +1334,65 @@ def test_a_low_precision_y_solves_the_problem_of_its_values(tiny, dtype):
     one = flowinv.recover_one((flow, params), low[0], gamma=1e-8, **kw)
     ref = flowinv.recover_one((flow, params), low[0].astype(jnp.float32), gamma=1e-8, **kw)
     np.testing.assert_array_equal(one.z, ref.z)
+
+
+def test_null_space_start_of_an_operator_without_a_null_space_is_x0(tiny):
+    """``m = n`` Gaussian CS has no null space: the only null-space perturbation is ``p = 0``,
+    so the start is ``G⁻¹(x0)``. The conjugate gradients' rounding (‖p‖ ~ 1e-5‖ε‖) used to be
+    scaled up to ``‖p‖ = init_scale·√n``, a perturbation with ``‖A p‖ ≈ ‖p‖`` that changes the
+    measurements, which the null-space start is defined not to do."""
+    from flowinv.recover import initial_latents
+
+    flow, params, x = tiny
+    n = int(np.prod(flow.image_shape))
+    op = operators.gaussian_cs(jax.random.PRNGKey(0), flow.image_shape, n)
+    x0 = 0.2 + 0.6 * x[:2]
+    z0 = initial_latents(flow, params, jax.vmap(op)(x0), op, init="null-space", x0=x0,
+                         key=jax.random.PRNGKey(3), init_scale=0.01, dim=n)
+    p = jax.vmap(lambda z: flow.forward(params, z)[0])(z0) - x0
+    # the round trip G(G⁻¹(x0)) is exact to ~1e-6 in float32; the scaled rounding was 0.08
+    assert float(jnp.max(jnp.linalg.norm(p.reshape(2, -1), axis=1))) < 1e-4
+
+
+def test_optax_lbfgs_tests_convergence_on_the_new_iterates_gradient():
+    """On ``Σ(z − y)²`` with ``tol = 1e-3`` the second iterate of ``optax-lbfgs`` has
+    ``|∇f| ≈ 5e-7``: the solve stops there, as ``lbfgs`` does at its own first iterate below
+    ``tol`` (it ran a third iteration, testing the gradient of the iterate before)."""
+    y = jnp.array([1.0, -2.0, 0.5])
+    f = lambda z, y: jnp.sum((z - y) ** 2)
+    r = jax.jit(lambda z0: solvers.optax_lbfgs(f, z0, y, maxiter=20, tol=1e-3))(jnp.zeros(3))
+    k = int(r.iterations)
+    grads = 2.0 * np.sqrt(np.asarray(r.loss_history[:k], np.float64))  # |∇f| = 2√f here
+    assert bool(r.converged) and grads[-1] <= 1e-3 and np.all(grads[:-1] > 1e-3), grads
+
+
+def test_recover_does_not_recompile_for_a_new_tolerance(tiny):
+    """``tol`` is a value of the solve, not part of its program: a tolerance sweep compiles
+    once (each new ``tol`` recompiled the whole solve: 3 s for glow-digits on 2 cores)."""
+    flow, params, x = tiny
+    op = operators.identity(flow.image_shape)
+    a = flowinv.recover((flow, params), x[:2], operator=op, gamma=0.1, maxiter=30, tol=1e-5)
+    before = _solve_batch._cache_size()
+    b = flowinv.recover((flow, params), x[:2], operator=op, gamma=0.1, maxiter=30, tol=1e-1)
+    assert _solve_batch._cache_size() == before
+    assert np.all(np.asarray(b.iterations) < np.asarray(a.iterations))  # the value is used
+    one = flowinv.recover_one((flow, params), x[0], operator=op, gamma=0.1, maxiter=30, tol=1e-1)
+    assert int(one.iterations) == int(b.iterations[0])
+
+
+def test_options_a_solve_would_ignore_or_misread_are_refused(tiny):
+    """Bounds with ``lower > upper`` given as NumPy scalars or arrays (only two Python numbers
+    were checked: the rest put every coordinate at ``upper``), and a ``penalty`` for a method
+    that has none (``bora``'s is fixed at ``λ‖z‖²``; ``penalty="norm"`` was silently ignored)."""
+    flow, params, x = tiny
+    f = lambda z, y: jnp.sum(z**2)
+    for lower, upper in ((np.float32(1.0), np.float32(0.0)), (jnp.ones(2), jnp.zeros(2)),
+                         (0.0, np.array([1.0, -1.0]))):
+        with pytest.raises(ValueError, match="lower must be <= upper"):
+            solvers.lbfgs(f, jnp.zeros(2), 0.0, lower=lower, upper=upper, maxiter=2)
+    op = operators.identity(flow.image_shape)
+    with pytest.raises(ValueError, match="penalty"):
+        flowinv.recover((flow, params), x[0], operator=op, method="bora", penalty="norm")
+    with pytest.raises(ValueError, match="penalty"):
+        flowinv.recover_one((flow, params), x[0], operator=op, method="map", penalty="norm",
+                            noise=noise.gaussian(0.1))
