@@ -46,7 +46,9 @@ class Recovery(NamedTuple):
       x: recovered images ``G(z)``, not clipped to ``[0, 1]`` (MAP with ``space="x"``: the
         image variable moved into the flow's box, ``prior.into_box(x)``).
       z: the best finite latents.
-      loss: their losses.
+      loss: their losses (MAP with ``space="x"``: the loss of the unconstrained image variable
+        the solver moved, before ``into_box``; it equals the loss of ``x`` where that variable
+        stayed inside the box).
       iterations, converged, diverged, stalled: per image (see
         :class:`flowinv.solvers.SolveResult`).
       loss_history, znorm_history: ``(…, maxiter)`` per iteration, NaN after each image stops.
@@ -267,6 +269,12 @@ def _work_dtype(dtype) -> Any:
 def initial_latents(prior, params, y: Array, op, *, init: str, key: Array | None,
                     init_scale: float, x0: Array | None, dim: int) -> Array:
     """Initial latents ``(B, dim)`` for a batch ``y`` ``(B, …)``.
+
+    The random starts are drawn for the batch as a whole (``"normal"`` one ``(B, dim)`` draw
+    from ``key``, ``"null-space"`` image ``i`` from ``fold_in(key, i)``), so image ``i``'s start
+    depends on its position in the batch: ``recover(y[i:i+1])`` starts it where
+    ``recover(y)`` starts image 0, not image ``i``. To reproduce one image of a batch, pass the
+    batch's starts as ``z0`` or solve the same batch.
 
     * ``"zeros"``: ``z0 = 0`` (Asim et al.'s default for compressed sensing).
     * ``"normal"``: ``z0 ~ N(0, init_scale² I)``.
@@ -590,7 +598,9 @@ def recover(
       solver_kwargs: extra keyword arguments of the solver (e.g. ``learning_rate`` for Adam,
         ``lower``/``upper`` numbers for a box-constrained ``"lbfgs"``); hashable values.
       chunk_size: solve the batch in chunks of at most this many images, one after another
-        (as few chunks as that allows, of equal size, so one compiled solve serves them all).
+        (as few chunks as that allows, of equal size, so one compiled solve serves them all;
+        on several devices a chunk is padded up to a multiple of their count, so it may hold
+        more images, at most this many per device).
         ``None``: the whole batch at once, best on a GPU.
         On a CPU smaller chunks can be faster with ``"jaxopt-lbfgs"`` and ``"optax-lbfgs"``:
         their vmapped line search runs until its slowest image accepts a step, so a wide batch
