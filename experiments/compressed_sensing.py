@@ -170,7 +170,8 @@ def _pick_iagan(gan, y, op, z_gan, nt, val, config, csgm_seconds):
         for bp, x in ((False, adapted), (True, projected)):
             x = np.clip(np.asarray(x), 0, 1)
             candidates.append(dict(val_psnr=metrics.batch_psnr(x[nt:], val).mean(), x=x[:nt],
-                                   seconds=(csgm_seconds + t.seconds) * nt / len(y), lr=lr,
+                                   seconds=(csgm_seconds + t.seconds) * nt / (nt + len(val)),
+                                   lr=lr,
                                    back_projection=bp))
     best = common.best_on_validation(candidates)
     choice = {k: best[k] for k in ("lr", "back_projection")}
