@@ -922,7 +922,8 @@ def add_val_split_argument(parser: argparse.ArgumentParser) -> None:
              "images (a dataset without one, such as lfw or a folder without train/ and test/, "
              "gives its test images after the reported ones, as 'test' does); 'test', the test "
              "split's images after the --num-images reported ones, never reported and never "
-             "trained on")
+             "trained on (refused for patches64 and patches32, split by photograph: their "
+             "later test images are crops of the reported ones' photographs)")
 
 
 def validation_text(n: int, val_split: str = "train") -> str:

@@ -470,7 +470,7 @@ def run(config: Config) -> dict:
                  if not c[0].startswith("noisy")]
         common.sample_sheet(out / f"samples_{kind}.png", cols,
                             f"{kind} noise, s={s}, {config.dataset}, prior {name}",
-                            unscored=["δ"])  # the noise itself: no PSNR against the truth
+                            unscored=["δ"] if kind == "digits" else [])  # the noise itself
     print(f"\nStructured-noise denoising on {common.count(nt, 'held-out test image')} of "
           f"{config.dataset} (β/γ/λ picked on "
           f"{common.validation_text(len(val), config.val_split)}, none of them a test image), "

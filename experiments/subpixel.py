@@ -20,7 +20,9 @@ default; ``--dataset mnist`` for 28×28×1). Two recoveries, both with the same 
 
 :math:`\beta` and :math:`\gamma` are swept (the paper's grids with ``--full``) and the best value
 of each is chosen on validation images from the *training* split (``--val-split test``:
-the test split's images after the reported ones), never on the test images. The
+the test split's images after the reported ones; refused for the default ``patches64``,
+whose later test images are crops of the reported ones' photographs), never on the test
+images. The
 masked input (missing sub-pixels at 0) is reported as the floor.
 
 Both methods use flowinv's L-BFGS (``--solver lbfgs``, Armijo backtracking, its first step

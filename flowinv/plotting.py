@@ -108,7 +108,12 @@ def image_grid(columns: Any, *, reference: str | None = None, title: str | None 
     if isinstance(size, bool) or not (isinstance(size, int | float) and 0 < size < np.inf):
         raise ValueError(f"size must be a positive number of inches, got {size!r}")
     n = len(cols[0][1])
+    if isinstance(unscored, str):  # one name, not its characters
+        unscored = (unscored,)
     unscored = set(unscored)
+    if unscored - set(names):  # a misspelt name would leave its column labelled, silently
+        raise ValueError(f"unscored names {sorted(unscored - set(names))} are not columns; "
+                         f"columns: {names}")
     fig, axes = plt.subplots(n, len(cols), figsize=(size * len(cols), size * n + 0.4),
                              squeeze=False)
     for j, (name, images) in enumerate(cols):

@@ -46,6 +46,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from flowinv import _progress
 
@@ -296,13 +297,16 @@ def lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter
     eps = jnp.finfo(dtype).eps
     boxed = lower is not None or upper is not None
     if boxed:
+        # Checked on the values given (Python and NumPy numbers, NumPy and concrete JAX arrays),
+        # before jnp.asarray: under jit, as in recover's solve, that makes a tracer even of a
+        # Python float. clip(z, lo, hi) with lo > hi silently puts every such coordinate at
+        # hi. Traced bounds go unchecked.
+        if lower is not None and upper is not None and not isinstance(
+                lower, jax.core.Tracer) and not isinstance(upper, jax.core.Tracer) and bool(
+                np.any(np.asarray(lower) > np.asarray(upper))):
+            raise ValueError(f"lower must be <= upper, got lower={lower!r}, upper={upper!r}")
         lo = jnp.asarray(-jnp.inf if lower is None else lower, dtype)
         hi = jnp.asarray(jnp.inf if upper is None else upper, dtype)
-        # NumPy scalars and arrays too (a NumPy float32 is no Python float): clip(z, lo, hi)
-        # with lo > hi silently puts every such coordinate at hi. Traced bounds go unchecked.
-        if not isinstance(lo, jax.core.Tracer) and not isinstance(hi, jax.core.Tracer) and bool(
-                jnp.any(lo > hi)):
-            raise ValueError(f"lower must be <= upper, got lower={lower!r}, upper={upper!r}")
         z0 = jnp.clip(z0, lo, hi)
     zeros = jnp.zeros_like(z0)
     memory = jnp.zeros((history_size, *z0.shape), dtype)

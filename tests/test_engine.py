@@ -1396,3 +1396,45 @@ def test_options_a_solve_would_ignore_or_misread_are_refused(tiny):
     with pytest.raises(ValueError, match="penalty"):
         flowinv.recover_one((flow, params), x[0], operator=op, method="map", penalty="norm",
                             noise=noise.gaussian(0.1))
+
+
+def test_inverted_bounds_are_refused_inside_jit_and_through_recover(tiny):
+    """recover always runs lbfgs under jit, where jnp.asarray makes a tracer even of a Python
+    float: checking the converted bounds refused nothing there, not even two Python numbers
+    (which the check before the engine review did refuse)."""
+    flow, params, x = tiny
+    f = lambda z, y: jnp.sum(z**2)
+    for lower, upper in ((1.0, 0.0), (np.float32(1.0), np.float32(0.0)),
+                         (0.0, np.array([1.0, -1.0]))):
+        with pytest.raises(ValueError, match="lower must be <= upper"):
+            jax.jit(lambda z0, lo=lower, hi=upper: solvers.lbfgs(
+                f, z0, 0.0, lower=lo, upper=hi, maxiter=2))(jnp.zeros(2))
+    with pytest.raises(ValueError, match="lower must be <= upper"):
+        flowinv.recover((flow, params), x[:1], operator=operators.identity(flow.image_shape),
+                        maxiter=2, solver_kwargs=dict(lower=1.0, upper=0.0))
+    # a valid box still solves, inside jit too
+    r = jax.jit(lambda z0: solvers.lbfgs(f, z0, 0.0, lower=-1.0, upper=np.float32(1.0),
+                                         maxiter=2))(jnp.ones(2))
+    assert bool(jnp.all(jnp.abs(r.z) <= 1.0))
+
+
+@pytest.mark.parametrize("shape,x64", [((28, 28, 1), False), ((8, 8, 1), True)])
+def test_null_space_start_without_a_null_space_at_mnist_size_and_in_float64(shape, x64):
+    """m = n Gaussian CS has no null space at any size and in any precision. The rounding test
+    caught only the 8×8 float32 case: at 28×28 the conjugate gradients leave ~5 % of the draw
+    (float32) and at 8×8 in float64 ~10 %, which were scaled up to ‖p‖ = init_scale·√n."""
+    from flowinv.recover import initial_latents
+
+    with jax.enable_x64(x64):
+        dtype = jnp.float64 if x64 else jnp.float32
+        flow = flowinv.glow(shape, levels=2, steps=1, width=8)
+        x = jax.random.uniform(jax.random.PRNGKey(0), (2, *shape), dtype)
+        params = flow.init(jax.random.PRNGKey(1), x)
+        n = int(np.prod(shape))
+        op = operators.gaussian_cs(jax.random.PRNGKey(0), shape, n, dtype=dtype)
+        x0 = 0.2 + 0.6 * x
+        z0 = initial_latents(flow, params, jax.vmap(op)(x0), op, init="null-space", x0=x0,
+                             key=jax.random.PRNGKey(3), init_scale=0.01, dim=n)
+        p = jax.vmap(lambda z: flow.forward(params, z)[0])(z0) - x0
+    # init_scale·√n is 0.28 (28×28) and 0.08 (8×8); the round trip is exact to ~1e-5
+    assert float(jnp.max(jnp.linalg.norm(p.reshape(2, -1), axis=1))) < 1e-3

@@ -141,3 +141,15 @@ def test_experiment_figures_leave_the_callers_backend_alone(tmp_path):
         assert (tmp_path / "s.png").stat().st_size > 0
     finally:
         plt.switch_backend(backend)
+
+
+def test_image_grid_unscored_takes_one_name_and_refuses_unknown_ones():
+    """``unscored="observed"`` was the set of its letters, and a misspelt name was ignored:
+    either way the column kept the PSNR label it was named to lose."""
+    truth = np.clip(_images(0), 0, 1)
+    fig = plotting.image_grid({"truth": truth, "observed": truth * 0.5}, reference="truth",
+                              unscored="observed")
+    assert all(ax.get_xlabel() == "" for ax in np.array(fig.axes).reshape(-1, 2)[:, 1])
+    with pytest.raises(ValueError, match="not columns"):
+        plotting.image_grid({"truth": truth, "observed": truth * 0.5}, reference="truth",
+                            unscored=["obsreved"])

@@ -628,3 +628,37 @@ def test_a_gan_with_a_nan_loss_exports_null_losses_and_never_nan_weights(weights
         train_gan.run(config, export_to=str(tmp_path / "g"), progress=False)
         losses = checkpoints.read_metadata(tmp_path / "g")["final_losses"]
         assert losses["d_loss"] is None and losses["g_loss"] == 1.0
+
+
+def test_data_digest_hashes_the_splits_in_place():
+    """The digest reads the arrays' memory; it does not copy a (possibly many-GB) training
+    split into a bytes object first. Same digest as the bytes."""
+    import hashlib
+    import tracemalloc
+
+    x = np.random.default_rng(0).random((64, 32, 32, 3), dtype=np.float32)  # 768 KiB
+    y = x[:4]
+    want = hashlib.sha256()
+    for a in (x, y):
+        want.update(repr(a.shape).encode())
+        want.update(a.tobytes())
+    tracemalloc.start()
+    try:
+        got = train._data_digest(x, y)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert got == want.hexdigest()[:16]
+    assert peak < x.nbytes // 4, peak
+
+
+def test_a_refusal_for_other_fields_still_names_changed_images(tmp_path):
+    """With the seed changed too, the refusal named the seed only: the changed images were
+    dropped from it, and came up only once the seed was put back."""
+    run = tmp_path / "run"
+    (run / "ckpt" / "10").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({**dataclasses.asdict(TINY),
+                                                 "data_digest": "aaaaaaaaaaaaaaaa"}))
+    with pytest.raises(ValueError, match="seed.*not the ones it was trained on"):
+        train._check_same_run(run, dataclasses.replace(TINY, seed=TINY.seed + 1),
+                              "bbbbbbbbbbbbbbbb")
