@@ -285,12 +285,16 @@ def initial_latents(prior, params, y: Array, op, *, init: str, key: Array | None
     * ``"null-space"``: ``z0 = G⁻¹(x0 + p)``, ``p`` a random point of the null space of ``A``
       with ``‖p‖ = init_scale·√n`` (Asim et al. supplement: an initialisation consistent with
       the measurements that is not the truth), clipped to ``[0, 1]`` where ``G⁻¹`` is defined
-      (a flow with logit preprocessing has no preimage outside it). Where ``A`` has no null
-      space, ``p = 0``: a dense matrix with ``m ≥ n`` (taken to have full column rank, as a
-      Gaussian one has almost surely) by its shape, where the conjugate gradients leave up to
-      10 % of the draw; otherwise (the identity) where the projection of a random image holds
-      only their rounding. The scaling would blow either up into a perturbation of the
-      measurements.
+      (a flow with logit preprocessing has no preimage outside it). For a dense matrix
+      (:class:`~flowinv.operators.MatrixOperator`) with ``m ≥ n`` the projection is exact,
+      from the matrix's SVD (its numerical null space: the right singular vectors whose
+      singular value is at most ``σ_max·max(m, n)·ε``, as ``numpy.linalg.matrix_rank``): the
+      conjugate gradients leave 5-10 % of the draw on such a matrix of full rank, while a
+      zero-padded or rank-deficient one does have a null space, so its shape cannot decide.
+      Other operators use :func:`null_space_projection`. Where ``A`` has no null space
+      (a full-rank matrix with ``m ≥ n``, the identity), ``p = 0``: the projection of a random
+      image then holds only rounding, which the scaling would blow up into a perturbation of
+      the measurements.
 
     For a flow with logit preprocessing every image is first moved to the centre of its 8-bit
     dequantisation bin, ``x ↦ x·(1 − 2δ) + δ`` with ``δ = 1/512`` (:func:`to_flow_support`):
@@ -325,11 +329,12 @@ def initial_latents(prior, params, y: Array, op, *, init: str, key: Array | None
         return inverse(x0)
     if not getattr(op, "is_linear", False):
         raise ValueError("init='null-space' needs a linear operator")
-    if _dense_without_null_space(op):
-        return inverse(x0)
     key = jax.random.PRNGKey(0) if key is None else key
     eps = jax.random.normal(key, x0.shape, dtype)
-    p = jax.vmap(lambda e: null_space_projection(op, e))(eps)
+    if _is_tall_matrix(op):
+        p = _dense_null_space_projection(op.matrix, eps)
+    else:
+        p = jax.vmap(lambda e: null_space_projection(op, e))(eps)
     norms = jnp.sqrt(jnp.sum(p**2, axis=(1, 2, 3), keepdims=True))
     # below √ε of the draw's norm, p is rounding (measured: 1e-5 relative for m = n), not a
     # direction of the null space
@@ -340,18 +345,34 @@ def initial_latents(prior, params, y: Array, op, *, init: str, key: Array | None
     return inverse(jnp.clip(x0 + p, 0.0, 1.0))
 
 
-def _dense_without_null_space(op) -> bool:
-    """Whether ``op`` is a dense ``(m, n)`` matrix with ``m ≥ n`` (Gaussian CS with ``m = n``,
-    of full column rank almost surely), whose null space is ``{0}``. The conjugate gradients
-    of :func:`null_space_projection` cannot tell: on such a matrix (AAᵀ is as ill-conditioned
-    as it gets) their 200 iterations leave about 5 % of the draw for 28×28 images in float32,
-    and 10 % at 8×8 in float64, far above the rounding test below."""
+def _is_tall_matrix(op) -> bool:
+    """Whether ``op`` is a plain :class:`~flowinv.operators.MatrixOperator` (a subclass may
+    apply something else than its ``matrix``) with one ``(m, n)`` matrix, ``m ≥ n``: where the
+    conjugate gradients of :func:`null_space_projection` fail (on a full-rank one, ``AAᵀ`` is
+    singular and 200 iterations leave 5-10 % of the draw), while a zero-padded or
+    rank-deficient one does have a null space, so its shape cannot decide."""
     from flowinv.operators import MatrixOperator
 
-    if not isinstance(op, MatrixOperator) or jnp.ndim(op.matrix) != 2:
-        return False
-    m, n = jnp.shape(op.matrix)
-    return m >= n
+    return (type(op) is MatrixOperator and jnp.ndim(op.matrix) == 2
+            and op.matrix.shape[0] >= op.matrix.shape[1])
+
+
+def _dense_null_space_projection(matrix: Array, v: Array) -> Array:
+    """The projections of images ``v`` ``(B, H, W, C)`` onto the numerical null space of the
+    ``(m, n)`` ``matrix``, ``v − V_rᵀV_r v`` with ``V_r`` the right singular vectors of
+    singular value above ``σ_max·max(m, n)·ε`` (``numpy.linalg.matrix_rank``'s threshold).
+    Exact for any shape or rank: a full-rank matrix with ``m ≥ n`` leaves only rounding
+    (which :func:`initial_latents` sets to 0), a zero-padded or rank-deficient one its
+    null space. One thin SVD, ``O(min(m, n)²·max(m, n))``: ``O(m·n²)`` where it is used,
+    ``m ≥ n``, a matrix of at least ``n²`` entries."""
+    a = jnp.asarray(matrix, jnp.promote_types(matrix.dtype, v.dtype))
+    m, n = a.shape
+    _, s, vt = jnp.linalg.svd(a, full_matrices=False)  # vt: (min(m, n), n)
+    keep = (s > jnp.max(s, initial=0.0) * max(m, n) * jnp.finfo(a.dtype).eps).astype(a.dtype)
+    flat = v.reshape(v.shape[0], n).astype(a.dtype)
+    dot = functools.partial(jnp.matmul, precision=jax.lax.Precision.HIGHEST)  # no TF32 on GPU
+    ranged = dot(dot(flat, vt.T) * keep, vt)
+    return (flat - ranged).astype(v.dtype).reshape(v.shape)
 
 
 BIN_CENTRE = 1.0 / 512  # half an 8-bit quantisation level

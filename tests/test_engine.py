@@ -1438,3 +1438,28 @@ def test_null_space_start_without_a_null_space_at_mnist_size_and_in_float64(shap
         p = jax.vmap(lambda z: flow.forward(params, z)[0])(z0) - x0
     # init_scale·√n is 0.28 (28×28) and 0.08 (8×8); the round trip is exact to ~1e-5
     assert float(jnp.max(jnp.linalg.norm(p.reshape(2, -1), axis=1))) < 1e-3
+
+
+@pytest.mark.parametrize("rows", ["zero-padded", "repeated"])
+def test_null_space_start_of_a_dense_matrix_with_m_ge_n_that_has_a_null_space(rows):
+    """A dense matrix with m ≥ n is not always of full rank: zero-padded to more rows (as
+    experiments/_whang_cs.py pads its matrices to m_max) or with repeated rows, it keeps the
+    null space of its m/2 Gaussian rows. The start must perturb along it, as the conjugate
+    gradients did before the shape test (‖p‖ = init_scale·√n, A p ≈ 0), not start at x0."""
+    from flowinv.recover import initial_latents
+
+    shape, n = (8, 8, 1), 64
+    flow = flowinv.glow(shape, levels=2, steps=1, width=8)
+    x = jax.random.uniform(jax.random.PRNGKey(0), (2, *shape))
+    params = flow.init(jax.random.PRNGKey(1), x)
+    half = operators.gaussian_cs(jax.random.PRNGKey(0), shape, n // 2).matrix
+    matrix = (jnp.pad(half, ((0, n // 2), (0, 0))) if rows == "zero-padded"
+              else jnp.concatenate([half, half]))
+    op = operators.matrix_operator(matrix, shape)
+    x0 = 0.2 + 0.6 * x  # ‖p‖ = 0.8 stays inside [0, 1] only partly: measure before the clip
+    z0 = initial_latents(flow, params, jax.vmap(op)(x0), op, init="null-space", x0=x0,
+                         key=jax.random.PRNGKey(3), init_scale=0.02, dim=n)
+    p = jax.vmap(lambda z: flow.forward(params, z)[0])(z0) - x0
+    norms = np.linalg.norm(np.asarray(p).reshape(2, -1), axis=1)
+    np.testing.assert_allclose(norms, 0.02 * np.sqrt(n), rtol=1e-2)  # 0.16, no clipping
+    assert float(jnp.max(jnp.abs(jax.vmap(op)(p)))) < 1e-3  # consistent with y
