@@ -41,6 +41,7 @@ without changing an iterate.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -305,6 +306,11 @@ def lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter
                 lower, jax.core.Tracer) and not isinstance(upper, jax.core.Tracer) and bool(
                 np.any(np.asarray(lower) > np.asarray(upper))):
             raise ValueError(f"lower must be <= upper, got lower={lower!r}, upper={upper!r}")
+        for name, bound in (("lower", lower), ("upper", upper)):
+            if bound is not None and not isinstance(bound, jax.core.Tracer) and bool(
+                    np.isnan(np.asarray(bound, np.float64)).any()):  # clip would make z NaN
+                raise ValueError(f"{name} must not be NaN (use None for no bound), got "
+                                 f"{bound!r}")
         lo = jnp.asarray(-jnp.inf if lower is None else lower, dtype)
         hi = jnp.asarray(jnp.inf if upper is None else upper, dtype)
         z0 = jnp.clip(z0, lo, hi)
@@ -479,8 +485,13 @@ def optax_lbfgs(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *,
 
 def adam(loss: Callable[[Array, Array], Array], z0: Array, y: Array, *, maxiter: int = 300,
          tol: float = 1e-5, learning_rate: float = 0.05, progress: bool = False) -> SolveResult:
-    """optax Adam on ``loss(z, y)``, for one problem."""
+    """optax Adam on ``loss(z, y)``, for one problem. ``learning_rate``: a positive number, or
+    an optax schedule (a function of the step)."""
     import optax
+
+    if isinstance(learning_rate, numbers.Real) and not learning_rate > 0:  # NaN too
+        raise ValueError(f"learning_rate must be positive, got {learning_rate!r} (0 never "
+                         "moves, a negative one climbs the loss)")
 
     z0 = in_loss_precision(loss, z0, y)
 

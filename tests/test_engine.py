@@ -1463,3 +1463,22 @@ def test_null_space_start_of_a_dense_matrix_with_m_ge_n_that_has_a_null_space(ro
     norms = np.linalg.norm(np.asarray(p).reshape(2, -1), axis=1)
     np.testing.assert_allclose(norms, 0.02 * np.sqrt(n), rtol=1e-2)  # 0.16, no clipping
     assert float(jnp.max(jnp.abs(jax.vmap(op)(p)))) < 1e-3  # consistent with y
+
+
+def test_nan_bounds_and_a_non_positive_adam_rate_are_refused(tiny):
+    """A NaN bound passed every check, and clip made the iterate NaN: the solve reported a
+    divergence from its first step. A learning rate of 0 never moves, a negative one climbs
+    the loss; both ran to maxiter without a word."""
+    flow, params, x = tiny
+    f = lambda z, y: jnp.sum(z**2)
+    for bounds in (dict(lower=float("nan")), dict(upper=np.array([0.0, np.nan]))):
+        with pytest.raises(ValueError, match="must not be NaN"):
+            solvers.lbfgs(f, jnp.zeros(2), 0.0, maxiter=2, **bounds)
+    with pytest.raises(ValueError, match="must not be NaN"):
+        flowinv.recover((flow, params), x[:1], operator=operators.identity(flow.image_shape),
+                        maxiter=2, solver_kwargs=dict(lower=float("nan")))
+    for rate in (0.0, -0.05, float("nan")):
+        with pytest.raises(ValueError, match="learning_rate must be positive"):
+            solvers.adam(f, jnp.ones(2), 0.0, maxiter=2, learning_rate=rate)
+    r = solvers.adam(f, jnp.ones(2), 0.0, maxiter=2, learning_rate=lambda step: 0.1)  # schedule
+    assert bool(jnp.all(jnp.abs(r.z) < 1.0))
